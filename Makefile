@@ -1,0 +1,54 @@
+# sparsedepth: `make reproduce` regenerates the paper's figures and tables; `make test` runs the test suite.
+# Both build the virtual environment first, so each works as the first command on a fresh clone.
+PROFILE ?= cpu
+FORCE ?=
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+# Offline by default, every cache inside the checkout.
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export HF_HOME ?= $(CURDIR)/.cache/hf
+export WANDB_DIR ?= $(CURDIR)/runs
+export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
+export JUPYTER_PLATFORM_DIRS := 1
+export PYTHONUNBUFFERED := 1
+
+RUN := $(PY) -m sparsedepth.cli
+REPRO := $(RUN) reproduce --profile $(PROFILE) $(if $(FORCE),--force,)
+NOTEBOOK_TARGETS := theory depth weight_decay seqlen gqa moe recipe summary
+
+.PHONY: setup test reproduce figures bench lab clean $(NOTEBOOK_TARGETS)
+
+setup: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name sparsedepth --display-name "Python (sparsedepth)" >/dev/null
+	touch $@
+
+test: setup
+	$(PY) -m pytest -n 2 -q
+
+reproduce: setup
+	$(REPRO)
+
+# Replot from results already under paper_results/ (no training): make figures PROFILE=gpu
+figures: setup
+	$(REPRO) --no-train
+
+$(NOTEBOOK_TARGETS): setup
+	$(REPRO) --only $@
+
+bench: setup
+	$(RUN) bench
+
+lab: setup
+	.venv/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf build runs .cache .pytest_cache

@@ -1,0 +1,47 @@
+"""`sparsedepth` command line: a thin wrapper over the library.
+
+Each subcommand lives beside the code it drives, in a module that provides ``add_arguments(parser)`` and
+``run(args) -> int``; this file only registers them. Modules are imported lazily so that ``--help`` is fast
+and a subcommand's heavy imports (datasets, papermill, ...) happen only when it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+COMMANDS = {
+    "list": ("sparsedepth.experiments", "list the paper's experiments and their variants"),
+    "train": ("sparsedepth.train.cli", "train one variant (or a --config file) into a run directory"),
+    "probe": ("sparsedepth.probes.cli", "run the layer-effectiveness probes on a run directory or checkpoint"),
+    "eval": ("sparsedepth.eval.cli", "perplexity and zero-shot accuracy of a run directory"),
+    "bench": ("sparsedepth.bench", "measure tokens/s, MFU, memory, attention backends and probe times"),
+    "reproduce": ("sparsedepth.reproduce", "execute the notebooks that regenerate the paper's figures and tables"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = _available()
+    parser = argparse.ArgumentParser(prog="sparsedepth", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in commands.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        args = parser.parse_args(argv)  # prints help, or the error for an unknown command
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(commands[argv[0]][0])
+    cmd_parser = argparse.ArgumentParser(prog=f"sparsedepth {argv[0]}", description=commands[argv[0]][1])
+    module.add_arguments(cmd_parser)
+    args = cmd_parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Dropless mixture-of-experts SwiGLU feed-forward (paper-spec 2.3).
+
+Router: softmax over all experts in float32, top-k token choice; the expert weights are the raw softmax
+probabilities of the chosen experts (the official setting) unless ``moe_renormalize``. Tokens are sorted by
+expert and each expert runs one matmul over its contiguous slice (a grouped GEMM on CUDA where torch has
+``_grouped_mm``), so no token is dropped and nothing loops over tokens.
+
+Aux losses, per layer (olmo-core formulas):
+- load balancing ``lb = (E/k) * (1/N) * sum_e n_e * mean_prob_e`` (n_e = top-k assignments to e; 1 when
+  perfectly balanced);
+- router z-loss ``z = mean_tokens logsumexp(logits)^2``.
+Their weights are applied once per layer by the decoder (``ModelConfig.moe_aux_scaling``), not compounded.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.up = nn.Linear(d_model, 2 * hidden, bias=False)  # value and gate halves, fused like OLMo's ff_proj
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * value)
+
+
+def _grouped_mm_ok(x: torch.Tensor) -> bool:
+    return x.is_cuda and x.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
+
+
+class MoEFeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, h, e = cfg.d_model, cfg.expert_hidden, cfg.n_experts
+        self.n_experts, self.top_k, self.renormalize = e, cfg.top_k, cfg.moe_renormalize
+        self.router = nn.Linear(d, e, bias=False)
+        # Expert weights stacked as [E, in, out] so a grouped matmul (or a slice per expert) uses them directly.
+        self.w_gate = nn.Parameter(torch.empty(e, d, h))
+        self.w_up = nn.Parameter(torch.empty(e, d, h))
+        self.w_down = nn.Parameter(torch.empty(e, h, d))
+        self.shared = SwiGLU(d, cfg.shared_expert_hidden) if cfg.shared_expert_hidden else None
+        self.routing = nn.Identity()  # (probs, top-k indices) pass through here so hooks can read routing
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [..., d] -> (output [..., d], aux [lb, z], expert load [E] as assignment fractions)."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        n = x.shape[0]
+        logits = self.router(x).float()
+        probs = logits.softmax(-1)
+        weights, experts = probs.topk(self.top_k, dim=-1)  # [N, k]
+        if self.renormalize:
+            weights = weights / weights.sum(-1, keepdim=True)
+        self.routing((probs, experts))
+
+        flat = experts.reshape(-1)
+        order = flat.argsort(stable=True)
+        token_of = order // self.top_k  # source token of each sorted assignment
+        counts = torch.bincount(flat, minlength=self.n_experts)
+        xs = x[token_of]
+        if xs.is_cuda and torch.is_autocast_enabled("cuda"):  # the residual stream is float32 under autocast
+            xs = xs.to(torch.get_autocast_dtype("cuda"))
+        ys = self._experts(xs, counts) * weights.reshape(-1)[order, None].to(xs.dtype)
+        out = torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
+        if self.shared is not None:  # official: shared/(k+1) + k/(k+1) * routed
+            k = self.top_k
+            out = self.shared(x) / (k + 1) + out * (k / (k + 1))
+
+        load = counts.float() / (n * self.top_k)
+        lb = self.n_experts / self.top_k * (load * self.top_k * probs.mean(0)).sum()
+        z = torch.logsumexp(logits, dim=-1).pow(2).mean()
+        return out.reshape(shape), torch.stack([lb, z]), load
+
+    def _experts(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """SwiGLU of each expert on its contiguous slice of expert-sorted tokens."""
+        if _grouped_mm_ok(xs):
+            offs = counts.cumsum(0).to(torch.int32)
+            gate = torch._grouped_mm(xs, self.w_gate.to(xs.dtype), offs=offs)
+            up = torch._grouped_mm(xs, self.w_up.to(xs.dtype), offs=offs)
+            return torch._grouped_mm(F.silu(gate) * up, self.w_down.to(xs.dtype), offs=offs)
+        outs = []
+        # One host sync for the split sizes; the loop is over experts, never over tokens.
+        for e, chunk in enumerate(xs.split(counts.tolist())):
+            if chunk.shape[0]:
+                outs.append((F.silu(chunk @ self.w_gate[e].to(chunk.dtype)) * (chunk @ self.w_up[e].to(chunk.dtype)))
+                            @ self.w_down[e].to(chunk.dtype))
+            else:
+                outs.append(chunk)
+        return torch.cat(outs)
