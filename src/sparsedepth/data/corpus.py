@@ -1,0 +1,203 @@
+"""Reading a pretraining corpus into a list of documents, and splitting it into train / validation.
+
+Sources: "embedded" (the Wikipedia sample shipped in this package), a local file or folder (.txt /
+.txt.xz with ``<|endoftext|>`` separator lines, .jsonl / .json / .parquet / .arrow with a "text" field,
+or a ``datasets.save_to_disk`` folder), or ``hf:NAME[:config]`` for a hub dataset when online.
+"""
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+# The hub is unreachable on our machines: default to offline so `datasets` never waits on the network.
+# A user with internet sets HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 before running.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+EMBEDDED = Path(__file__).resolve().parent / "corpus" / "wiki-sample.txt.xz"
+SEPARATOR = "<|endoftext|>"
+DEFAULT_DATASETS_CACHE = os.path.join(".cache", "sparsedepth", "datasets")
+_TEXT_SUFFIXES = (".txt", ".txt.xz")
+_DATASETS_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
+
+
+class DataError(ValueError):
+    """Bad data input; the message names the file (or setting) and how to fix it."""
+
+
+def _suffix_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(_TEXT_SUFFIXES):
+        return "text"
+    return _DATASETS_SUFFIXES.get(path.suffix.lower())
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def resolve_files(source: str) -> list[Path]:
+    """The corpus files behind a local ``source`` (a file, or every supported file under a folder, sorted)."""
+    path = EMBEDDED if source == "embedded" else Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"corpus {str(path)!r} does not exist; pass an existing .txt/.txt.xz/.jsonl/.json/"
+                        f".parquet/.arrow file or folder, 'embedded', or hf:NAME")
+    if path.is_file() or _is_saved_dataset(path):
+        if path.is_file() and _suffix_kind(path) is None:
+            raise DataError(f"corpus {str(path)!r}: unknown file type; supported are .txt, .txt.xz (documents "
+                            f"separated by a '{SEPARATOR}' line), .jsonl, .json, .parquet, .arrow ('text' field)")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix_kind(p) and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"corpus folder {str(path)!r} holds no .txt, .txt.xz, .jsonl, .json, .parquet or .arrow "
+                        f"files; add some or point corpus at a file")
+    return files
+
+
+def fingerprint(source: str) -> str:
+    """A cheap identity of the corpus for cache keys: the content hash of the (6.7 MB) embedded sample,
+    path + size + mtime of local files (hashing GBs on every start would defeat the cache), the name for hf:."""
+    if source.startswith("hf:"):
+        return source
+    if source == "embedded":
+        return "embedded:" + hashlib.sha256(EMBEDDED.read_bytes()).hexdigest()
+    parts = []
+    for f in resolve_files(source):
+        st = f.stat()
+        parts.append(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _iter_text_docs(path: Path) -> Iterator[str]:
+    """Documents of a .txt / .txt.xz file, split on lines holding only the separator.
+
+    Read directly (lzma + binary lines) rather than with datasets' "text" loader: that one splits only by
+    line, paragraph or whole file, not on a separator line. Reading bytes also lets a UTF-8 error report
+    its exact byte offset and line, and lets max_docs stop early on a large shard.
+    """
+    opener = lzma.open if path.name.lower().endswith(".xz") else open
+    sep = SEPARATOR.encode()
+    try:
+        with opener(path, "rb") as f:
+            lines: list[bytes] = []
+            offset = doc_offset = 0
+            lineno = doc_line = 1
+            for line in f:
+                if line.rstrip(b"\r\n") == sep:
+                    yield _decode_doc(lines, path, doc_offset, doc_line)
+                    lines = []
+                    doc_offset, doc_line = offset + len(line), lineno + 1
+                else:
+                    lines.append(line)
+                offset += len(line)
+                lineno += 1
+            yield _decode_doc(lines, path, doc_offset, doc_line)
+    except lzma.LZMAError as e:
+        raise DataError(f"corpus {str(path)!r} is not a valid xz file ({e}); recompress it with `xz` or "
+                        f"drop the .xz suffix") from e
+
+
+def _decode_doc(lines: list[bytes], path: Path, offset: int, lineno: int) -> str:
+    raw = b"".join(lines)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = lineno + raw.count(b"\n", 0, e.start)
+        where = "decompressed " if path.name.lower().endswith(".xz") else ""
+        raise DataError(f"corpus {str(path)!r} is not valid UTF-8: byte {raw[e.start:e.start + 1]!r} at "
+                        f"{where}byte offset {offset + e.start} (line {line}); re-encode the file as UTF-8 "
+                        f"(e.g. `iconv -f latin1 -t utf-8`)") from e
+    # the newline before a separator line belongs to the separator ("\n<|endoftext|>\n")
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
+def _load_with_datasets(path: Path, kind: str, cache_dir: str, max_docs: int | None) -> list[str]:
+    import datasets
+
+    try:
+        if _is_saved_dataset(path):
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+        else:
+            ds = datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=cache_dir)
+    except Exception as e:  # datasets raises many types (ArrowInvalid, DatasetGenerationError, ...)
+        raise DataError(f"corpus {str(path)!r} could not be read as {kind}: {type(e).__name__}: {e}; check the "
+                        f"file is valid UTF-8 {kind} with a 'text' field") from e
+    if "text" not in ds.column_names:
+        raise DataError(f"corpus {str(path)!r} has no 'text' field (columns: {ds.column_names}); rename the "
+                        f"document column to 'text'")
+    if max_docs is not None:
+        ds = ds.select(range(min(max_docs, len(ds))))
+    return [t for t in ds["text"] if t]
+
+
+def _load_hub(name: str, cache_dir: str, max_docs: int | None) -> list[str]:
+    offline = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+               if os.environ.get(v, "1").upper() in ("1", "ON", "YES", "TRUE")]
+    if offline:
+        raise DataError(f"corpus 'hf:{name}' needs the Hugging Face hub but {' and '.join(offline)} is set (the "
+                        f"default here); to go online run with HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0, or use a "
+                        f"local file / 'embedded'")
+    import datasets
+
+    repo, _, config = name.partition(":")
+    split = "train" if max_docs is None else f"train[:{max_docs}]"
+    try:
+        ds = datasets.load_dataset(repo, config or None, split=split, cache_dir=cache_dir)
+    except Exception as e:
+        raise DataError(f"corpus 'hf:{name}' could not be loaded: {type(e).__name__}: {e}; check the dataset "
+                        f"name, config and your network") from e
+    if "text" not in ds.column_names:
+        raise DataError(f"corpus 'hf:{name}' has no 'text' column (columns: {ds.column_names})")
+    return [t for t in ds["text"] if t]
+
+
+def load_documents(source: str, max_docs: int | None = None, cache_dir: str | None = None) -> list[str]:
+    """Documents (non-empty strings) of ``source``; only the first ``max_docs`` if given.
+
+    ``cache_dir`` is where `datasets` keeps its Arrow conversions (default ``.cache/sparsedepth/datasets``
+    under the working folder, never ``~/.cache``).
+    """
+    cache_dir = cache_dir or DEFAULT_DATASETS_CACHE
+    if source.startswith("hf:"):
+        docs = _load_hub(source[3:], cache_dir, max_docs)
+        files: list[Path] = []
+    else:
+        files = resolve_files(source)
+        docs = []
+        for f in files:
+            room = None if max_docs is None else max_docs - len(docs)
+            if room is not None and room <= 0:
+                break
+            kind = "arrow" if _is_saved_dataset(f) else _suffix_kind(f)
+            if kind == "text":
+                for d in _iter_text_docs(f):
+                    if d.strip():
+                        docs.append(d)
+                        if max_docs is not None and len(docs) >= max_docs:
+                            break
+            else:
+                docs.extend(_load_with_datasets(f, kind, cache_dir, room))
+    if not docs:
+        where = source if not files else ", ".join(str(f) for f in files[:3])
+        raise DataError(f"corpus {where!r} is empty (no non-blank documents); add text to it or choose another corpus")
+    return docs[:max_docs] if max_docs is not None else docs
+
+
+def split_documents(n_docs: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint train / validation document indices (each sorted, so corpus order is kept).
+
+    Split at the document level so no validation text leaks into training; at least one document each.
+    """
+    if n_docs < 2:
+        raise DataError(f"the corpus has {n_docs} document(s) but a train/validation split needs at least 2; "
+                        f"separate documents with a line holding only '{SEPARATOR}' or use more data")
+    n_val = min(max(1, round(n_docs * val_fraction)), n_docs - 1)
+    perm = np.random.default_rng(seed).permutation(n_docs)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
