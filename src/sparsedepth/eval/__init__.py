@@ -1,0 +1,64 @@
+"""Evaluation: held-out perplexity and zero-shot multiple-choice accuracy (lm-evaluation-harness definitions).
+
+    from sparsedepth.eval import perplexity, zero_shot, evaluate_run, TASKS
+
+The evaluation sets ship inside the package (``eval/data/<task>.jsonl.xz``); ``lm_eval_adapter`` gives
+the same numbers through lm-evaluation-harness.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .perplexity import perplexity
+from .tasks import TASKS, EvalError, MCDoc, check_tasks, load_rows, task_docs
+from .zero_shot import mc_metrics, score_tokens, zero_shot
+
+__all__ = ["TASKS", "EvalError", "MCDoc", "check_tasks", "evaluate_run", "load_rows", "mc_metrics", "perplexity",
+           "score_tokens", "task_docs", "zero_shot"]
+
+PPL_WINDOWS = 64  # held-out windows for perplexity (64 x T tokens)
+
+
+def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, limit: int | None = None,
+                 ppl_windows: int = PPL_WINDOWS, seq_len: int | None = None, batch_size: int | None = None,
+                 harness: bool = False, device: str = "auto", out: str | None = "eval.json",
+                 progress: bool = False) -> dict[str, Any]:
+    """Perplexity on the run's validation split at ``seq_len`` (default: the run's training seq_len) and
+    zero-shot accuracy of its latest checkpoint; writes ``run_dir/out`` atomically (``out=None``: don't).
+
+    Result: ``{"perplexity": {"loss", "ppl", "seq_len", "n_tokens"}, "tasks": {name: {"acc", "acc_norm",
+    "n"}}, "mean_acc", "mean_acc_norm", "limit", "scorer", "seconds"}``. ``harness=True`` scores through
+    lm-evaluation-harness instead of the built-in scorer (same numbers, slower). ``batch_size`` (requests per
+    forward) defaults to 128 on CUDA (all 11 sets, 74,560 requests, in about 22 s on an H200 for a
+    d=512 model) and 32 on CPU."""
+    from ..atomic import atomic_write_json
+    from ..data import val_windows
+    from ..train import load_run  # lazy: evaluation of in-memory models needs no trainer
+
+    names = check_tasks(tasks)
+    if ppl_windows < 1:
+        raise EvalError(f"ppl_windows must be >= 1, got {ppl_windows}")
+    t0 = time.perf_counter()
+    model, cfg, data = load_run(run_dir, device=device)
+    seq_len = seq_len or cfg.seq_len
+    if seq_len > model.cfg.max_seq_len:
+        raise EvalError(f"seq_len {seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
+    if batch_size is None:
+        batch_size = 128 if next(model.parameters()).is_cuda else 32
+    windows = val_windows(data.val, seq_len, ppl_windows, seed=0)
+    ppl = perplexity(model, windows, batch_size=max(1, min(batch_size, 16)))
+    if harness:
+        from .lm_eval_adapter import lm_eval_zero_shot
+
+        zs = lm_eval_zero_shot(model, data, names, limit=limit, batch_size=batch_size, progress=progress)
+        zs.pop("lm_eval")
+    else:
+        zs = zero_shot(model, data, names, limit=limit, batch_size=batch_size, progress=progress)
+    result = {"perplexity": ppl, "tasks": zs["tasks"], "mean_acc": zs["mean_acc"],
+              "mean_acc_norm": zs["mean_acc_norm"], "limit": limit, "scorer": "lm_eval" if harness else "sparsedepth",
+              "seconds": round(time.perf_counter() - t0, 3)}
+    if out is not None:
+        atomic_write_json(Path(run_dir) / out, result)
+    return result
