@@ -43,7 +43,9 @@ class RMSNorm(nn.Module):
 
 def token_var(x: torch.Tensor) -> torch.Tensor:
     """Mean over tokens of the unbiased variance across the hidden dimension (paper-spec 1.1), float32."""
-    return x.detach().float().var(-1).mean()
+    x = x.detach().float()
+    # explicit form: torch's var(-1) is several times slower on CPU for the small tensors of the CPU profiles
+    return (x - x.mean(-1, keepdim=True)).pow(2).sum(-1).div(x.shape[-1] - 1).mean()
 
 
 def token_norm(x: torch.Tensor) -> torch.Tensor:

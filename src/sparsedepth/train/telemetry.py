@@ -1,0 +1,221 @@
+"""What the trainer records: metrics rows, per-layer telemetry, the spike monitor, MFU and wandb.
+
+Per-layer statistics (paper-spec 1.1, with the fixes of section 5.4): the model computes them inside its
+forward (``telemetry=True``) as small float32 tensors; the trainer averages them over micro-batches on the
+device, adds per-block gradient and parameter norms, packs everything into ONE flat tensor, all-reduces it
+across ranks and moves it to the host once per telemetry step.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..atomic import atomic_write_text
+from ..model import STAT_KEYS
+
+# Row key of each model statistic; the residual stream variance is "layer_var" as in the official logs.
+ROW_KEYS = {"out_var": "layer_var", "attn_var": "attn_var", "ffn_var": "ffn_var",
+            "attn_norm": "attn_norm", "ffn_norm": "ffn_norm"}
+
+# Dense bf16 peak FLOP/s per device, by a substring of the device name. H100/H200: 7.87e14 is the
+# measured 8192^3 bf16 matmul rate on our H200 (the datasheet's 9.89e14 is never reached); A100: datasheet.
+PEAK_FLOPS = {"H200": 7.87e14, "H100": 7.87e14, "A100": 3.12e14}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak FLOP/s of one device: env SPARSEDEPTH_PEAK_FLOPS, else the table by CUDA device name; None on CPU
+    or an unknown GPU (MFU is then reported as null)."""
+    env = os.environ.get("SPARSEDEPTH_PEAK_FLOPS")
+    if env:
+        return float(env)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def block_norms(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-block L2 norms of the gradients and of the parameters, each [L] float32 on the device.
+
+    ``||g_l|| = sqrt(sum_{p in block l} ||grad p||^2)``: one ``_foreach_norm`` over all block tensors, then
+    a stack per block. Call it after backward and before clipping; missing gradients count as zero.
+    """
+    params = [list(b.parameters()) for b in model.blocks]
+    flat = [p for ps in params for p in ps]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in flat]
+    gn = torch._foreach_norm([g.float() for g in grads]) if grads else []
+    pn = torch._foreach_norm([p.detach().float() for p in flat]) if flat else []
+    out_g, out_p, i = [], [], 0
+    for ps in params:
+        out_g.append(torch.stack(gn[i:i + len(ps)]).norm())
+        out_p.append(torch.stack(pn[i:i + len(ps)]).norm())
+        i += len(ps)
+    return torch.stack(out_g), torch.stack(out_p)
+
+
+def add_stats(acc: dict | None, stats: dict) -> dict:
+    """Running sum of telemetry stats over micro-batches (detached, float32, on the device)."""
+    stats = {k: v.detach().float() for k, v in stats.items()}
+    if acc is None:
+        return stats
+    return {k: acc[k] + v for k, v in stats.items()}
+
+
+def pack(stats: dict, scale: float, grad_norm: torch.Tensor, param_norm: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """Flatten averaged stats and block norms into one float32 vector and a layout for ``unpack``."""
+    parts, layout = [], []
+    named = [(ROW_KEYS[k], stats[k] * scale) for k in STAT_KEYS]
+    named += [("final_var", stats["final_var"] * scale)]
+    if "expert_load" in stats:
+        named.append(("expert_load", stats["expert_load"] * scale))
+    named += [("layer_grad_norm", grad_norm), ("layer_param_norm", param_norm)]
+    for key, t in named:
+        parts.append(t.reshape(-1).float())
+        layout.append((key, tuple(t.shape)))
+    return torch.cat(parts), layout
+
+
+def unpack(flat: list[float], layout: list) -> dict[str, Any]:
+    """Inverse of ``pack`` on host floats: scalars stay floats, [L] become lists, [L, E] nested lists."""
+    out, i = {}, 0
+    for key, shape in layout:
+        n = math.prod(shape)
+        vals = flat[i:i + n]
+        i += n
+        if not shape:
+            out[key] = vals[0]
+        elif len(shape) == 1:
+            out[key] = vals
+        else:
+            out[key] = [vals[r * shape[1]:(r + 1) * shape[1]] for r in range(shape[0])]
+    return out
+
+
+class SpikeMonitor:
+    """Flags a value above ``mean + sigma * std`` of the previous ``window`` values of the same series.
+
+    Needs ``min_history`` earlier values before it flags anything; every value (spikes too) enters the
+    window, so a lasting level shift stops being flagged once the window has absorbed it.
+    """
+
+    def __init__(self, window: int, sigma: float, min_history: int = 8):
+        self.window, self.sigma, self.min_history = window, sigma, min_history
+        self.history: dict[str, deque] = {}
+
+    def update(self, **values: float) -> list[str]:
+        """Feed one step's values; returns the names that spiked."""
+        flagged = []
+        for name, v in values.items():
+            h = self.history.setdefault(name, deque(maxlen=self.window))
+            if len(h) >= max(2, self.min_history) and math.isfinite(v):
+                mean = sum(h) / len(h)
+                std = math.sqrt(sum((x - mean) ** 2 for x in h) / (len(h) - 1))
+                if v > mean + self.sigma * std and v > mean * (1 + 1e-6):
+                    flagged.append(name)
+            if math.isfinite(v):
+                h.append(v)
+        return flagged
+
+    def state_dict(self) -> dict:
+        return {k: list(v) for k, v in self.history.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = {k: deque(v, maxlen=self.window) for k, v in state.items()}
+
+
+def _clean(v: Any) -> Any:
+    """JSON has no NaN/inf: non-finite floats become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    return v
+
+
+class MetricsFile:
+    """metrics.jsonl: one JSON object per logged step, appended and flushed (readers see it at once).
+
+    ``sync`` (fsync) runs before every checkpoint and at close: rows after the last checkpoint are dropped
+    on resume anyway (atomic rewrite), so fsync per row would buy nothing and cost milliseconds per step.
+    A resumed run's file thus has each step once, exactly as an uninterrupted run's.
+    """
+
+    def __init__(self, path: Path, keep_up_to_step: int):
+        self.path = Path(path)
+        if self.path.exists():
+            lines = self.path.read_text().splitlines()
+            kept = [ln for ln, row in zip(lines, map(_parse, lines)) if row and row["step"] <= keep_up_to_step]
+            if len(kept) != len(lines):
+                atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._f.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        self._f.flush()
+
+    def sync(self) -> None:
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self.sync()
+        self._f.close()
+
+
+def _parse(line: str) -> dict | None:
+    """One metrics row, or None for a blank line or a line cut short by a crash mid-write."""
+    try:
+        return json.loads(line) if line.strip() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """All rows of a run's metrics.jsonl (a partial last line from a crash is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [row for row in map(_parse, path.read_text().splitlines()) if row]
+
+
+class WandbLogger:
+    """Mirrors metrics rows to Weights & Biases. Offline unless WANDB_MODE says otherwise; never logs in.
+
+    Lists become one key per layer (``layer_var/layer_3``) as in the official logs; expert load is
+    reduced to its per-layer max and min so a 64-expert model does not create thousands of keys.
+    """
+
+    def __init__(self, run_dir: Path, project: str, config: dict, run_id: str):
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb  # lazy: only runs that ask for it need it
+
+        self._wandb = wandb
+        self.run = wandb.init(project=project, dir=str(run_dir), config=config, id=run_id,
+                              name=Path(run_dir).name, resume="allow")
+
+    def log(self, row: dict) -> None:
+        flat = {}
+        for k, v in row.items():
+            if k == "step" or v is None or isinstance(v, str):
+                continue
+            if k == "expert_load":
+                for i, load in enumerate(v):
+                    flat[f"expert_load_max/layer_{i}"] = max(load)
+                    flat[f"expert_load_min/layer_{i}"] = min(load)
+            elif isinstance(v, list):
+                if v and not isinstance(v[0], (int, float)):
+                    continue
+                flat.update({f"{k}/layer_{i}": x for i, x in enumerate(v)})
+            else:
+                flat[k] = float(v)
+        self.run.log(flat, step=row["step"])
+
+    def finish(self) -> None:
+        self.run.finish()
