@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,9 +269,13 @@ def _parse_value(text: str) -> Any:
     try:
         import yaml
 
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except Exception:
-        return text
+        value = text
+    # YAML 1.1 reads exponent floats without a dot (3e-4) as strings
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value):
+        return float(value)
+    return value
 
 
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any] | list[str]) -> TrainConfig:
@@ -308,4 +313,8 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any] | list[str]) -> 
         m["expert_hidden"] = None
     if "micro_batch_size" not in overrides and "batch_size" in overrides and cfg.micro_batch_size == cfg.batch_size:
         d["micro_batch_size"] = None
-    return from_dict(d)
+    try:
+        return from_dict(d)
+    except TypeError as e:  # a value of the wrong type (model.n_layers=abc) fails a comparison in validation
+        raise ConfigError(f"override {overrides} has a value of the wrong type ({e}); "
+                          f"give numbers for numeric keys, true/false for switches") from e

@@ -19,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ATTN_BACKENDS, ModelConfig
 
 
 def resolve_backend(name: str, device: torch.device | str) -> str:
     """Map a configured backend to the one that will run on ``device``; errors name the fix."""
     dev = torch.device(device).type
+    if name not in ATTN_BACKENDS:  # fail here, not at the first forward
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {ATTN_BACKENDS}")
     if name == "auto":
         return "sdpa"
     if name == "xformers":

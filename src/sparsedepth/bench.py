@@ -1,0 +1,422 @@
+"""``sparsedepth bench``: speed of the real training step, attention backends, telemetry and probes.
+
+Groups (``--only``):
+- ``depth``: dense models of the profile's depths (gpu: d=512, L = 12, 16, 32, T = 1024);
+- ``gqa_moe``: at the paper's T = 4096 (profile-scaled): dense, GQA G=4, and MoE (8 experts, top-2, expert
+  width 2d) whose active parameters equal the dense model's (2 x 2d = the dense SwiGLU width 4d);
+- ``attention``: one attention layer, forward + backward, per backend (sdpa, xformers, math) and G in {1, 4};
+- ``telemetry``: the training step with per-layer telemetry every step, at the default interval, and off;
+- ``probes``: seconds per probe of ``run_probes`` on the profile's deepest model (gpu: 32 layers).
+
+Training numbers come from ``sparsedepth.train.train`` itself (summary.json's steady-state tokens/s, which
+leaves out the first log interval: compilation and warm-up), stopped after a few log intervals.
+
+MFU = tokens/s x ``ModelConfig.flops_per_token(T)`` (6 x active matmul parameters including the head, plus
+causal attention) / peak, where peak is the matmul rate this command measures on the device, in the dtype
+the trainer computes in: bf16 8192^3 on CUDA, float32 1024^3 on CPU. Peak memory: CUDA max allocated; on CPU
+the process's max resident set size (a high-water mark over the whole command).
+
+Records go to ``<out>/<device-slug>/<group>-<profile>.json`` (a JSON list, one record per measurement).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import re
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .atomic import atomic_write_json
+from .config import ModelConfig, TrainConfig, config_hash, to_dict
+
+GROUPS = ("depth", "gqa_moe", "attention", "telemetry", "probes")
+BACKENDS = ("sdpa", "xformers", "math")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shapes:
+    """What a bench profile measures beyond the experiment profile's own configs."""
+
+    timed_logs: int  # log intervals timed after the first (warm-up) one
+    attn_shapes: tuple[tuple[int, int], ...]  # (batch, T) of the attention-layer timings
+    attn_iters: int
+
+
+SHAPES = {
+    "smoke": _Shapes(timed_logs=1, attn_shapes=((4, 64), (2, 256)), attn_iters=3),
+    "gpu": _Shapes(timed_logs=2, attn_shapes=((16, 1024), (4, 4096)), attn_iters=20),
+}
+
+
+# ------------------------------------------------------------------------------------------------ device
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda but torch sees no GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    import platform
+
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def device_slug(dev: torch.device) -> str:
+    """Folder name of a device: "nvidia-h200", "cpu"."""
+    if dev.type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(dev).lower()).strip("-")
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _reset_mem(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def _peak_mem_gib(dev: torch.device) -> float:
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30  # Linux reports KiB
+
+
+def measure_peak_flops(dev: torch.device, n: int | None = None, repeats: int = 5) -> dict:
+    """Dense matmul FLOP/s: the best of ``repeats`` timings of 10 back-to-back n^3 matmuls (2 n^3 FLOPs each).
+    The best, not the median: a GPU that heats up drops its clock by about 9% within seconds (H200)."""
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    n = n or (8192 if dev.type == "cuda" else 1024)
+    a, b = (torch.randn(n, n, device=dev, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    rates = []
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        _sync(dev)
+        rates.append(10 * 2 * n**3 / (time.perf_counter() - t0))
+    return {"peak_flops": max(rates), "matmul_median_flops": statistics.median(rates), "matmul_n": n, "matmul_dtype": str(dtype).split(".")[-1],
+            "matmul_rates": rates}
+
+
+# ------------------------------------------------------------------------------------------------ configs
+
+def bench_configs(profile: str, corpus: str | None = None, cache_dir: str | None = None,
+                  compile: bool | None = None) -> dict[str, dict[str, TrainConfig]]:
+    """The training configs each group times: the experiment profile's own (``experiments.base``), with the
+    data swapped for the packaged corpus (content does not change speed)."""
+    from .experiments import base, scale
+
+    s = scale(profile)
+    t_long = s.seq_for(4096)
+    d = s.d_model
+
+    def cfg(**kw) -> TrainConfig:
+        c = base(profile, **kw)
+        data = dataclasses.replace(c.data, corpus=corpus or "embedded",
+                                   **({"cache_dir": cache_dir} if cache_dir else {}))
+        return dataclasses.replace(c, data=data, compile=c.compile if compile is None else compile)
+
+    depth = {f"dense-L{L}-T{s.seq_len}": cfg(n_layers=L) for L in (s.depths[0], s.base_depth, s.deep_depth)}
+    long = {f"dense-L{s.base_depth}-T{t_long}": cfg(seq_len=t_long)}
+    if s.n_heads % 4 == 0:
+        long[f"gqa4-L{s.base_depth}-T{t_long}"] = cfg(seq_len=t_long, group=4)
+    long[f"moe8x2-L{s.base_depth}-T{t_long}"] = cfg(seq_len=t_long, ffn_hidden=4 * d, moe=(8, 2, 2 * d, 0))
+    default_interval = TrainConfig().telemetry_interval
+    tele = {}
+    for interval in (1, default_interval, 0):
+        c = cfg()
+        tele[f"telemetry-{interval or 'off'}"] = dataclasses.replace(c, telemetry_interval=interval)
+    return {"depth": depth, "gqa_moe": long, "telemetry": tele}
+
+
+# ------------------------------------------------------------------------------------------- measurements
+
+def _model_fields(m: ModelConfig) -> dict:
+    return {"n_layers": m.n_layers, "d_model": m.d_model, "n_heads": m.n_heads, "n_kv_heads": m.n_kv_heads,
+            "n_experts": m.n_experts, "top_k": m.top_k, "vocab_size": m.vocab_size, "model": to_dict(m),
+            "params": m.param_counts()}
+
+
+def time_training(cfg: TrainConfig, dev: torch.device, peak: float, timed_logs: int) -> dict:
+    """Run the real trainer for 1 + ``timed_logs`` log intervals in a temporary run directory; the
+    schedule is planned for one step more so the last step adds no extra telemetry or validation."""
+    from .train import train
+
+    stop = cfg.log_interval * (1 + timed_logs)
+    cfg = dataclasses.replace(cfg, steps=stop + 1)
+    run_dir = Path(tempfile.mkdtemp(prefix="sparsedepth-bench-"))
+    try:
+        torch._dynamo.reset()  # each config compiles afresh: no recompile limit carried across configs
+        _reset_mem(dev)
+        t0 = time.perf_counter()
+        summary = train(cfg, run_dir, stop_at_step=stop, progress=False, device=str(dev))
+        wall = time.perf_counter() - t0
+        mem = _peak_mem_gib(dev)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    tps = summary["tokens_per_s"]
+    fpt = cfg.model.flops_per_token(cfg.seq_len)
+    return {"kind": "train", **_model_fields(cfg.model), "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
+            "micro_batch_size": cfg.micro_batch_size, "compile": cfg.compile, "dtype": cfg.dtype,
+            "telemetry_interval": cfg.telemetry_interval, "log_interval": cfg.log_interval,
+            "steps_run": stop, "steps_timed": stop - cfg.log_interval, "wall_s": wall,
+            "attn_backend": summary.get("attn_backend"), "tokens_per_s": tps, "flops_per_token": fpt,
+            "mfu": tps * fpt / peak if tps else None, "trainer_mfu": summary.get("mfu"), "peak_mem_gib": mem,
+            "config": to_dict(cfg), "config_hash": config_hash(cfg)}
+
+
+def attention_flops_per_token(m: ModelConfig, seqlen: int) -> float:
+    """Forward + backward FLOPs per token of one attention layer: 6 x (qkv + out projection parameters)
+    plus causal scores and values (6 T d, the convention of ``flops_per_token``)."""
+    proj = m.d_model * (m.d_model + 2 * m.n_kv_heads * m.head_dim) + m.d_model * m.d_model
+    return 6.0 * proj + 6.0 * seqlen * m.d_model
+
+
+def time_attention(m: ModelConfig, backend: str, bsz: int, seqlen: int, dev: torch.device, peak: float,
+                   iters: int) -> dict:
+    """One attention layer (projections, RoPE, kernel), forward + backward, under the trainer's precision."""
+    from .model.attention import Attention, resolve_backend, rope_cache
+
+    resolve_backend(backend, dev)  # raises with the reason when the backend cannot run here
+    attn = Attention(m).to(dev)
+    attn.backend = backend
+    cos, sin = (t.to(dev) for t in rope_cache(seqlen, m.head_dim, m.rope_theta))
+    x = torch.randn(bsz, seqlen, m.d_model, device=dev, requires_grad=True)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def step() -> None:
+        with amp:
+            y = attn(x, cos, sin)
+        y.float().square().mean().backward()
+
+    for _ in range(2):
+        step()
+    _reset_mem(dev)
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    _sync(dev)
+    secs = (time.perf_counter() - t0) / iters
+    tps = bsz * seqlen / secs
+    fpt = attention_flops_per_token(m, seqlen)
+    return {"kind": "attention", "backend": backend, **_model_fields(m), "n_layers": 1, "seq_len": seqlen,
+            "batch_size": bsz, "group_size": m.group_size, "ms_fwd_bwd": secs * 1e3, "tokens_per_s": tps,
+            "flops_per_token": fpt, "mfu": tps * fpt / peak, "peak_mem_gib": _peak_mem_gib(dev),
+            "dtype": "bfloat16 autocast" if dev.type == "cuda" else "float32"}
+
+
+def time_probes(cfg: TrainConfig, profile: str, dev: torch.device) -> list[dict]:
+    """Seconds per probe of ``run_probes`` on a freshly initialised model of ``cfg`` (timing does not
+    depend on the weights) over the profile's probe windows of held-out text."""
+    from .data import prepare_data, val_windows
+    from .experiments import probe_settings
+    from .model import build_model
+    from .probes import run_probes
+
+    ps = probe_settings(profile)
+    n, seqlen = ps.get("n_windows", 16), ps.get("seq_len") or cfg.seq_len
+    data = prepare_data(cfg.data, progress=False)
+    windows = val_windows(data.val, seqlen, n, seed=0)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, dev).float()
+    _reset_mem(dev)
+    res = run_probes(model, windows.to(dev))
+    mem = _peak_mem_gib(dev)
+    common = {"kind": "probe", **_model_fields(cfg.model), "seq_len": seqlen, "n_windows": n, "peak_mem_gib": mem,
+              "mfu": None, "probe_meta": res.get("meta", {}).get("options")}
+    # tokens/s and MFU do not apply: each probe does its own amount of work per window
+    return [{**common, "name": f"probe-{name}", "probe": name, "seconds": secs, "tokens_per_s": None}
+            for name, secs in res["timings"].items()]
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=tuple(SHAPES), default=None,
+                        help="shapes: smoke (tiny, CPU/CI, under a minute) or gpu (d=512 on CUDA); "
+                             "default gpu on CUDA, else smoke")
+    parser.add_argument("--only", default="", help=f"comma-separated groups of {', '.join(GROUPS)} (default all)")
+    parser.add_argument("--out", default="paper_results/bench", help="output folder; a device folder is added")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--timed-logs", type=int, default=None,
+                        help="log intervals timed after the warm-up interval (default 2)")
+    parser.add_argument("--corpus", default=None, help="corpus for the training runs (default: the packaged sample)")
+    parser.add_argument("--cache-dir", default=None, help="token cache folder (default: the DataConfig default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 is fastest for smoke shapes)")
+    parser.add_argument("--no-compile", action="store_true", help="time eager training even where the profile compiles")
+
+
+def _parse_only(text: str) -> tuple[str, ...]:
+    groups = tuple(g.strip() for g in text.split(",") if g.strip()) or GROUPS
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise SystemExit(f"sparsedepth bench: unknown group(s) {unknown}; choose from {', '.join(GROUPS)}")
+    return groups
+
+
+def _fmt(r: dict) -> str:
+    if "error" in r or "skipped" in r:
+        return f"{r['name']:<28} {'ERROR' if 'error' in r else 'SKIP':<5} {r.get('error') or r.get('skipped')}"
+    tps, mfu = r.get("tokens_per_s"), r.get("mfu")
+    extra = (f"{r['ms_fwd_bwd']:8.2f} ms" if "ms_fwd_bwd" in r else f"{r['seconds']:8.2f} s" if "seconds" in r else "")
+    return (f"{r['name']:<28} {'':<5} {'' if tps is None else f'{tps:,.0f} tok/s':>16}  "
+            f"mfu {'  n/a' if mfu is None else f'{mfu:5.1%}'}  mem {r.get('peak_mem_gib', 0):6.2f} GiB  {extra}")
+
+
+def run(args: argparse.Namespace) -> int:
+    dev = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    profile = args.profile or ("gpu" if dev.type == "cuda" else "smoke")
+    groups = _parse_only(args.only)
+    shapes = SHAPES[profile]
+    timed_logs = args.timed_logs or shapes.timed_logs
+    out = Path(args.out) / device_slug(dev)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as training runs
+    common = {"profile": profile, "device": device_name(dev), "device_slug": device_slug(dev),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "torch": torch.__version__, "cuda": torch.version.cuda, "torch_threads": torch.get_num_threads()}
+    try:
+        from .provenance import git_info
+
+        common["git"] = git_info()
+    except Exception:  # noqa: BLE001 - provenance is a nicety here
+        pass
+
+    print(f"sparsedepth bench: profile {profile} on {common['device']}, torch {torch.__version__}; groups "
+          f"{', '.join(groups)}", flush=True)
+    peak = measure_peak_flops(dev)
+    peak_note = f"best of 5 timings of a {peak['matmul_dtype']} {peak['matmul_n']}^3 matmul on this device"
+    common.update(peak_flops=peak["peak_flops"], peak_flops_source=peak_note)
+    print(f"peak: {peak['peak_flops'] / 1e12:.2f} TFLOP/s ({peak_note})", flush=True)
+    _write(out, "matmul", profile, [{**common, "kind": "matmul", "name": "matmul", "group": "matmul", **peak,
+                                     "tokens_per_s": None, "mfu": None, "peak_mem_gib": _peak_mem_gib(dev)}])
+
+    compile_flag = False if args.no_compile else (None if dev.type == "cuda" else False)
+    configs = bench_configs(profile, args.corpus, args.cache_dir, compile_flag)
+    done: dict[str, dict] = {}  # config hash -> record: a config shared by two groups is trained once
+
+    def timed(cfg: TrainConfig, name: str) -> dict:
+        key = config_hash(cfg)
+        if key in done:
+            return {**done[key], "same_run_as": done[key]["name"]}
+        done[key] = {**time_training(cfg, dev, peak["peak_flops"], timed_logs), "name": name}
+        return done[key]
+
+    failed = 0
+    for group in groups:
+        jobs: list[tuple[str, Callable[[], dict | list[dict]]]] = []
+        if group in configs:
+            for name, cfg in configs[group].items():
+                jobs.append((name, lambda cfg=cfg, name=name: timed(cfg, name)))
+        elif group == "attention":
+            s = _attention_model(profile)
+            for bsz, seqlen in shapes.attn_shapes:
+                for g in (1, 4):
+                    m = dataclasses.replace(s, n_kv_heads=s.n_heads // g, max_seq_len=seqlen)
+                    for backend in BACKENDS:
+                        jobs.append((f"attn-{backend}-G{g}-B{bsz}-T{seqlen}",
+                                     lambda m=m, b=backend, bsz=bsz, t=seqlen:
+                                     time_attention(m, b, bsz, t, dev, peak["peak_flops"], shapes.attn_iters)))
+        elif group == "probes":
+            deep = configs["depth"][max(configs["depth"], key=lambda k: configs["depth"][k].model.n_layers)]
+            jobs.append(("probes", lambda: time_probes(deep, profile, dev)))
+        records = []
+        for name, job in jobs:
+            try:
+                got = job()
+                rows = got if isinstance(got, list) else [{**got, "name": name}]
+            except (ImportError, RuntimeError) as e:
+                if _unavailable(e):
+                    rows = [{"name": name, "skipped": _first_line(e)}]
+                else:
+                    traceback.print_exc()
+                    rows, failed = [{"name": name, "error": f"{type(e).__name__}: {_first_line(e)}"}], failed + 1
+            except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the others
+                traceback.print_exc()
+                rows, failed = [{"name": name, "error": f"{type(e).__name__}: {_first_line(e)}"}], failed + 1
+            for r in rows:
+                r.update(common, group=group)
+                print(_fmt(r), flush=True)
+            records += rows
+        if group == "telemetry":
+            _add_overheads(records)
+            for r in records:
+                if "overhead_vs_off" in r:
+                    print(f"  {r['name']}: telemetry overhead {r['overhead_vs_off']:+.1%} vs off", flush=True)
+        _write(out, group, profile, records)
+    print(f"records in {out}/", flush=True)
+    return 1 if failed else 0
+
+
+def _attention_model(profile: str) -> ModelConfig:
+    from .experiments import scale
+
+    s = scale(profile)
+    return ModelConfig(vocab_size=256, d_model=s.d_model, n_layers=1, n_heads=s.n_heads)
+
+
+def _unavailable(e: Exception) -> bool:
+    """An optional component is missing (a skip, not a failure)."""
+    msg = str(e)
+    return isinstance(e, ImportError) or "cannot be imported" in msg or "needs a CUDA device" in msg
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:300]
+
+
+def _add_overheads(records: list[dict]) -> None:
+    """Telemetry overhead = tokens/s without telemetry / tokens/s with it - 1."""
+    off = next((r for r in records if r.get("telemetry_interval") == 0 and r.get("tokens_per_s")), None)
+    for r in records:
+        if off and r.get("tokens_per_s"):
+            r["overhead_vs_off"] = off["tokens_per_s"] / r["tokens_per_s"] - 1.0
+
+
+def _write(out: Path, group: str, profile: str, records: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"{group}-{profile}.json", _finite(records))
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+if __name__ == "__main__":  # python -m sparsedepth.bench
+    parser = argparse.ArgumentParser(prog="sparsedepth bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

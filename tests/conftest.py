@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny model configs of every family, seeded RNG, one thread per xdist worker."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+try:
+    import sparsedepth  # noqa: F401
+except ImportError:  # running from a checkout without an installed package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sparsedepth.config import ModelConfig  # noqa: E402
+
+# Two xdist workers on two cores: one intra-op thread each, or they oversubscribe and crawl.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+TINY = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
+
+# One tiny config per model family the paper compares; values override TINY.
+FAMILIES: dict[str, dict] = {
+    "dense": {},
+    "gqa": {"n_kv_heads": 2},
+    "moe": {"n_experts": 4, "top_k": 2, "expert_hidden": 32},
+    "lns": {"layernorm_scaling": True},
+}
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A ModelConfig small enough for CPU unit tests (d=32, 2 layers, vocab 64) with ``overrides``."""
+    return ModelConfig(**{**TINY, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_cfg() -> Callable[..., ModelConfig]:
+    """Factory: ``tiny_cfg(n_layers=3, n_experts=4)`` -> ModelConfig."""
+    return tiny_config
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def family_cfg(request) -> ModelConfig:
+    """A tiny config of each family (dense, gqa, moe, lns), parametrised."""
+    return tiny_config(**FAMILIES[request.param])

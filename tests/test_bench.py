@@ -1,0 +1,111 @@
+"""``sparsedepth bench --profile smoke`` runs end to end on CPU and writes complete, positive records."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sparsedepth import bench, cli
+from sparsedepth.probes import PROBES
+
+COMMON = ("name", "group", "kind", "profile", "device", "device_slug", "date", "torch", "peak_flops",
+          "peak_flops_source", "tokens_per_s", "mfu", "peak_mem_gib")
+MODEL = ("n_layers", "d_model", "n_heads", "n_kv_heads", "n_experts", "top_k", "vocab_size", "model", "params")
+
+
+def test_bench_smoke(tmp_path):
+    """One run (about 15 s on one core) checked from every side; one test so xdist runs it once."""
+    records = run_smoke(tmp_path)
+    check_common(records)
+    check_training(records)
+    check_telemetry(records)
+    check_attention(records)
+    check_probes(records)
+
+
+def run_smoke(out) -> dict[str, list[dict]]:
+    threads = torch.get_num_threads()
+    try:
+        rc = cli.main(["bench", "--profile", "smoke", "--device", "cpu", "--out", str(out),
+                       "--cache-dir", str(out / "cache"), "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    folder = out / "cpu"
+    files = {p.name for p in folder.glob("*.json")}
+    assert files == {f"{g}-smoke.json" for g in (*bench.GROUPS, "matmul")}
+    return {g: json.loads((folder / f"{g}-smoke.json").read_text()) for g in (*bench.GROUPS, "matmul")}
+
+
+def _positive(r: dict, *keys: str) -> None:
+    for k in keys:
+        assert isinstance(r[k], (int, float)) and r[k] > 0, f"{r['name']}: {k} = {r[k]!r}"
+
+
+def check_common(records):
+    for group, rows in records.items():
+        assert rows, group
+        for r in rows:
+            if "skipped" in r:
+                continue
+            missing = [k for k in COMMON if k not in r]
+            assert not missing, f"{r.get('name')}: missing {missing}"
+            assert r["profile"] == "smoke" and r["device_slug"] == "cpu" and r["torch"] == torch.__version__
+            _positive(r, "peak_flops", "peak_mem_gib")
+    (mm,) = records["matmul"]
+    assert mm["matmul_n"] > 0 and mm["peak_flops"] == pytest.approx(max(mm["matmul_rates"]))
+
+
+def check_training(records):
+    rows = records["depth"] + records["gqa_moe"] + records["telemetry"]
+    assert len(rows) == 9
+    for r in rows:
+        assert "error" not in r, r
+        assert r["kind"] == "train" and all(k in r for k in MODEL)
+        _positive(r, "tokens_per_s", "mfu", "flops_per_token", "seq_len", "batch_size", "steps_timed")
+        assert r["mfu"] == pytest.approx(r["tokens_per_s"] * r["flops_per_token"] / r["peak_flops"])
+        assert r["flops_per_token"] == pytest.approx(
+            bench.ModelConfig(**r["model"]).flops_per_token(r["seq_len"]))
+    depths = [r["n_layers"] for r in records["depth"]]
+    assert depths == sorted(depths) and len(set(depths)) == 3
+    dense, gqa, moe = records["gqa_moe"]
+    assert dense["seq_len"] == gqa["seq_len"] == moe["seq_len"] > records["depth"][0]["seq_len"]
+    assert gqa["n_kv_heads"] * 4 == gqa["n_heads"]
+    assert (moe["n_experts"], moe["top_k"]) == (8, 2)
+    router = moe["n_layers"] * moe["d_model"] * moe["n_experts"]
+    assert moe["params"]["active"] == dense["params"]["active"] + router  # equal active FFN parameters
+
+
+def check_telemetry(records):
+    rows = {r["telemetry_interval"]: r for r in records["telemetry"]}
+    assert set(rows) == {1, bench.TrainConfig().telemetry_interval, 0}
+    assert rows[0]["overhead_vs_off"] == pytest.approx(0.0)
+    assert rows[1]["overhead_vs_off"] == pytest.approx(rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"] - 1)
+
+
+def check_attention(records):
+    by_backend: dict[str, list[dict]] = {}
+    for r in records["attention"]:
+        by_backend.setdefault(r["name"].split("-")[1], []).append(r)
+    assert set(by_backend) == set(bench.BACKENDS)
+    for r in by_backend["xformers"]:  # no CPU kernels: skipped, with the reason
+        assert "CUDA" in r["skipped"]
+    for r in by_backend["sdpa"] + by_backend["math"]:
+        assert r["kind"] == "attention" and r["n_layers"] == 1
+        _positive(r, "ms_fwd_bwd", "tokens_per_s", "mfu")
+    assert {r["group_size"] for r in by_backend["sdpa"]} == {1, 4}
+
+
+def check_probes(records):
+    rows = {r["probe"]: r for r in records["probes"]}
+    assert set(PROBES) <= set(rows) and "total" in rows
+    assert rows["total"]["n_layers"] == max(r["n_layers"] for r in records["depth"])
+    for r in rows.values():
+        assert r["seconds"] >= 0
+    _positive(rows["total"], "seconds")
+
+
+def test_unknown_group_is_rejected():
+    with pytest.raises(SystemExit, match="unknown group.*depth"):
+        bench._parse_only("depth,speed")
