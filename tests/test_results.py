@@ -1,0 +1,268 @@
+"""Run cache: real tiny smoke runs (train + probe + eval) trained once, reused, forced, invalidated, failing."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import pytest
+import torch
+
+from sparsedepth import experiments as ex
+from sparsedepth import results as R
+from sparsedepth.config import config_hash
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add contention
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def overrides(tmp_path_factory) -> dict:
+    """Smoke configs cut further: 2 steps, a 60-document corpus and a token cache shared by every test."""
+    cache = tmp_path_factory.mktemp("cache")
+    return {"steps": 2, "optim.warmup_steps": 1, "telemetry_interval": 1, "log_interval": 1, "data.max_docs": 60,
+            "data.vocab_size": 300, "model.vocab_size": 300, "data.cache_dir": str(cache), "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _tiny_settings(monkeypatch):
+    small = dataclasses.replace(ex.SCALES["smoke"], probe={"n_windows": 2, "seq_len": 32},
+                                eval={"limit": 2, "tasks": ["arc_easy", "piqa"], "ppl_windows": 2})
+    monkeypatch.setitem(ex.SCALES, "smoke", small)
+    monkeypatch.delenv(R.FORCE_ENV, raising=False)
+
+
+@pytest.fixture
+def counted(monkeypatch) -> dict:
+    """Counts the trainings that really ran (the trainer returns at once for a finished run)."""
+    calls = {"train": 0, "probes": 0, "eval": 0, "fail_layers": set()}
+    real_train, real_probe, real_eval = R._train_run, R._probe_run, R._eval_run
+
+    def train(cfg, run_dir, progress, device):
+        if cfg.model.n_layers in calls["fail_layers"]:
+            raise RuntimeError(f"injected failure for L={cfg.model.n_layers}")
+        done = (run_dir / "summary.json").exists() and json.loads((run_dir / "summary.json").read_text())["done"]
+        calls["train"] += not done
+        return real_train(cfg, run_dir, False, device)
+
+    def probe(run_dir, kw):
+        calls["probes"] += 1
+        return real_probe(run_dir, kw)
+
+    def evaluate(run_dir, kw):
+        calls["eval"] += 1
+        return real_eval(run_dir, kw)
+
+    monkeypatch.setattr(R, "_train_run", train)
+    monkeypatch.setattr(R, "_probe_run", probe)
+    monkeypatch.setattr(R, "_eval_run", evaluate)
+    return calls
+
+
+def _mtimes(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_train_once_then_cached_copied_forced_and_stale(tmp_path, overrides, counted, capsys):
+    kw = dict(root=tmp_path, overrides=overrides, progress=False)
+    dest, st = R.run_variant_status("smoke", "depth", "L3", **kw)
+    assert st == "trained" and counted["train"] == 1 and counted["probes"] == 1 and counted["eval"] == 1
+    assert sorted(p.name for p in dest.iterdir()) == sorted(R.RESULT_FILES)
+    rec = json.loads((dest / "config.json").read_text())
+    cfg = ex.resolve("smoke", "depth", "L3")
+    assert rec["results_version"] == R.RESULTS_VERSION and rec["meta"]["paper_key"] == 16
+    assert (tmp_path / "runs" / "smoke" / rec["hash"] / "checkpoints").is_dir()
+    before = _mtimes(dest)
+
+    # a second call neither trains nor rewrites anything
+    assert R.run_variant_status("smoke", "depth", "L3", **kw)[1] == "cached"
+    assert counted["train"] == 1 and counted["probes"] == 1 and _mtimes(dest) == before
+
+    # the same config under another experiment is copied, not retrained
+    dest2, st = R.run_variant_status("smoke", "weight_decay", "wd0.1", **kw)
+    assert st == "copied" and counted["train"] == 1
+    rec2 = json.loads((dest2 / "config.json").read_text())
+    assert rec2["hash"] == rec["hash"] and rec2["experiment"] == "weight_decay" and rec2["meta"]["value"] == 0.1
+    assert json.loads((dest2 / "provenance.json").read_text())["pipeline"]["copied_from"] == "depth/L3"
+
+    # force retrains once per force: a shared run is not retrained again by the next experiment
+    os.environ[R.FORCE_ENV] = repr(time.time())
+    try:
+        assert R.run_variant_status("smoke", "depth", "L3", force=True, **kw)[1] == "forced"
+        assert counted["train"] == 2
+        assert R.run_variant_status("smoke", "gqa", "G1", force=True, **kw)[1] == "copied"
+        assert counted["train"] == 2
+    finally:
+        del os.environ[R.FORCE_ENV]
+    assert _mtimes(dest) != before
+
+    # a changed config is stale: kept with --no-train, retrained otherwise (and said so)
+    changed = {**overrides, "seed": 1}
+    assert R.run_variant_status("smoke", "depth", "L3", root=tmp_path, overrides=changed, train=False)[1] == "stale"
+    capsys.readouterr()
+    dest3, st = R.run_variant_status("smoke", "depth", "L3", root=tmp_path, overrides=changed, progress=False)
+    assert st == "retrained" and counted["train"] == 3
+    assert "config changed" in capsys.readouterr().out
+    assert json.loads((dest3 / "config.json").read_text())["hash"] != rec["hash"]
+
+
+def test_results_version_bump_reprobes_without_retraining(tmp_path, overrides, counted, monkeypatch):
+    kw = dict(root=tmp_path, overrides=overrides, progress=False)
+    dest, _ = R.run_variant_status("smoke", "depth", "L2", **kw)
+    run_dir = tmp_path / "runs" / "smoke" / json.loads((dest / "config.json").read_text())["hash"]
+    metrics_mtime = (run_dir / "metrics.jsonl").stat().st_mtime_ns
+    monkeypatch.setattr(R, "RESULTS_VERSION", R.RESULTS_VERSION + 1)
+    assert R.run_variant_status("smoke", "depth", "L2", **kw)[1] == "retrained"
+    assert counted["train"] == 1 and counted["probes"] == 2 and counted["eval"] == 2
+    assert (run_dir / "metrics.jsonl").stat().st_mtime_ns == metrics_mtime  # training was not redone
+    assert json.loads((dest / "config.json").read_text())["results_version"] == R.RESULTS_VERSION
+    # changed probe settings also mean re-probing (and say so), still without retraining
+    more = dataclasses.replace(ex.SCALES["smoke"], probe={"n_windows": 3, "seq_len": 32})
+    monkeypatch.setitem(ex.SCALES, "smoke", more)
+    assert R.run_variant_status("smoke", "depth", "L2", **kw)[1] == "retrained"
+    assert counted["train"] == 1 and counted["probes"] == 3
+    assert R.load_variant(dest)["probes"]["meta"]["n_windows"] == 3
+    assert R.run_variant_status("smoke", "depth", "L2", **kw)[1] == "cached"
+
+
+def test_failing_variant_does_not_stop_the_sweep(tmp_path, overrides, counted):
+    counted["fail_layers"] = {3}
+    kw = dict(root=tmp_path, overrides=overrides, progress=False, variants=["L2", "L3", "L4"])
+    with pytest.raises(R.ExperimentError, match="1 variant\\(s\\) failed: L3") as err:
+        R.run_experiment("smoke", "depth", **kw)
+    assert err.value.statuses == {"L2": "trained", "L3": "failed", "L4": "trained"}
+    error = (tmp_path / "paper_results" / "smoke" / "depth" / "L3" / "error.txt").read_text()
+    assert "injected failure for L=3" in error and "Traceback" in error
+    # without overrides the hashes differ, so status() reports by folder content
+    assert R.status("smoke", "depth", root=tmp_path)["L3"] == "failed"
+    # the next sweep retries only the failed variant, and a success clears error.txt
+    counted["fail_layers"] = set()
+    statuses = R.run_experiment("smoke", "depth", **kw)
+    assert statuses == {"L2": "cached", "L3": "trained", "L4": "cached"}
+    assert not (tmp_path / "paper_results" / "smoke" / "depth" / "L3" / "error.txt").exists()
+
+
+def test_load_results_has_the_contract_keys(tmp_path, overrides, counted):
+    R.run_experiment("smoke", "moe", variants=["moe-small"], root=tmp_path, overrides=overrides, progress=False)
+    res = R.load_results("smoke", "moe", root=tmp_path)
+    assert list(res) == ["moe-small"]
+    r = res["moe-small"]
+    assert {"config", "metrics", "probes", "eval", "summary", "provenance", "meta", "hash", "stale"} <= set(r)
+    assert r["config"]["model"]["n_experts"] == 8 and r["meta"]["pair"] == "dense-small"
+    assert r["stale"]  # stored hash (with test overrides) differs from the profile's own config
+    assert len(r["metrics"]) == 2 and len(r["metrics"][-1]["layer_var"]) == 3 and "expert_load" in r["metrics"][-1]
+    assert "usefulness" in r["probes"] and r["eval"]["tasks"].keys() == {"arc_easy", "piqa"}
+    assert r["summary"]["done"] and r["provenance"]["pipeline"]["train_s"] > 0
+    assert R.load_results("smoke", "moe", root=tmp_path, include_stale=False) == {}
+    assert R.run_variant_status("smoke", "moe", "dense-small", root=tmp_path, train=False)[1] == "missing"
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, overrides, counted):
+    from sparsedepth.config import apply_overrides
+    from sparsedepth.train import train
+
+    cfg = apply_overrides(ex.resolve("smoke", "depth", "L2"), {**overrides, "steps": 4, "ckpt_interval": 1})
+    run_dir = tmp_path / "runs" / "smoke" / config_hash(cfg)
+    train(cfg, run_dir, stop_at_step=2, progress=False)  # interrupted after step 2
+    dest, st = R.run_variant_status("smoke", "depth", "L2", root=tmp_path, progress=False,
+                                    overrides={**overrides, "steps": 4, "ckpt_interval": 1})
+    assert st == "trained"
+    steps = [r["step"] for r in R.load_variant(dest)["metrics"]]
+    assert steps == [1, 2, 3, 4]  # resumed at step 3, not restarted
+
+
+def test_gpu_profile_refuses_to_train_on_cpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(R.RunError, match="needs a CUDA GPU"):
+        R.run_variant("gpu", "depth", "L12", root=tmp_path)
+    assert "--no-train" in (tmp_path / "paper_results" / "gpu" / "depth" / "L12" / "error.txt").read_text()
+
+
+def test_large_metrics_are_downsampled():
+    lines = [json.dumps({"step": i, "loss": 1.0, "layer_var": [0.5] * 64}) for i in range(1, 5001)]
+    lines[1234] = json.dumps({"step": 1235, "val_loss": 2.0})
+    kept, k = R.downsample_metrics(lines, limit=200_000)
+    assert k > 1 and sum(len(x) + 1 for x in kept) <= 200_000
+    assert kept[0] == lines[0] and kept[-1] == lines[-1] and lines[1234] in kept
+    assert R.downsample_metrics(lines[:10])[1] == 1
+
+
+def test_output_root_rule(tmp_path, monkeypatch):
+    monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
+    assert R.output_root() == tmp_path.resolve()
+    assert R.results_dir("cpu", "gqa", "G2") == tmp_path.resolve() / "paper_results" / "cpu" / "gqa" / "G2"
+    assert R.output_root(tmp_path / "x") == (tmp_path / "x").resolve()
+
+
+# ------------------------------------------------------------------------------- the reproduce driver
+
+NAMES = ["00_theory", "01_depth", "02_weight_decay", "03_sequence_length", "04_gqa", "05_moe", "06_recipe",
+         "07_summary", "08_probe_a_model"]
+
+
+def _notebook(path, code: list[str], params: str | None = 'profile = "smoke"\nforce = False\ntrain = True'):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    if params is not None:
+        cell = nbformat.v4.new_code_cell(params)
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in code]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+def test_reproduce_selects_notebooks_by_name(tmp_path):
+    from sparsedepth import reproduce as rp
+
+    paths = [tmp_path / f"{n}.ipynb" for n in NAMES]
+    pick = lambda *only: [p.stem for p in rp.select(paths, list(only))]  # noqa: E731
+    assert pick() == NAMES
+    assert pick("depth") == ["01_depth"] and pick("seqlen") == ["03_sequence_length"]
+    assert pick("summary", "theory") == ["00_theory", "07_summary"]  # notebook order, not argument order
+    assert pick("05") == ["05_moe"] and pick("weight_decay") == ["02_weight_decay"] and pick("probe") == [NAMES[-1]]
+    for target in ("theory", "depth", "weight_decay", "seqlen", "gqa", "moe", "recipe", "summary"):  # make targets
+        assert len(pick(target)) == 1
+    with pytest.raises(ValueError, match="choose from: theory, depth"):
+        pick("depht")
+    _notebook(paths[-1], [], params='profile = "smoke"\nrun = "x"')
+    assert rp.parameters_for(paths[-1], {"profile": "gpu", "force": True, "device": "auto"}) == {}
+
+
+def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, monkeypatch):
+    import nbformat
+
+    from sparsedepth.cli import main
+
+    monkeypatch.delenv(R.ROOT_ENV, raising=False)  # restored afterwards: reproduce exports both variables
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_depth.ipynb", ["import os\nprint('ran', profile, force, train, os.environ['SPARSEDEPTH_FORCE_SINCE'])"])
+    _notebook(nbs / "02_broken.ipynb", ["raise ValueError('boom')", "print('never')"])
+    _notebook(nbs / "03_after.ipynb", ["print('after', profile)"], params=None)
+    out = tmp_path / "out"
+    rc = main(["reproduce", "--profile", "cpu", "--notebooks", str(nbs), "--out", str(out), "--force", "--no-train",
+               "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert "02_broken  failed" in text and "01_depth   ok" in text and "03_after   ok" in text
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.{e}" for n in ("01_depth", "02_broken", "03_after")
+                                                         for e in ("ipynb", "html"))
+    first = (out / "01_depth.ipynb").read_text()
+    assert "ran cpu True False" in first  # parameters injected
+    broken = nbformat.read(str(out / "02_broken.ipynb"), as_version=4).cells
+    assert broken[-2].outputs[0]["ename"] == "ValueError" and not broken[-1].outputs  # kept as far as it ran
+    assert "boom" in (out / "02_broken.html").read_text()
+    assert "after cpu" in (out / "03_after.ipynb").read_text()  # the next notebook still ran
+    assert main(["reproduce", "--notebooks", str(nbs), "--only", "after", "--list"]) == 0
+    assert capsys.readouterr().out.strip() == "03_after.ipynb  (--only after)"
+    assert main(["reproduce", "--notebooks", str(nbs), "--only", "nope"]) == 2
