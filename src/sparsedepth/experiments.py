@@ -125,8 +125,8 @@ SCALES: dict[str, Scale] = {
         note="CI scale: a few seconds per run, checks that every path runs; numbers are noise"),
     "cpu": Scale(
         name="cpu", d_model=96, n_heads=4, depths=(3, 4, 6, 8), base_depth=4, deep_depth=8,
-        seq_len=128, batch_size=16, micro_tokens=None, depth_steps=120, steps=120, recipe_steps=None,
-        lr=2e-3, warmup_frac=0.1,
+        seq_len=128, batch_size=8, micro_tokens=None, depth_steps=240, steps=240, recipe_steps=None,
+        lr=4e-3, warmup_frac=0.1,
         vocab_size=2048, tokenizer="bpe", corpus="embedded", max_docs=None, groups=(1, 2, 4),
         moe_small=MoESize(64, 2, 16, 2, True), moe_large=MoESize(96, 4, 16, 2, False), recipe_moe=(16, 2),
         telemetry_interval=5, log_interval=5, eval_batches=4,
