@@ -1,7 +1,6 @@
 """Shared fixtures: tiny model configs of every family, seeded RNG, one thread per xdist worker."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -16,9 +15,9 @@ except ImportError:  # running from a checkout without an installed package
 
 from sparsedepth.config import ModelConfig  # noqa: E402
 
-# Two xdist workers on two cores: one intra-op thread each, or they oversubscribe and crawl.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# Tiny models gain nothing from intra-op threads, and two xdist workers on two cores with two threads each
+# oversubscribe and crawl: every test runs on one thread.
+torch.set_num_threads(1)
 
 TINY = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
 

@@ -24,15 +24,6 @@ V, T = 128, 16
 SMALL = dict(batch_tokens=64, jacobian_windows=2, jacobian_seq_len=8, attention_windows=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine threads make them crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(n_layers: int = 4, init_std: float = 0.02, head_scale: float = 1.0, **kw) -> nn.Module:
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=V, d_model=32, n_layers=n_layers, n_heads=4, max_seq_len=64, init_std=init_std,

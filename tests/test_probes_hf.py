@@ -15,14 +15,6 @@ V, T = 128, 16
 SMALL = dict(batch_tokens=64, jacobian_windows=2, jacobian_seq_len=8, attention_windows=2, max_pairs=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(family: str, vocab: int = V):
     torch.manual_seed(0)
     if family == "llama":

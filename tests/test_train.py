@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 import torch
-import yaml
 
 from sparsedepth.cli import main as cli_main
 from sparsedepth.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash, to_dict
@@ -23,15 +22,6 @@ from sparsedepth.train.checkpoint import list_checkpoints
 from sparsedepth.train.optim import build_optimizer, build_scheduler
 
 WORDS = "the of and a to in is was for on that with as by at from his her it an were are which this be".split()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine threads make them crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
