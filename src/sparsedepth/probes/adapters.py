@@ -13,6 +13,8 @@ What a probe needs from a model:
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import contextlib
 import re
 from typing import Callable, Iterator
@@ -59,7 +61,7 @@ def classify_weight(name: str) -> str:
     return "other"
 
 
-class ModelAdapter:
+class ModelAdapter(ABC):
     """Base adapter; subclasses set the modules and override the model-specific calls."""
 
     kind = "generic"
@@ -88,9 +90,9 @@ class ModelAdapter:
         return next(self.blocks[0].parameters()).dtype
 
     # -- calling ------------------------------------------------------------------------------------------
+    @abstractmethod
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """The model's own logits [B, T, V]."""
-        raise NotImplementedError
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """head(final_norm(h)): the final norm recomputes its statistics on ``h`` itself."""

@@ -17,6 +17,8 @@ interventions (skip, swap, linear replacement) reuse the cached prefix instead o
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 import time
 from dataclasses import dataclass, field
@@ -211,7 +213,7 @@ class ActivationCollector:
                              f"(e.g. logit soft-capping or scaling)")
 
 
-class StreamProbe:
+class StreamProbe(ABC):
     """A probe fed by the collector: ``update(batch, pass_index)`` for each micro-batch of each of its
     ``passes`` passes, ``end_pass(pass_index)`` after each pass, ``result()`` at the end (plain data).
     ``hooks()`` lists extra (module, forward_hook) pairs active during the base forwards."""
@@ -226,14 +228,14 @@ class StreamProbe:
     def hooks(self) -> list[tuple[torch.nn.Module, Callable]]:
         return []
 
-    def update(self, batch: WindowBatch, pass_index: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def update(self, batch: WindowBatch, pass_index: int) -> None: ...
 
     def end_pass(self, pass_index: int) -> None:
         pass
 
-    def result(self) -> dict:
-        raise NotImplementedError
+    @abstractmethod
+    def result(self) -> dict: ...
 
 
 def run_stream_probes(adapter: ModelAdapter, windows: torch.Tensor, probes: Sequence[StreamProbe], *,
