@@ -75,7 +75,6 @@ def test_train_once_then_cached_copied_forced_and_stale(tmp_path, overrides, cou
     assert st == "trained" and counted["train"] == 1 and counted["probes"] == 1 and counted["eval"] == 1
     assert sorted(p.name for p in dest.iterdir()) == sorted(R.RESULT_FILES)
     rec = json.loads((dest / "config.json").read_text())
-    cfg = ex.resolve("smoke", "depth", "L3")
     assert rec["results_version"] == R.RESULTS_VERSION and rec["meta"]["paper_key"] == 16
     assert (tmp_path / "runs" / "smoke" / rec["hash"] / "checkpoints").is_dir()
     before = _mtimes(dest)
@@ -246,7 +245,8 @@ def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, mo
 
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    _notebook(nbs / "01_depth.ipynb", ["import os\nprint('ran', profile, force, train, os.environ['SPARSEDEPTH_FORCE_SINCE'])"])
+    _notebook(nbs / "01_depth.ipynb",
+              ["import os\nprint('ran', profile, force, train, os.environ['SPARSEDEPTH_FORCE_SINCE'])"])
     _notebook(nbs / "02_broken.ipynb", ["raise ValueError('boom')", "print('never')"])
     _notebook(nbs / "03_after.ipynb", ["print('after', profile)"], params=None)
     out = tmp_path / "out"

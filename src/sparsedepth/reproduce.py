@@ -160,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n=== [{i}/{len(chosen)}] {nb.name} ===", flush=True)
         rec = execute(nb, out_dir, params, log_output=not args.quiet)
         records.append(rec)
-        print(f"=== {nb.name}: {rec['status']} in {rec['seconds']:.1f}s" + (f": {rec['error']}" if rec["error"] else ""),
-              flush=True)
+        why = f": {rec['error']}" if rec["error"] else ""
+        print(f"=== {nb.name}: {rec['status']} in {rec['seconds']:.1f}s{why}", flush=True)
     print("\n" + summary_table(records))
     failed = [r for r in records if r["status"] != "ok"]
     if failed:

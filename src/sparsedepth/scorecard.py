@@ -234,7 +234,8 @@ def _jacobian_index(rows: list[dict]) -> tuple[str, str, dict]:
     if not usable:
         return "missing", "too few layers for a trend", {}
     ok = all(v < 0 for v in usable.values())
-    return ("pass" if ok else "fail"), "rho(layer, ||J-I||): " + ", ".join(f"{k} {v:+.2f}" for k, v in usable.items()), {}
+    text = "rho(layer, ||J-I||): " + ", ".join(f"{k} {v:+.2f}" for k, v in usable.items())
+    return ("pass" if ok else "fail"), text, {}
 
 
 def _mean_jacobian(rows: list[dict]) -> list[dict]:
@@ -249,18 +250,23 @@ CLAIMS: list[tuple[str, str, str, str]] = [
     ("depth.causal", "depth", "causal score falls with depth", "rho(L, causal) <= -0.8"),
     ("depth.jacobian_index", "depth", "||J - I|| falls with layer index", "rho(layer, ||J-I||) < 0 at every depth"),
     ("depth.jacobian_depth", "depth", "||J - I|| is lower for deeper models", "rho(L, mean ||J-I||) <= -0.8"),
-    ("weight_decay.variance", "weight_decay", "λ=0.1 lowers last-layer variance versus λ=0", "variance_end(0.1) < variance_end(0)"),
-    ("weight_decay.ppl", "weight_decay", "λ=0.1 gives the lowest perplexity of the sweep", "ppl(0.1) < every other λ"),
+    ("weight_decay.variance", "weight_decay", "λ=0.1 lowers last-layer variance versus λ=0",
+     "variance_end(0.1) < variance_end(0)"),
+    ("weight_decay.ppl", "weight_decay", "λ=0.1 gives the lowest perplexity of the sweep",
+     "ppl(0.1) < every other λ"),
     ("weight_decay.usefulness", "weight_decay", "λ=0.1 gives the highest usefulness of the sweep",
      "usefulness(0.1) > every other λ"),
     ("weight_decay.collapse", "weight_decay", "λ=3 is worse than λ=0.1", "ppl(3) > ppl(0.1)"),
     ("seqlen.variance", "seqlen", "longer context lowers last-layer variance", "rho(T, variance_end) <= -0.8"),
-    ("seqlen.usefulness", "seqlen", "usefulness rises with context up to T=4096", "rho(T, usefulness) >= +0.8 for T <= 4096"),
+    ("seqlen.usefulness", "seqlen", "usefulness rises with context up to T=4096",
+     "rho(T, usefulness) >= +0.8 for T <= 4096"),
     ("gqa.variance", "gqa", "G > 1 lowers last-layer variance", "variance_end(G) < variance_end(1) for every G > 1"),
     ("gqa.usefulness", "gqa", "G > 1 raises usefulness", "usefulness(G) > usefulness(1) for every G > 1"),
     ("gqa.ppl", "gqa", "G > 1 keeps perplexity (within 1 %)", "ppl(G) <= 1.01 ppl(1) for every G > 1"),
-    ("moe.variance", "moe", "MoE lowers last-layer variance versus dense", "variance_end(MoE) < variance_end(dense), both sizes"),
-    ("moe.ppl", "moe", "MoE lowers perplexity versus dense (equal active parameters)", "ppl(MoE) < ppl(dense), both sizes"),
+    ("moe.variance", "moe", "MoE lowers last-layer variance versus dense",
+     "variance_end(MoE) < variance_end(dense), both sizes"),
+    ("moe.ppl", "moe", "MoE lowers perplexity versus dense (equal active parameters)",
+     "ppl(MoE) < ppl(dense), both sizes"),
     ("moe.usefulness", "moe", "MoE raises usefulness", "usefulness(MoE) > usefulness(dense), both sizes"),
     ("recipe.kept", "recipe", "each kept recipe step raises average accuracy", "acc(step) > acc(last kept step)"),
     ("recipe.rejected", "recipe", "each rejected step does not", "acc(step) < acc(last kept step)"),
