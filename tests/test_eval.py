@@ -273,3 +273,14 @@ def test_lm_eval_agrees_with_our_scorer(tiny_model, tok):
     assert theirs["mean_acc"] == ours["mean_acc"] and theirs["mean_acc_norm"] == ours["mean_acc_norm"]
     assert ours["tasks"]["piqa"]["acc"] != ours["tasks"]["piqa"]["acc_norm"] or \
         ours["tasks"]["arc_easy"]["acc"] != ours["tasks"]["arc_easy"]["acc_norm"]  # both metrics exercised
+
+
+def test_lm_eval_adapter_decodes_and_refuses_generation(tiny_model, tok):
+    pytest.importorskip("lm_eval")
+    from sparsedepth.eval.lm_eval_adapter import SparsedepthLM
+
+    lm = SparsedepthLM(model=tiny_model, tokenizer=tok)
+    text = "Question: which is larger?"
+    assert lm.tok_decode(lm.tok_encode(text)) == text
+    with pytest.raises(EvalError, match="log-likelihoods only"):
+        lm.generate_until([])

@@ -27,7 +27,7 @@ import yaml  # noqa: E402
 from lm_eval.api.model import TemplateLM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 
-from .tasks import TASKS, check_tasks, data_file  # noqa: E402
+from .tasks import TASKS, EvalError, check_tasks, data_file  # noqa: E402
 from .zero_shot import get_encoder, score_tokens, summarize  # noqa: E402
 
 # Our task name -> lm-eval's own task config (path inside the installed lm_eval/tasks folder).
@@ -69,6 +69,7 @@ class SparsedepthLM(TemplateLM):
             raise ValueError("SparsedepthLM needs the tokenizer (TokenData or tokenizers.Tokenizer) of the model")
         self.model = model
         self._encode, self._eos = get_encoder(tokenizer)
+        self._decoder = getattr(tokenizer, "tokenizer", tokenizer)  # TokenData wraps a tokenizers.Tokenizer
         self.batch_size = 32 if batch_size in (None, "auto") else int(batch_size)  # no auto-sizing: fixed batches
         self._max_length = max_length or model.cfg.max_seq_len
         self.progress = progress
@@ -87,7 +88,7 @@ class SparsedepthLM(TemplateLM):
         return self._encode([string])[0]
 
     def tok_decode(self, tokens: Sequence[int], **kwargs: Any) -> str:
-        raise NotImplementedError("decoding is not needed for log-likelihood tasks")
+        return self._decoder.decode([int(t) for t in tokens])
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
         pairs = [(ctx, cont) for _, ctx, cont in requests]
@@ -111,7 +112,9 @@ class SparsedepthLM(TemplateLM):
         return out
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        raise NotImplementedError("SparsedepthLM scores log-likelihoods only; generation tasks are not supported")
+        # Deliberately unsupported: every task the paper reports is multiple choice (log-likelihood).
+        raise EvalError("SparsedepthLM scores log-likelihoods only; choose multiple-choice or perplexity tasks "
+                        f"(for example {', '.join(TASKS[:3])}), not generation tasks")
 
 
 def lm_eval_tasks_dir() -> Path:
