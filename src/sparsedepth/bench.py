@@ -38,6 +38,7 @@ from typing import Any, Callable
 import torch
 
 from .atomic import atomic_write_json
+from .train.distributed import resolve_device
 from .config import ModelConfig, TrainConfig, config_hash, to_dict
 
 GROUPS = ("depth", "gqa_moe", "attention", "telemetry", "probes")
@@ -60,14 +61,6 @@ SHAPES = {
 
 
 # ------------------------------------------------------------------------------------------------ device
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda but torch sees no GPU; use --device cpu or auto")
-    return torch.device(name)
-
 
 def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
@@ -289,7 +282,7 @@ def _fmt(r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    dev = _device(args.device)
+    dev = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = args.profile or ("gpu" if dev.type == "cuda" else "smoke")
