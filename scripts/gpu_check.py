@@ -4,12 +4,13 @@
     PYTHONPATH=src python scripts/gpu_check.py [--device cuda|cpu] [--compile]
 
 Checks, each forward and backward, under bf16 autocast (how the trainer runs on CUDA):
-- attention: every backend (sdpa, xformers, math) for GQA group sizes G in {1, 2, 4, n_heads} against the
+- attention: every backend (sdpa, cudnn, xformers, math) for GQA group sizes G in {1, 2, 4, n_heads} against the
   float32 ``math`` backend;
 - model: whole dense, GQA and MoE decoders (loss and every parameter gradient) against float32 ``math``;
 - moe: the grouped-GEMM path (``torch._grouped_mm``), the per-expert loop path and a naive per-token
   float32 loop, with and without renormalisation and a shared expert;
-- compile: a ``torch.compile``d training step (forward, backward, AdamW) matches the eager one.
+- compile: a compiled training step (forward, backward, AdamW), per block (the trainer's default) and as one
+  whole-forward graph, matches the eager one.
 
 Error measure: ``max |y - y_ref| / max |y_ref|`` (max abs error of a unit-scale output); it must stay
 below ``--tol`` (2e-2: bf16 keeps 8 mantissa bits, about 4e-3 per rounding, and a few roundings stack).
@@ -39,7 +40,7 @@ from sparsedepth.model import build_model  # noqa: E402
 from sparsedepth.model import moe as moe_mod  # noqa: E402
 from sparsedepth.model.attention import Attention, resolve_backend, rope_cache  # noqa: E402
 
-BACKENDS = ("sdpa", "xformers", "math")
+BACKENDS = ("sdpa", "cudnn", "xformers", "math")
 
 
 class Skip(Exception):
@@ -204,7 +205,7 @@ def moe_case(device: torch.device, path: str, renormalize: bool, shared: int) ->
 
 # --- compile ---------------------------------------------------------------------------------------------
 
-def compile_case(device: torch.device, family: str, enabled: bool) -> Callable[[], tuple[float, str]]:
+def compile_case(device: torch.device, family: str, mode: str, enabled: bool) -> Callable[[], tuple[float, str]]:
     def check() -> tuple[float, str]:
         if not enabled:
             raise Skip("compile is checked on CUDA (on CPU it takes minutes; pass --compile to force)")
@@ -213,7 +214,12 @@ def compile_case(device: torch.device, family: str, enabled: bool) -> Callable[[
         eager = build_model(cfg, device)
         compiled = build_model(cfg, device)
         compiled.load_state_dict(eager.state_dict())
-        step_fn = torch.compile(compiled)
+        torch._dynamo.reset()
+        if mode == "blocks":
+            compiled.compile_regions()
+            step_fn = compiled
+        else:
+            step_fn = torch.compile(compiled)
         opts = [torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (eager, compiled)]
         losses: dict[str, list[float]] = {"eager": [], "compiled": []}
         t0 = time.perf_counter()
@@ -274,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             variant = ("renorm" if renorm else "raw") + ("+shared" if shared else "")
             checks[f"moe {path} {variant}"] = moe_case(device, path, renorm, shared)
     for family in ("dense", "moe"):
-        checks[f"compile {family}"] = compile_case(device, family, device.type == "cuda" or args.compile)
+        for mode in ("blocks", "model"):
+            checks[f"compile {mode} {family}"] = compile_case(device, family, mode,
+                                                              device.type == "cuda" or args.compile)
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     if only:
         checks = {k: v for k, v in checks.items() if any(k.startswith(p) for p in only)}

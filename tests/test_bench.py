@@ -22,6 +22,7 @@ def test_bench_smoke(tmp_path):
     check_telemetry(records)
     check_attention(records)
     check_probes(records)
+    check_ablation(records)
 
 
 def run_smoke(out) -> dict[str, list[dict]]:
@@ -89,7 +90,7 @@ def check_attention(records):
     for r in records["attention"]:
         by_backend.setdefault(r["name"].split("-")[1], []).append(r)
     assert set(by_backend) == set(bench.BACKENDS)
-    for r in by_backend["xformers"]:  # no CPU kernels: skipped, with the reason
+    for r in by_backend["xformers"] + by_backend["cudnn"]:  # no CPU kernels: skipped, with the reason
         assert "CUDA" in r["skipped"]
     for r in by_backend["sdpa"] + by_backend["math"]:
         assert r["kind"] == "attention" and r["n_layers"] == 1
@@ -109,3 +110,16 @@ def check_probes(records):
 def test_unknown_group_is_rejected():
     with pytest.raises(SystemExit, match="unknown group.*depth"):
         bench._parse_only("depth,speed")
+
+
+def check_ablation(records):
+    rows = {r["name"]: r for r in records["ablation"]}
+    assert set(rows) == set(bench.ablation_configs(bench.TrainConfig()))
+    assert "CUDA" in rows["attn-cudnn"]["skipped"]
+    default, half = rows["default"], rows["2-micro"]
+    assert half["micro_batch_size"] * 2 == default["micro_batch_size"] == default["batch_size"]
+    _positive(half, "tokens_per_s", "wall_s")
+    # the smoke profile does not compile: the compile variants are the default config, timed once
+    assert default["compile"] is None
+    assert rows["compile-model"]["same_run_as"] == default.get("same_run_as", "default")
+    assert rows["2-micro"]["same_run_as"] == "compile-model-2-micro"

@@ -128,3 +128,13 @@ def test_valid_keys_cover_every_field():
     keys = valid_keys()
     assert "model.n_kv_heads" in keys and "optim.lr" in keys and "data.corpus" in keys and "steps" in keys
     assert "model" not in keys and len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("value, mode", [(False, None), (True, "blocks"), ("blocks", "blocks"), ("model", "model")])
+def test_compile_modes(value, mode):
+    assert TrainConfig(compile=value).compile_mode == mode
+
+
+def test_unknown_compile_mode_names_the_choices():
+    with pytest.raises(ConfigError, match=r"^compile:.*'blocks'.*'model'"):
+        TrainConfig(compile="fullgraph")

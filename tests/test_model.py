@@ -343,3 +343,33 @@ def test_overfits_one_batch(family):
         opt.step()
     assert first > 3.5  # about log(64) at init
     assert last < 0.2, f"{family}: loss {last:.3f} after {step + 1} steps"
+
+
+def test_cudnn_backend_needs_cuda():
+    with pytest.raises(RuntimeError, match="cudnn.*CUDA.*sdpa"):
+        build_model(tiny_config(attn_backend="cudnn"), "cpu")
+
+
+def test_regional_compile_matches_eager():
+    """compile_regions (the trainer's default compile) gives the eager losses, gradients and telemetry, and
+    keeps parameter names, on a model with every special path: GQA, MoE with a shared expert."""
+    cfg = tiny_config(**FAMILIES["moe"], n_kv_heads=2, shared_expert_hidden=16)
+    eager = build_model(cfg)
+    compiled = build_model(cfg)
+    compiled.load_state_dict(eager.state_dict())
+    keys = list(compiled.state_dict())
+    compiled.compile_regions()
+    assert list(compiled.state_dict()) == keys
+    x = torch.randint(0, cfg.vocab_size, (2, 12))
+    outs = []
+    for model in (eager, compiled):
+        out = model(x, x, telemetry=True)
+        out.loss.backward()
+        outs.append((out, {n: p.grad for n, p in model.named_parameters()}))
+    (a, ga), (b, gb) = outs
+    torch.testing.assert_close(b.loss, a.loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=1e-5)
+    for k in a.stats:
+        torch.testing.assert_close(b.stats[k], a.stats[k], atol=1e-5, rtol=1e-4)
+    for n in ga:
+        torch.testing.assert_close(gb[n], ga[n], atol=1e-5, rtol=1e-4)

@@ -6,7 +6,11 @@ Groups (``--only``):
   width 2d) whose active parameters equal the dense model's (2 x 2d = the dense SwiGLU width 4d);
 - ``attention``: one attention layer, forward + backward, per backend (sdpa, xformers, math) and G in {1, 4};
 - ``telemetry``: the training step with per-layer telemetry every step, at the default interval, and off;
-- ``probes``: seconds per probe of ``run_probes`` on the profile's deepest model (gpu: 32 layers).
+- ``probes``: seconds per probe of ``run_probes`` on the profile's deepest model (gpu: 32 layers), with the
+  profile's probe settings;
+- ``ablation``: the base config with one optimisation undone at a time (whole-forward compile instead of
+  per-block, two micro-batches instead of one) and with the cuDNN attention kernel; ``wall_s`` includes
+  the compilation.
 
 Training numbers come from ``sparsedepth.train.train`` itself (summary.json's steady-state tokens/s, which
 leaves out the first log interval: compilation and warm-up), stopped after a few log intervals.
@@ -41,8 +45,8 @@ from .atomic import atomic_write_json
 from .train.distributed import resolve_device
 from .config import ModelConfig, TrainConfig, config_hash, to_dict
 
-GROUPS = ("depth", "gqa_moe", "attention", "telemetry", "probes")
-BACKENDS = ("sdpa", "xformers", "math")
+GROUPS = ("depth", "gqa_moe", "attention", "telemetry", "probes", "ablation")
+BACKENDS = ("sdpa", "cudnn", "xformers", "math")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +146,19 @@ def bench_configs(profile: str, corpus: str | None = None, cache_dir: str | None
     for interval in (1, default_interval, 0):
         c = cfg()
         tele[f"telemetry-{interval or 'off'}"] = dataclasses.replace(c, telemetry_interval=interval)
-    return {"depth": depth, "gqa_moe": long, "telemetry": tele}
+    return {"depth": depth, "gqa_moe": long, "telemetry": tele, "ablation": ablation_configs(cfg())}
+
+
+def ablation_configs(c: TrainConfig) -> dict[str, TrainConfig]:
+    """One change at a time on the base config ``c`` (the profile's default): how it compiles (whole
+    forward vs per block), two micro-batches instead of one, and the attention kernel. Where the profile
+    does not compile (CPU) the compile variants coincide and are timed once."""
+    rep = dataclasses.replace
+    half = rep(c, micro_batch_size=max(1, c.batch_size // 2))
+    whole = "model" if c.compile else False
+    cudnn = rep(c, model=rep(c.model, attn_backend="cudnn"))
+    return {"default": c, "compile-model": rep(c, compile=whole),
+            "compile-model-2-micro": rep(half, compile=whole), "2-micro": half, "attn-cudnn": cudnn}
 
 
 # ------------------------------------------------------------------------------------------- measurements
@@ -162,7 +178,6 @@ def time_training(cfg: TrainConfig, dev: torch.device, peak: float, timed_logs: 
     cfg = dataclasses.replace(cfg, steps=stop + 1)
     run_dir = Path(tempfile.mkdtemp(prefix="sparsedepth-bench-"))
     try:
-        torch._dynamo.reset()  # each config compiles afresh: no recompile limit carried across configs
         _reset_mem(dev)
         t0 = time.perf_counter()
         summary = train(cfg, run_dir, stop_at_step=stop, progress=False, device=str(dev))
@@ -173,7 +188,7 @@ def time_training(cfg: TrainConfig, dev: torch.device, peak: float, timed_logs: 
     tps = summary["tokens_per_s"]
     fpt = cfg.model.flops_per_token(cfg.seq_len)
     return {"kind": "train", **_model_fields(cfg.model), "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
-            "micro_batch_size": cfg.micro_batch_size, "compile": cfg.compile, "dtype": cfg.dtype,
+            "micro_batch_size": cfg.micro_batch_size, "compile": cfg.compile_mode, "dtype": cfg.dtype,
             "telemetry_interval": cfg.telemetry_interval, "log_interval": cfg.log_interval,
             "steps_run": stop, "steps_timed": stop - cfg.log_interval, "wall_s": wall,
             "attn_backend": summary.get("attn_backend"), "tokens_per_s": tps, "flops_per_token": fpt,
@@ -231,13 +246,13 @@ def time_probes(cfg: TrainConfig, profile: str, dev: torch.device) -> list[dict]
     from .probes import run_probes
 
     ps = probe_settings(profile)
-    n, seqlen = ps.get("n_windows", 16), ps.get("seq_len") or cfg.seq_len
+    n, seqlen = ps.pop("n_windows", 16), ps.pop("seq_len", None) or cfg.seq_len
     data = prepare_data(cfg.data, progress=False)
     windows = val_windows(data.val, seqlen, n, seed=0)
     torch.manual_seed(0)
     model = build_model(cfg.model, dev).float()
     _reset_mem(dev)
-    res = run_probes(model, windows.to(dev))
+    res = run_probes(model, windows.to(dev), **ps)
     mem = _peak_mem_gib(dev)
     common = {"kind": "probe", **_model_fields(cfg.model), "seq_len": seqlen, "n_windows": n, "peak_mem_gib": mem,
               "mfu": None, "probe_meta": res.get("meta", {}).get("options")}
@@ -290,8 +305,6 @@ def run(args: argparse.Namespace) -> int:
     shapes = SHAPES[profile]
     timed_logs = args.timed_logs or shapes.timed_logs
     out = Path(args.out) / device_slug(dev)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # as training runs
     common = {"profile": profile, "device": device_name(dev), "device_slug": device_slug(dev),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "cuda": torch.version.cuda, "torch_threads": torch.get_num_threads()}

@@ -16,6 +16,7 @@ COMMANDS = {
     "train": ("sparsedepth.train.cli", "train one variant (or a --config file) into a run directory"),
     "probe": ("sparsedepth.probes.cli", "run the layer-effectiveness probes on a run directory or checkpoint"),
     "eval": ("sparsedepth.eval.cli", "perplexity and zero-shot accuracy of a run directory"),
+    "run": ("sparsedepth.run_cli", "train, probe and evaluate experiment variants into paper_results (no notebooks)"),
     "bench": ("sparsedepth.bench", "measure tokens/s, MFU, memory, attention backends and probe times"),
     "reproduce": ("sparsedepth.reproduce", "execute the notebooks that regenerate the paper's figures and tables"),
 }

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-ATTN_BACKENDS = ("auto", "sdpa", "xformers", "math")
+ATTN_BACKENDS = ("auto", "sdpa", "cudnn", "xformers", "math")
+COMPILE_MODES = (False, True, "blocks", "model")
 MOE_AUX_SCALINGS = ("mean", "sum", "compound")
 
 
@@ -184,7 +185,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | bfloat16
-    compile: bool = False
+    # torch.compile: False, "blocks" (each block and the head + loss: one graph for every layer and depth,
+    # short compiles), "model" (the whole forward as one graph), or True (= "blocks", the measured default)
+    compile: bool | str = False
     telemetry_interval: int = 10  # per-layer statistics every N steps (0 = off)
     log_interval: int = 10
     eval_interval: int = 0  # validation loss every N steps (0 = only at the end)
@@ -214,6 +217,8 @@ class TrainConfig:
         _require(self.steps > 0, "steps", "must be positive")
         _require(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
         _require(self.dtype in ("auto", "float32", "bfloat16"), "dtype", "must be auto, float32 or bfloat16")
+        _require(self.compile in COMPILE_MODES, "compile",
+                 f"must be one of false, true, 'blocks' or 'model', got {self.compile!r}")
         for name in ("telemetry_interval", "log_interval", "eval_interval", "ckpt_interval"):
             _require(getattr(self, name) >= 0, name, "must be >= 0")
         _require(self.log_interval > 0, "log_interval", "must be positive")
@@ -222,6 +227,11 @@ class TrainConfig:
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
+
+    @property
+    def compile_mode(self) -> str | None:
+        """None (eager), "blocks" or "model"."""
+        return "blocks" if self.compile is True else self.compile or None
 
 
 def to_dict(cfg: Any) -> dict:

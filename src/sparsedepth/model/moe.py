@@ -63,10 +63,15 @@ class MoEFeedForward(nn.Module):
         flat = experts.reshape(-1)
         order = flat.argsort(stable=True)
         token_of = order // self.top_k  # source token of each sorted assignment
-        counts = torch.bincount(flat, minlength=self.n_experts)
-        xs = x[token_of]
-        if xs.is_cuda and torch.is_autocast_enabled("cuda"):  # the residual stream is float32 under autocast
-            xs = xs.to(torch.get_autocast_dtype("cuda"))
+        # scatter_add into a fixed [E] tensor, not bincount: its output size is data dependent, which breaks
+        # the compiled graph in two
+        counts = torch.zeros(self.n_experts, dtype=torch.long, device=x.device).scatter_add_(
+            0, flat, torch.ones_like(flat))
+        if x.is_cuda and torch.is_autocast_enabled("cuda"):  # the residual stream is float32 under autocast:
+            x_low = x.to(torch.get_autocast_dtype("cuda"))  # cast once, before the k-fold gather
+        else:
+            x_low = x
+        xs = x_low[token_of]
         ys = self._experts(xs, counts) * weights.reshape(-1)[order, None].to(xs.dtype)
         out = torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
         if self.shared is not None:  # official: shared/(k+1) + k/(k+1) * routed

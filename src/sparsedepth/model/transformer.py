@@ -105,6 +105,7 @@ class Transformer(nn.Module):
         elif cfg.moe_aux_scaling == "compound":  # the official bug: block l gets weight / L^(l+1)
             w = torch.tensor([float(cfg.n_layers) ** -(i + 1) for i in range(cfg.n_layers)])
         self.register_buffer("aux_layer_weight", w, persistent=False)
+        self._output_fn = _output  # compile_regions swaps in a compiled version
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -126,6 +127,21 @@ class Transformer(nn.Module):
             blk.attn.backend = resolved
         return resolved
 
+    def output(self, x: torch.Tensor, targets: torch.Tensor | None = None):
+        """(final normed stream, logits, mean LM loss or None): the head and loss, one compilable region."""
+        return self._output_fn(self, x, targets)
+
+    def compile_regions(self) -> None:
+        """Regional compilation: torch.compile each block and the head + loss, not the whole forward.
+
+        Every block has the same code and shapes, so one compiled graph serves all layers and every depth:
+        compile time stops growing with L and the inductor cache is shared by the depth sweep's models.
+        Parameter names and the state dict are unchanged. Blocks are compiled in place (``nn.Module.compile``).
+        """
+        for blk in self.blocks:
+            blk.compile()
+        self._output_fn = torch.compile(_output)
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, telemetry: bool = False) -> ModelOutput:
         bsz, seqlen = idx.shape
         if seqlen > self.cfg.max_seq_len:
@@ -138,13 +154,10 @@ class Transformer(nn.Module):
             if telemetry:
                 vecs.append(st["vec"])
                 loads.append(st["load"])
-        hn = self.norm(x)
-        logits = self.head(hn)
+        hn, logits, lm_loss = self.output(x, targets)
         aux = torch.stack(auxes)
-        loss = lm_loss = None
+        loss = lm_loss
         if targets is not None:
-            lm_loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
-            loss = lm_loss
             if self.cfg.is_moe:
                 w = torch.tensor([self.cfg.lb_loss_weight, self.cfg.z_loss_weight], device=aux.device)
                 loss = loss + (aux * w).sum(-1).mul(self.aux_layer_weight).sum()
@@ -156,6 +169,15 @@ class Transformer(nn.Module):
             if self.cfg.is_moe:
                 stats["expert_load"] = torch.stack(loads)
         return ModelOutput(logits, loss, lm_loss, aux, stats)
+
+
+def _output(model: "Transformer", x: torch.Tensor, targets: torch.Tensor | None):
+    hn = model.norm(x)
+    logits = model.head(hn)
+    lm_loss = None
+    if targets is not None:
+        lm_loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+    return hn, logits, lm_loss
 
 
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> Transformer:

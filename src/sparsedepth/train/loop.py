@@ -142,9 +142,15 @@ class Trainer:
                        **_NO_BUFFER_SYNC) if dist.enabled else None
         self.fwd = self.ddp or self.model
         self.eval_fwd = self.model
-        if cfg.compile:
+        if cfg.compile_mode:
+            # a fresh dynamo cache per run: the runs of a sweep in one process would otherwise pile up
+            # recompilations of the same code objects and pass the recompile limit (then run eagerly)
+            torch._dynamo.reset()
+        if cfg.compile_mode == "model":
             self.fwd = torch.compile(self.fwd)
             self.eval_fwd = torch.compile(self.model) if dist.enabled else self.fwd
+        elif cfg.compile_mode == "blocks":
+            self.model.compile_regions()  # in place: the DDP wrapper and evaluation use the compiled blocks
         bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.dev.type == "cuda")
         self.amp = (lambda: torch.autocast(self.dev.type, dtype=torch.bfloat16)) if bf16 else nullcontext
         self.peak = peak_flops(self.dev)
@@ -373,7 +379,7 @@ class Trainer:
         atomic_write_json(self.run_dir / "provenance.json", provenance.collect(
             self.dev, config_hash=config_hash(self.cfg), attn_backend=self.model.attn_backend,
             world_size=self.dist.world_size, micro_batches=self.n_micro,
-            dtype="bfloat16 autocast" if self.amp is not nullcontext else "float32", compile=self.cfg.compile,
+            dtype="bfloat16 autocast" if self.amp is not nullcontext else "float32", compile=self.cfg.compile_mode,
             param_groups=self.groups, data={"key": self.data.key, "vocab_size": self.data.vocab_size},
             steps=self.step, tokens=self.step * self.cfg.tokens_per_step, wall_s=wall, finished=finished))
 
