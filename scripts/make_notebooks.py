@@ -198,6 +198,11 @@ def depth() -> list[tuple[str, str]]:
             than 10 % (fixed: the official code applies the transposed fit, paper-spec §1.4); *causal* = relative
             change of later blocks' updates when one block is skipped, averaged; *permutation* = mean relative
             loss change when two blocks swap.
+
+            **Seeds.** Where the profile trains several seeds per depth (gpu: 2, seed s > 0 runs as
+            `L<L>-seed<s>`), every curve and bar below is the seed mean and the shaded band or black error bar
+            the min–max range across seeds; the tables and claims use the means, with the range and the number
+            of seeds beside them.
         '''),
         ("params", PARAMS),
         ("code", _setup("depth")),
@@ -393,7 +398,7 @@ def recipe() -> list[tuple[str, str]]:
             cmp = scorecard.compare(profile, EXP, res)
             tables.write_table(cmp, f"{EXP}_compare", profile, title="Recipe ablation: paper vs ours")
             depth_res = results.load_results(profile, "depth")  # our L=16-equivalent reference, if trained
-            ref = next((scorecard.metrics_of(r) for r in depth_res.values() if r["meta"].get("paper_key") == 16), None)
+            ref = scorecard.setting_row(profile, "depth", depth_res, 16)  # seed mean where several seeds ran
             df = plots.recipe_frame(cmp, PAPER["recipe"]["reference"], ref)
             chart = plots.recipe_chart(df, title="Sparsity recipe at the deep depth: ours beside the paper",
                                        subtitle="bars: mean zero-shot accuracy; stars: usefulness; faded: rejected options")
@@ -498,8 +503,8 @@ def probe_a_model() -> list[tuple[str, str]]:
             from sparsedepth.train import train as train_run
 
             os.chdir(results.output_root())  # run configs name their data cache relative to the output root
-            if checkpoint is None:  # the deepest model of the depth sweep; train() returns at once when it is done
-                variant = list(experiments.variants(profile, "depth"))[-1]
+            if checkpoint is None:  # the deepest model of the depth sweep (seed 0); train() returns at once if done
+                variant = f"L{experiments.scale(profile).depths[-1]}"
                 cfg = experiments.resolve(profile, "depth", variant)
                 checkpoint = results.run_dir_for(profile, cfg)
                 train_run(cfg, checkpoint, progress=False, device=None if device == "auto" else device)

@@ -29,15 +29,18 @@ def test_every_experiment_has_valid_variants(profile, experiment):
         assert meta["paper_key"] in paper.rows(experiment), f"{name} maps to no paper row"
         assert ex.resolve(profile, experiment, name) == cfg
     assert ex.profile_note(profile, experiment).startswith(profile)
-    # every paper row is covered once
-    assert sorted(map(str, (m["paper_key"] for m in metas.values()))) == sorted(map(str, paper.rows(experiment)))
+    # every paper row is covered once (per seed of the depth sweep)
+    seeds = len(ex.scale(profile).depth_seeds) if experiment == "depth" else 1
+    keys = [str(m["paper_key"]) for m in metas.values()]
+    assert sorted(keys) == sorted(map(str, list(paper.rows(experiment)) * seeds))
 
 
 @pytest.mark.parametrize("profile", ex.PROFILES)
 def test_swept_values_follow_the_paper_order(profile):
-    depth = ex.variants(profile, "depth")
-    assert [c.model.n_layers for c in depth.values()] == sorted(c.model.n_layers for c in depth.values())
-    assert len({c.model.n_layers for c in depth.values()}) == 4
+    for seed in ex.scale(profile).depth_seeds:  # each seed's sweep in the paper's order
+        depth = [c for c in ex.variants(profile, "depth").values() if c.seed == seed]
+        assert [c.model.n_layers for c in depth] == sorted(c.model.n_layers for c in depth)
+        assert len({c.model.n_layers for c in depth}) == len(depth) == 4
     wd = ex.variants(profile, "weight_decay")
     assert [c.optim.weight_decay for c in wd.values()] == [0.0, 0.01, 0.1, 1.0, 3.0]
     gqa = ex.variants(profile, "gqa")
@@ -111,7 +114,8 @@ def test_shared_runs_are_deduplicated(profile):
     runs = ex.unique_runs(profile)
     total = sum(len(ex.variants(profile, e)) for e in ex.EXPERIMENTS)
     assert total == 30 and len(runs) == 25
-    assert len(ex.unique_runs("gpu")) == 27
+    gpu = ex.scale("gpu")
+    assert len(ex.unique_runs("gpu")) == 27 + len(gpu.depths) * (len(gpu.depth_seeds) - 1)  # seeds share nothing
     s = ex.scale(profile)
     base = ex.variants(profile, "depth")[f"L{s.base_depth}"]
     for exp, name in [("weight_decay", "wd0.1"), ("seqlen", f"T{s.seq_len}"), ("gqa", "G1"), ("moe", "dense-large")]:
@@ -130,6 +134,46 @@ def test_gpu_profile_is_paper_lite():
         assert all(c.steps * c.tokens_per_step >= 50e6 for c in ex.variants("gpu", e).values())
     assert ex.variants("gpu", "gqa")["G8"].model.n_kv_heads == 1
     assert ex.probe_settings("gpu")["seq_len"] == 512 and s.needs_cuda and not s.keep_checkpoints
+
+
+def test_gpu_depth_sweep_has_a_second_seed():
+    s = ex.scale("gpu")
+    assert s.depth_seeds == (0, 1)
+    assert ex.scale("smoke").depth_seeds == ex.scale("cpu").depth_seeds == (0,)
+    vs, metas = ex.variants("gpu", "depth"), ex.variant_meta("gpu", "depth")
+    assert list(vs) == [f"L{L}" for L in s.depths] + [f"L{L}-seed1" for L in s.depths]  # seed 0 first
+    assert [m["order"] for m in metas.values()] == list(range(len(vs)))
+    for L in s.depths:
+        a, b = f"L{L}", f"L{L}-seed1"
+        assert vs[a].seed == 0 and vs[b].seed == 1
+        assert dataclasses.replace(vs[b], seed=0) == vs[a]  # the seed is the only difference
+        assert config_hash(vs[a]) != config_hash(vs[b])
+        assert metas[a]["seed"] == 0 and metas[b]["seed"] == 1
+        same = ("label", "value", "paper_key", "paper_label", "param")
+        assert {k: metas[a][k] for k in same} == {k: metas[b][k] for k in same}
+    # the recipe baseline (gpu: its own step count) is not a depth run of either seed
+    assert config_hash(ex.variants("gpu", "recipe")["baseline"]) not in {config_hash(c) for c in vs.values()}
+    assert "seeds 0, 1" in ex.profile_note("gpu", "depth") and "seeds" not in ex.profile_note("cpu", "depth")
+    rows = [r for r in ex.variant_rows("gpu", "depth") if r["L"] == s.depths[-1]]
+    assert [r["variant"] for r in rows] == [f"L{s.depths[-1]}", f"L{s.depths[-1]}-seed1"]
+    assert rows[0]["paper"] == rows[1]["paper"] and rows[0]["hash"] != rows[1]["hash"]
+
+
+def test_single_seed_profiles_keep_their_depth_configs():
+    """smoke and cpu results are cached by config hash: one seed, names L{L}, every config at seed 0."""
+    for profile in ("smoke", "cpu"):
+        vs, metas = ex.variants(profile, "depth"), ex.variant_meta(profile, "depth")
+        assert list(vs) == [f"L{L}" for L in ex.scale(profile).depths]
+        assert all(c.seed == 0 for c in vs.values()) and all(m["seed"] == 0 for m in metas.values())
+        for L, cfg in zip(ex.scale(profile).depths, vs.values()):
+            assert cfg == ex.base(profile, n_layers=L, steps=ex.scale(profile).depth_steps)
+
+
+def test_depth_seeds_must_start_with_zero(monkeypatch):
+    for bad in ((1, 2), (0, 0), ()):
+        monkeypatch.setitem(ex.SCALES, "smoke", dataclasses.replace(ex.scale("smoke"), depth_seeds=bad))
+        with pytest.raises(ConfigError, match="depth_seeds must be distinct and start with 0"):
+            ex.variants("smoke", "depth")
 
 
 def test_small_profiles_shrink_everything():

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash, to_dict
@@ -89,6 +89,9 @@ class Scale:
     moe_small: MoESize
     moe_large: MoESize
     recipe_moe: tuple[int, int]  # (experts, top_k) of the recipe's last step
+    # Seeds (init and data order) of the depth sweep: each seed after the first repeats every depth, so the
+    # headline depth figures show the spread between runs.
+    depth_seeds: tuple[int, ...] = (0,)
     dtype: str = "auto"
     compile: bool = False
     telemetry_interval: int = 10
@@ -137,14 +140,15 @@ SCALES: dict[str, Scale] = {
         note="laptop scale (2 cores): about a minute per run including probes and evaluation"),
     "gpu": Scale(
         name="gpu", d_model=512, n_heads=8, depths=(12, 16, 24, 32), base_depth=16, deep_depth=32,
-        seq_len=1024, batch_size=64, micro_tokens=32768, depth_steps=1500, steps=800, recipe_steps=800,
+        # one micro-batch of 64 x 1024 tokens: faster than two of 32 (bench "ablation"), 139 GiB has room
+        seq_len=1024, batch_size=64, micro_tokens=None, depth_steps=1500, steps=800, recipe_steps=800,
         lr=1e-3, warmup_frac=0.05,
         vocab_size=50304, tokenizer="gpt-neox", corpus=".data/wiki-en-2019.00.txt.xz", max_docs=None,
         groups=(1, 4, 8), moe_small=MoESize(256, 4, 32, 4, True), moe_large=MoESize(512, 8, 64, 8, False),
-        recipe_moe=(64, 8), dtype="auto", compile=True, telemetry_interval=10, log_interval=10,
-        eval_interval=250, eval_batches=16, ckpt_interval=250,
+        recipe_moe=(64, 8), depth_seeds=(0, 1), dtype="auto", compile=True, telemetry_interval=10,
+        log_interval=10, eval_interval=250, eval_batches=16, ckpt_interval=250,
         probe={"n_windows": 64, "seq_len": 512, "paper_compat": True, "jacobian_windows": 8,
-               "jacobian_seq_len": 256},
+               "jacobian_seq_len": 256, "batch_tokens": 32768},
         eval={"limit": None, "ppl_tokens": 65536},
         needs_cuda=True, keep_checkpoints=False,
         note="paper-lite on one H200: d=512, 98M tokens (depth) or 52M tokens (others) per run"),
@@ -217,9 +221,16 @@ def _build(profile: str, experiment: str) -> list[tuple[str, TrainConfig, dict]]
         out.append((name, cfg, meta))
 
     if experiment == "depth":
-        for L, pL in zip(s.depths, PAPER_DEPTHS):
-            add(f"L{L}", base(profile, n_layers=L, steps=s.depth_steps), f"L={L}", L, pL, f"L={pL}",
-                param="model.n_layers")
+        # Seed 0 keeps the names L{L} (and so its results); later seeds follow as L{L}-seed{s}, with the same
+        # label and paper_key, which is how figures and tables know to aggregate them (mean and spread).
+        if not s.depth_seeds or s.depth_seeds[0] != 0 or len(set(s.depth_seeds)) != len(s.depth_seeds):
+            raise ConfigError(f"profile {profile!r}: depth_seeds must be distinct and start with 0, "
+                              f"got {s.depth_seeds}")
+        for seed in s.depth_seeds:
+            for L, pL in zip(s.depths, PAPER_DEPTHS):
+                cfg = replace(base(profile, n_layers=L, steps=s.depth_steps), seed=seed)
+                add(f"L{L}" if seed == 0 else f"L{L}-seed{seed}", cfg, f"L={L}", L, pL, f"L={pL}",
+                    param="model.n_layers", seed=seed)
     elif experiment == "weight_decay":
         for wd in PAPER_WEIGHT_DECAYS:
             add(f"wd{_fmt(wd)}", base(profile, weight_decay=wd), f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}",
@@ -348,6 +359,9 @@ def profile_note(profile: str, experiment: str) -> str:
         m = ", ".join(f"{p}->{o}" for p, o in zip(PAPER_DEPTHS, s.depths))
         ratio = "as the paper" if s.base_depth == 16 else f"about L/{16 / s.base_depth:.3g}"
         spec = f"L {m} ({ratio}); {s.depth_steps} steps = {s.depth_steps * s.tokens_per_step:,} tokens"
+        if len(s.depth_seeds) > 1:
+            spec += (f"; seeds {', '.join(map(str, s.depth_seeds))} at every depth (figures and tables show the "
+                     f"seed mean, bands and error bars the min-max range)")
     elif experiment == "weight_decay":
         spec = (f"{base_l}; λ as the paper (0, 0.01, 0.1, 1, 3), decoupled AdamW with the trainer's decay groups; "
                 f"{s.steps} steps: the total decay lr·λ·steps is far smaller than the paper's ~9.5k steps, "

@@ -11,6 +11,10 @@ Two kinds of functions:
   experiment's order, which is sorted by the swept value), axis titles carry units, and variance axes are
   logarithmic where the paper's are.
 
+Several variants with one label are seeds of one setting (the gpu depth sweep): the depth frames average
+them (``seed_mean``: the mean plus ``<value>_min`` / ``<value>_max`` and ``seeds`` columns), and the charts
+draw the mean with a min–max band or error bars. With one seed per label frames and charts are unchanged.
+
 ``save_chart(chart, name, profile, data)`` writes ``figures/<profile>/<name>.{png,svg,csv}`` under the output
 root (see ``sparsedepth.tables.output_root``); the CSV is the chart's data, so every figure can be re-plotted
 or checked without re-running anything.
@@ -33,7 +37,7 @@ from sparsedepth.tables import check_name, output_root, set_output_root
 
 __all__ = [
     "MAX_POINTS", "OURS", "PAPER", "use_theme", "save_chart", "figure_dir", "set_output_root",
-    "config_of", "config_value", "label_of", "order_of", "density_label", "downsample",
+    "config_of", "config_value", "label_of", "order_of", "density_label", "downsample", "seed_mean",
     "telemetry_frame", "last_layer_variance_frame", "layer_variance_frame", "probe_layer_frame", "probe_value",
     "paper_jacobian_frame", "compare_long", "weight_density_frame", "attention_frame", "density_frame",
     "expert_load_frame", "recipe_frame", "theory_frame", "probe_profile_frame", "matrix_frame",
@@ -174,11 +178,11 @@ def label_of(results: Mapping[str, Mapping], variant: str) -> str:
 
 def order_of(results: Mapping[str, Mapping], key: str | None = None) -> list[str]:
     """Labels in the experiment's order (``load_results`` keeps the paper's order, sorted by the swept value),
-    or sorted by the config value ``key`` when given."""
+    or sorted by the config value ``key`` when given; each label once (seeds of a setting share one)."""
     names = list(results)
     if key is not None:
         names = sorted(names, key=lambda n: (config_value(results[n], key), names.index(n)))
-    return [label_of(results, n) for n in names]
+    return list(dict.fromkeys(label_of(results, n) for n in names))
 
 
 def density_label(rho: float) -> str:
@@ -216,6 +220,24 @@ def downsample(df: pd.DataFrame, x: str, by: Sequence[str] = (), max_points: int
     return pd.concat(parts, ignore_index=True)
 
 
+def seed_mean(df: pd.DataFrame, value: str, keys: Sequence[str], *, label: str = "label") -> pd.DataFrame:
+    """Average the seeds of each setting: the rows of the variants sharing ``keys`` (which include the
+    ``label`` column, e.g. label, step) become one row with the mean ``value``, its range across seeds
+    ``<value>_min`` / ``<value>_max`` and ``seeds`` (how many variants had a value); ``variant`` keeps the
+    first (seed-0) variant's name. Returned unchanged when no ``label`` has two variants, so single-seed
+    figures and their CSVs stay exactly as they were."""
+    if df.empty or df.groupby(label)["variant"].nunique().max() <= 1:
+        return df
+    keys = list(keys)
+    if label not in keys:
+        raise ValueError(f"seed_mean: keys {keys} must include the label column {label!r}")
+    out = df.groupby(keys, sort=False, dropna=False).agg(
+        variant=("variant", "first"), mean=(value, "mean"), lo=(value, "min"), hi=(value, "max"),
+        seeds=("variant", "nunique")).reset_index()
+    out = out.rename(columns={"mean": value, "lo": f"{value}_min", "hi": f"{value}_max"})
+    return out[list(df.columns) + [f"{value}_min", f"{value}_max", "seeds"]]
+
+
 def _metrics(run: Mapping) -> list[dict]:
     m = run.get("metrics") or []
     if not isinstance(m, list):
@@ -247,7 +269,8 @@ def telemetry_frame(results: Mapping[str, Mapping], key: str = "layer_var", *,
 def last_layer_variance_frame(results: Mapping[str, Mapping], *, max_points: int = MAX_POINTS) -> pd.DataFrame:
     """Last-layer variance vs step, both definitions: ``layer_var[-1]`` (raw residual stream h_L, what the
     paper's argument is about) and ``final_var`` (after the final RMSNorm with its gain, what the official
-    code logged as "last layer"; paper-spec 1.1). Rows (variant, label, step, series, variance)."""
+    code logged as "last layer"; paper-spec 1.1). Rows (variant, label, step, series, variance); seeds of
+    one label are averaged (``seed_mean``)."""
     rows = []
     for v in results:
         lab = label_of(results, v)
@@ -260,15 +283,17 @@ def last_layer_variance_frame(results: Mapping[str, Mapping], *, max_points: int
                 rows.append({"variant": v, "label": lab, "step": rec["step"], "series": POSTNORM,
                              "variance": float(rec["final_var"])})
     df = pd.DataFrame(rows, columns=["variant", "label", "step", "series", "variance"])
-    return downsample(df, "step", ["variant", "label", "series"], max_points)
+    # Seeds of one setting log the same steps, so their downsampled bins line up step for step.
+    return seed_mean(downsample(df, "step", ["variant", "label", "series"], max_points), "variance",
+                     ["label", "series", "step"])
 
 
 def layer_variance_frame(results: Mapping[str, Mapping], *, max_steps: int = 40) -> pd.DataFrame:
     """Per-layer output variance over training for a heatmap: (variant, label, step, layer, variance), steps
-    aggregated into at most ``max_steps`` bins per layer."""
+    aggregated into at most ``max_steps`` bins per layer; seeds of one label averaged (``seed_mean``)."""
     df = telemetry_frame(results, "layer_var", max_steps=max_steps)
     df["step"] = df["step"].round().astype(int)  # bin centres as whole steps: readable ordinal labels
-    return df.rename(columns={"value": "variance"})
+    return seed_mean(df.rename(columns={"value": "variance"}), "variance", ["label", "step", "layer"])
 
 
 def probe_value(run: Mapping, path: str | Sequence[str], default: Any = None) -> Any:
@@ -293,18 +318,22 @@ def paper_jacobian_frame(paper_curves: Mapping[Any, Sequence[float]], results: M
                          ) -> pd.DataFrame:
     """The paper's ||J − I||_F / d curves (``PAPER["depth"]["jacobian"]``: depth -> values for blocks 1 … L−2)
     beside ours: rows (source, depth, layer, value). Ours come from ``results`` (probes jacobian_norm), keyed
-    by the paper depth each variant stands for (its ``meta.paper_label``), so colours pair up across panels."""
-    rows = []
-    for v, run in (results or {}).items():  # ours first: the left panel
-        stands = _get(run, "meta.paper_label", label_of(results, v))
-        vals = probe_value(run, "jacobian.jacobian_norm")
-        if isinstance(vals, list):
-            rows += [{"source": OURS, "depth": str(stands), "layer": i + 1, "value": float(x),
-                      "ours": label_of(results, v)} for i, x in enumerate(vals) if _finite(x)]
+    by the paper depth each variant stands for (its ``meta.paper_label``), so colours pair up across panels;
+    seeds of one depth are averaged (``seed_mean``; the paper's rows have no range)."""
+    results = results or {}
+    stands = {label_of(results, v): str(_get(run, "meta.paper_label", label_of(results, v)))
+              for v, run in results.items()}
+    ours = seed_mean(probe_layer_frame(results, "jacobian.jacobian_norm"), "value", ["label", "layer"])
+    extra = [c for c in ours.columns if c not in ("variant", "label", "layer", "value")]
+    rows = [{"source": OURS, "depth": stands[r["label"]], "layer": r["layer"], "value": r["value"],
+             "ours": r["label"], **{c: r[c] for c in extra}} for r in ours.to_dict("records")]  # ours first: left
     for depth, vals in paper_curves.items():
         rows += [{"source": PAPER, "depth": f"L={depth}", "layer": i + 2, "value": float(x), "ours": ""}
                  for i, x in enumerate(vals) if _finite(x)]  # block b = i+1 -> 1-based layer b+1
-    return pd.DataFrame(rows, columns=["source", "depth", "layer", "value", "ours"])
+    df = pd.DataFrame(rows, columns=["source", "depth", "layer", "value", "ours", *extra])
+    if "seeds" in df.columns:  # the paper's rows have no seed count: keep the column integer, not float
+        df["seeds"] = df["seeds"].astype("Int64")
+    return df
 
 
 def compare_long(compare_df: pd.DataFrame, metrics: Sequence[str], relative: Sequence[str] = ()) -> pd.DataFrame:
@@ -312,7 +341,9 @@ def compare_long(compare_df: pd.DataFrame, metrics: Sequence[str], relative: Seq
     setting, metric, source, value, shown). ``setting`` is the paper's label, with ours beside it where the
     profile scales the value ("L=3 ≙ L=16"). ``shown`` is what the bar chart draws: the value, or for the
     ``relative`` metrics value ÷ the same source's value at the first setting with a non-zero value, so that
-    trends compare across scales (our PPL of a tiny model is 270, the paper's 15; variance 0.08 vs 300)."""
+    trends compare across scales (our PPL of a tiny model is 270, the paper's 15; variance 0.08 vs 300).
+    Where ``compare_df`` has our range across seeds (``ours_<m>_min`` / ``ours_<m>_max``), the rows gain
+    ``value_min`` / ``value_max`` and ``shown_min`` / ``shown_max`` (scaled as ``shown``; NaN for the paper)."""
     need = {"variant", "ours", "paper"}
     if not need <= set(compare_df.columns):
         raise ValueError(f"expected scorecard.compare output with columns {sorted(need)}, "
@@ -320,19 +351,27 @@ def compare_long(compare_df: pd.DataFrame, metrics: Sequence[str], relative: Seq
     unknown = [m for m in relative if m not in metrics]
     if unknown:
         raise ValueError(f"relative metrics {unknown} are not among the metrics {list(metrics)}")
+    spread = any(f"ours_{m}_min" in compare_df.columns for m in metrics)
+    num = lambda v: float(v) if _finite(v) else float("nan")  # noqa: E731
     rows = []
     for r in compare_df.to_dict("records"):
         setting = r["paper"] if str(r["ours"]) == str(r["paper"]) else f"{r['ours']} ≙ {r['paper']}"
         for m in metrics:
             for src in (OURS, PAPER):
-                val = r.get(f"{src}_{m}")
-                rows.append({"variant": r["variant"], "setting": setting, "metric": m, "source": src,
-                             "value": float(val) if _finite(val) else float("nan")})
-    df = pd.DataFrame(rows, columns=["variant", "setting", "metric", "source", "value"])
+                row = {"variant": r["variant"], "setting": setting, "metric": m, "source": src,
+                       "value": num(r.get(f"{src}_{m}"))}
+                if spread:
+                    row["value_min"], row["value_max"] = (num(r.get(f"{src}_{m}_{b}")) for b in ("min", "max"))
+                rows.append(row)
+    cols = ["variant", "setting", "metric", "source", "value"] + (["value_min", "value_max"] if spread else [])
+    df = pd.DataFrame(rows, columns=cols)
     df["shown"] = df["value"]
+    if spread:
+        df["shown_min"], df["shown_max"] = df["value_min"], df["value_max"]
     for (m, src), g in df[df.metric.isin(list(relative))].groupby(["metric", "source"], sort=False):
         base = next((v for v in g["value"] if math.isfinite(v) and v != 0), None)
-        df.loc[g.index, "shown"] = g["value"] / base if base else float("nan")
+        for col in ("shown", "shown_min", "shown_max") if spread else ("shown",):
+            df.loc[g.index, col] = g[col.replace("shown", "value")] / base if base else float("nan")
     return df
 
 
@@ -525,6 +564,12 @@ def _plottable(df: pd.DataFrame, col: str, log: bool, what: str) -> pd.DataFrame
     return df[keep]
 
 
+def _band(df: pd.DataFrame, y: str) -> tuple[str, str] | None:
+    """The (min, max) columns ``seed_mean`` adds for ``y``, when the frame has them."""
+    lo, hi = f"{y}_min", f"{y}_max"
+    return (lo, hi) if lo in df.columns and hi in df.columns else None
+
+
 def _tooltip(df: pd.DataFrame, n: int = 7) -> list:
     return [alt.Tooltip(c, format=".4g") if pd.api.types.is_float_dtype(df[c]) else alt.Tooltip(c)
             for c in df.columns[:n]]
@@ -534,20 +579,36 @@ def line_chart(df: pd.DataFrame, x: str, y: str, color: str, *, title: str, x_ti
                order: Sequence[str] | None = None, color_title: str = "", log_x: bool = False,
                log_y: bool = False, points: bool = False, dash: str | None = None, facet: str | None = None,
                columns: int | None = None, subtitle: str | None = None, independent: str | None = None,
-               sequential: bool | str = True, width: int = 360, height: int = 230) -> alt.TopLevelMixin:
+               sequential: bool | str = True, band: tuple[str, str] | None = None, width: int = 360,
+               height: int = 230) -> alt.TopLevelMixin:
     """The workhorse: one line per ``color`` value with an ordered colour scale, optional dashed ``dash``
-    series and ``facet`` panels (``independent`` = "x", "y" or "xy": per-panel scales)."""
+    series and ``facet`` panels (``independent`` = "x", "y" or "xy": per-panel scales). ``band`` = (low,
+    high) columns adds a translucent band of each line's colour between them (e.g. the range across seeds);
+    rows where they are NaN get none."""
     data = _plottable(df, y, log_y, f"line chart {title!r}")
+    if band and log_y:  # a log axis cannot draw a bound <= 0: narrow the band to the line there instead
+        data = data.assign(**{band[0]: data[band[0]].where(data[band[0]] > 0, data[y])})
+    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     enc = dict(
         x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(type="log") if log_x else alt.Scale(zero=False),
                 axis=alt.Axis(tickMinStep=1, format="d") if x == "layer" else alt.Axis()),
-        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False)),
+        y=alt.Y(f"{y}:Q", title=y_title, scale=y_scale),
         color=_color(color, order, color_title or color, sequential=sequential),
         tooltip=_tooltip(data),
     )
     if dash:
         enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=dash)
+    if band and not points:  # a layered legend draws filled swatches: keep the plain chart's line symbols
+        enc["color"] = enc["color"].copy()
+        enc["color"].legend = alt.Legend(symbolType="stroke")
     chart = alt.Chart(data).mark_line(point=bool(points), clip=True).encode(**enc)
+    if band:
+        area = alt.Chart(data).mark_area(opacity=0.2, clip=True).encode(
+            x=enc["x"], y=alt.Y(f"{band[0]}:Q", title=y_title, scale=y_scale, stack=None),
+            y2=alt.Y2(f"{band[1]}:Q"), color=enc["color"], **({"detail": alt.Detail(f"{dash}:N")} if dash else {}))
+        # Lines first, so the merged legend shows their symbols; both layers draw the same frame, which
+        # Altair lifts to the layer, as facet() needs.
+        chart = alt.layer(chart, area)
     chart = chart.properties(width=width, height=height)
     if facet:
         chart = chart.facet(alt.Facet(f"{facet}:N", title=None, sort=list(dict.fromkeys(data[facet]))),
@@ -560,21 +621,23 @@ def line_chart(df: pd.DataFrame, x: str, y: str, color: str, *, title: str, x_ti
 def variance_chart(df: pd.DataFrame, order: Sequence[str], *, sweep_title: str, title: str,
                    subtitle: str | None = None, log_y: bool = True, sequential: bool | str = True) -> alt.TopLevelMixin:
     """Last-layer variance vs training step (``last_layer_variance_frame``), one line per variant; one panel
-    per definition (raw residual stream, post-final-norm as the official code logged it)."""
+    per definition (raw residual stream, post-final-norm as the official code logged it). Several seeds per
+    label: the line is their mean and a band their min–max range."""
     return line_chart(df, "step", "variance", "label", order=order, color_title=sweep_title, title=title,
                       subtitle=subtitle, x_title="training step",
                       y_title="last-layer variance (mean over tokens of Var_d)", log_y=log_y, facet="series",
-                      columns=2, independent="y", sequential=sequential,
+                      columns=2, independent="y", sequential=sequential, band=_band(df, "variance"),
                       points=bool(len(df)) and df.groupby(["label", "series"]).size().max() <= 40)
 
 
 def per_layer_chart(df: pd.DataFrame, order: Sequence[str] | None, *, y: str = "value", color: str = "label",
                     y_title: str, title: str, sweep_title: str, subtitle: str | None = None, log_y: bool = False,
                     facet: str | None = None) -> alt.TopLevelMixin:
-    """A per-layer probe (rows label, layer, value) against the layer index, one line per variant."""
+    """A per-layer probe (rows label, layer, value) against the layer index, one line per variant; a band
+    where the frame has the range across seeds (``<y>_min`` / ``<y>_max``, see ``seed_mean``)."""
     return line_chart(df, "layer", y, color, order=order, color_title=sweep_title, title=title, subtitle=subtitle,
                       x_title=LAYER_TITLE, y_title=y_title, log_y=log_y, points=True, facet=facet,
-                      independent="x" if facet else None)
+                      independent="x" if facet else None, band=_band(df, y))
 
 
 def heatmap_chart(df: pd.DataFrame, *, x: str, y: str, value: str, title: str, x_title: str, y_title: str,
@@ -605,8 +668,10 @@ def compare_bars_chart(df: pd.DataFrame, *, title: str, x_title: str, subtitle: 
     """Ours beside the paper (``compare_long``): one panel per metric, grouped bars per setting with
     ``source`` in {"ours", "paper"} side by side, drawing column ``shown``. ``relative`` metrics (as passed to
     ``compare_long``) are titled "÷ first setting"; ``log_metrics`` get a log y axis when every value is
-    positive (bars then start at a power of ten below the smallest value)."""
+    positive (bars then start at a power of ten below the smallest value). Where the frame has our range
+    across seeds (``shown_min`` / ``shown_max``, see ``compare_long``), black error bars mark it."""
     y_col = "shown" if "shown" in df.columns else "value"
+    lo, hi = f"{y_col}_min", f"{y_col}_max"
     data = df[np.isfinite(pd.to_numeric(df[y_col], errors="coerce"))]
     if data.empty:
         raise ValueError(f"bar chart {title!r}: no values to compare (every metric missing for ours and the paper)")
@@ -628,8 +693,14 @@ def compare_bars_chart(df: pd.DataFrame, *, title: str, x_title: str, subtitle: 
         )
         if log:  # a log axis has no zero: start the bars at a power of ten below the smallest value
             enc["y2"] = alt.datum(10 ** math.floor(math.log10(float(d[y_col].min()))))
-        panels.append(alt.Chart(d).mark_bar().encode(**enc).properties(
-            width=max(width, 46 * len(order)), height=height, title=name))
+        panel = alt.Chart(d).mark_bar().encode(**enc)
+        if lo in d.columns and hi in d.columns:
+            ranged = d[np.isfinite(d[lo]) & np.isfinite(d[hi])]
+            if not ranged.empty:
+                panel = alt.layer(panel, alt.Chart(ranged).mark_rule(color="black", strokeWidth=1.5).encode(
+                    x=enc["x"], xOffset=enc["xOffset"], y=alt.Y(f"{lo}:Q", title=name), y2=alt.Y2(f"{hi}:Q"),
+                    tooltip=_tooltip(ranged, n=len(ranged.columns))))
+        panels.append(panel.properties(width=max(width, 46 * len(order)), height=height, title=name))
     return alt.hconcat(*panels).properties(title=_title(title, subtitle))
 
 

@@ -14,6 +14,8 @@ Rules (written into each check's ``rule``):
   variance across the hidden dimension (paper-spec 1.1; our ``layer_var[-1]``), at the end of training
   (``variance_end``) and its maximum over training (``variance_peak``). The paper's figures show the
   post-final-norm statistic of the official code; both rise and fall together in our runs.
+- several seeds of one setting (the gpu depth sweep): every rule applies to the seed means; ``ours`` shows
+  each mean with its range across seeds, ``[min–max, n=seeds]``.
 """
 from __future__ import annotations
 
@@ -95,16 +97,71 @@ def metrics_of(result: dict) -> dict[str, Any]:
             "acc": None if acc is None else 100 * acc if acc <= 1 else acc}
 
 
+# Scalar metrics whose range across seeds is reported (``spread``) where a setting has several seeds.
+SPREAD_METRICS = ("variance_end", "variance_peak", "ppl", "usefulness", "causal", "permutation", "acc",
+                  "jacobian_mean")
+
+
+def _jacobian_mean(curve: list[float] | None) -> float | None:
+    return sum(curve) / len(curve) if curve else None
+
+
+def mean_over_seeds(runs: list[dict]) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """Metrics (``metrics_of``) of several seeds of one setting -> (means, spread).
+
+    Each metric is the mean over the seeds that have it (None when none has); the per-layer Jacobian is the
+    layer-wise mean (None when the curves differ in length: then they are not seeds of one depth, and the
+    claims report the Jacobian missing rather than average unlike layers). ``spread[m] = (min, max, n)``
+    over those seeds for every metric in SPREAD_METRICS (``jacobian_mean`` from each seed's own mean curve),
+    ``(None, None, 0)`` when no seed has it."""
+    means: dict[str, Any] = {}
+    for m in dict.fromkeys(k for r in runs for k in r):
+        vals = [r[m] for r in runs if r.get(m) is not None]
+        if m == "jacobian":
+            same = vals and len({len(v) for v in vals}) == 1
+            means[m] = [sum(col) / len(col) for col in zip(*vals)] if same else None
+        else:
+            means[m] = sum(vals) / len(vals) if vals else None
+    spread = {}
+    for m in SPREAD_METRICS:
+        vals = [_jacobian_mean(r.get("jacobian")) if m == "jacobian_mean" else r.get(m) for r in runs]
+        vals = [v for v in vals if v is not None]
+        spread[m] = (min(vals), max(vals), len(vals)) if vals else (None, None, 0)
+    return means, spread
+
+
 def our_rows(profile: str, experiment: str, results: dict[str, dict] | None) -> list[dict]:
-    """One row per defined variant (missing results give None metrics): name, key (paper value), x (ours)."""
+    """One row per paper setting (``paper_key``), in the experiment's order (missing results give None
+    metrics): name (the setting's first variant), label, key (paper value), x (ours), present, seeds (how
+    many of its variants have results) and the metrics of :func:`metrics_of`.
+
+    A setting with several variants (the depth sweep's seeds) is aggregated by :func:`mean_over_seeds`: the
+    metrics are seed means, so every claim and table uses the mean, and ``spread`` holds each metric's
+    (min, max, n). A single-variant setting has no ``spread`` and the metrics of its one run."""
     metas = ex.variant_meta(profile, experiment)
     results = results or {}
-    rows = []
+    settings: dict[Any, list[str]] = {}
     for name, meta in metas.items():
-        m = metrics_of(results[name]) if name in results else {}
-        rows.append({"name": name, "label": meta["label"], "key": meta["paper_key"], "x": meta["value"],
-                     "kept": meta.get("kept"), "present": name in results, **m})
+        settings.setdefault(meta["paper_key"], []).append(name)
+    rows = []
+    for key, names in settings.items():
+        meta = metas[names[0]]
+        runs = [metrics_of(results[n]) for n in names if n in results]
+        row = {"name": names[0], "label": meta["label"], "key": key, "x": meta["value"], "kept": meta.get("kept"),
+               "present": bool(runs), "seeds": len(runs)}
+        if len(names) == 1:
+            row.update(runs[0] if runs else {})
+        else:
+            means, row["spread"] = mean_over_seeds(runs)
+            row.update(means)
+        rows.append(row)
     return rows
+
+
+def setting_row(profile: str, experiment: str, results: dict[str, dict] | None, key: Any) -> dict | None:
+    """Our row (:func:`our_rows`: seed means where several seeds ran) of the paper setting ``key``; None
+    when no variant of it has results."""
+    return next((r for r in our_rows(profile, experiment, results) if r["key"] == key and r["present"]), None)
 
 
 def _paper_label(experiment: str, key: Any) -> str:
@@ -166,8 +223,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _with_spread(r: dict, metric: str) -> str:
+    """``_fmt`` of one row's metric, plus its range across seeds where the setting has several."""
+    text = _fmt(r.get(metric))
+    lo, hi, n = r.get("spread", {}).get(metric, (None, None, 0))
+    if not n:
+        return text
+    return text + (f" [{_fmt(lo)}–{_fmt(hi)}, n={n}]" if n > 1 else " [n=1]")
+
+
 def _series(rows: list[dict], metric: str) -> str:
-    return ", ".join(f"{r['label']}: {_fmt(r.get(metric))}" for r in rows)
+    return ", ".join(f"{r['label']}: {_with_spread(r, metric)}" for r in rows)
 
 
 def _missing(rows: list[dict], metric: str) -> list[str]:
@@ -239,8 +305,7 @@ def _jacobian_index(rows: list[dict]) -> tuple[str, str, dict]:
 
 
 def _mean_jacobian(rows: list[dict]) -> list[dict]:
-    return [{**r, "jacobian_mean": (sum(r["jacobian"]) / len(r["jacobian"]) if r.get("jacobian") else None)}
-            for r in rows]
+    return [{**r, "jacobian_mean": _jacobian_mean(r.get("jacobian"))} for r in rows]
 
 
 CLAIMS: list[tuple[str, str, str, str]] = [
@@ -395,10 +460,13 @@ TABLE_METRICS = {
 
 
 def compare(profile: str, experiment: str, results: dict[str, dict] | None = None, root: Any = None):
-    """Paper-vs-ours table of one experiment: a row per variant, ``paper_<metric>`` beside ``ours_<metric>``.
+    """Paper-vs-ours table of one experiment: a row per paper setting, ``paper_<metric>`` beside ``ours_<metric>``.
 
-    Paper values marked approximate in :mod:`sparsedepth.paper` were read off figures. Absolute values are
-    not comparable across scales (PPL depends on tokenizer and data, variance on width); the trends are.
+    Where the profile runs several seeds of a setting (:func:`our_rows`), ``ours_<metric>`` is the seed mean,
+    followed by ``ours_<metric>_min`` / ``ours_<metric>_max``, and a ``seeds`` column counts the seeds with
+    results; ``variant`` names the seed-0 run. Paper values marked approximate in :mod:`sparsedepth.paper`
+    were read off figures. Absolute values are not comparable across scales (PPL depends on tokenizer and
+    data, variance on width); the trends are.
     """
     import pandas as pd
 
@@ -409,14 +477,20 @@ def compare(profile: str, experiment: str, results: dict[str, dict] | None = Non
     ours = _mean_jacobian(our_rows(profile, experiment, results))
     theirs = {r["key"]: r for r in _mean_jacobian(paper_rows(experiment))}
     metas = ex.variant_meta(profile, experiment)
+    seeded = any("spread" in r for r in ours)  # decided by the definition, so columns do not depend on progress
     table = []
     for r in ours:
         p = theirs.get(r["key"], {})
         row = {"variant": r["name"], "ours": r["label"], "paper": metas[r["name"]]["paper_label"]}
+        if seeded:
+            row["seeds"] = r["seeds"]
         if experiment == "recipe":
             row["kept"] = r["kept"]
         for m in TABLE_METRICS[experiment]:
             row[f"paper_{m}"] = p.get(m)
             row[f"ours_{m}"] = r.get(m)
+            if seeded:
+                lo, hi, _ = r.get("spread", {}).get(m, (r.get(m), r.get(m), 0))
+                row[f"ours_{m}_min"], row[f"ours_{m}_max"] = lo, hi
         table.append(row)
     return pd.DataFrame(table)

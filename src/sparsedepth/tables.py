@@ -237,12 +237,17 @@ def theory_verdict(summaries: dict[str, dict], depth: int) -> str:
 def side_by_side(long: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """A long paper-vs-ours frame (``plots.compare_long`` rows: ``keys`` …, source, value) as one row per key
     with ``paper`` and ``ours`` columns, in the order the rows came (pivot_table would sort, and with
-    dropna=False form every combination of the keys)."""
+    dropna=False form every combination of the keys). Where the frame has our range across seeds
+    (``value_min`` / ``value_max``), ``ours`` is the seed mean and ``ours_min`` / ``ours_max`` follow it."""
     need = set(keys) | {"source", "value"}
     if not need <= set(long.columns):
         raise ValueError(f"side_by_side needs columns {sorted(need)}, got {list(long.columns)}")
     out = long[keys].drop_duplicates().reset_index(drop=True)
-    for src in ("paper", "ours"):
-        part = long[long["source"] == src].drop_duplicates(keys).set_index(keys)["value"]
-        out[src] = part.reindex(pd.MultiIndex.from_frame(out[keys])).to_numpy()
+    index = pd.MultiIndex.from_frame(out[keys])
+    columns = [("paper", "paper", "value"), ("ours", "ours", "value")]
+    if {"value_min", "value_max"} <= set(long.columns):
+        columns += [("ours", "ours_min", "value_min"), ("ours", "ours_max", "value_max")]
+    for src, name, col in columns:
+        part = long[long["source"] == src].drop_duplicates(keys).set_index(keys)[col]
+        out[name] = part.reindex(index).to_numpy()
     return out
