@@ -350,10 +350,13 @@ SWEEPS = {
             plots.save_chart(chart, f"{EXP}_density", profile, df)
             display(chart)
             load = plots.expert_load_frame(res)
-            chart = plots.expert_load_chart(load, title="Expert load on held-out windows",
-                                            subtitle="share of top-k assignments × E (1 = uniform); one panel per MoE")
-            plots.save_chart(chart, f"{EXP}_expert_load", profile, load)
-            chart
+            if len(load) and load["load"].notna().any():
+                chart = plots.expert_load_chart(load, title="Expert load on held-out windows",
+                                                subtitle="share of top-k assignments × E (1 = uniform); one panel per MoE")
+                plots.save_chart(chart, f"{EXP}_expert_load", profile, load)
+                display(chart)
+            else:
+                print("no MoE results yet: the expert-load figure needs at least one trained MoE variant")
         ''',
         metrics=["ppl", "usefulness", "variance_end"], x_title="model (ours ≙ paper)"),
 }

@@ -1,10 +1,13 @@
-"""``sparsedepth run``: argument checks, listing, and what it asks the run cache to do (the cache itself is
-tested with real runs in test_results.py)."""
+"""``sparsedepth run``: argument parsing, listing, the time budget, and what it asks the run cache to do (the
+cache itself is tested with real runs in test_results.py)."""
 from __future__ import annotations
+
+import json
 
 import pytest
 
-from sparsedepth import cli
+from sparsedepth import cli, run_cli
+from sparsedepth import experiments as ex
 from sparsedepth import results as R
 
 
@@ -15,41 +18,41 @@ def calls(monkeypatch, tmp_path) -> list:
 
     def fake_run_experiment(profile, experiment, force=False, train=True, *, variants=None, progress=True,
                             device=None, raise_on_error=True, **kw):
-        seen.append((profile, experiment, variants, force, device))
-        assert raise_on_error is False  # the command reports failures itself, after every experiment ran
-        names = variants or ["a", "b"]
-        return {v: (R.FAILED if v == "L3" else "trained") for v in names}
+        assert raise_on_error is False  # the command reports failures itself, after every variant ran
+        (variant,) = variants
+        seen.append((profile, experiment, variant, force, device))
+        return {variant: R.FAILED if force and variant == "L3" else "trained"}  # an injected failure
 
     monkeypatch.setattr(R, "run_experiment", fake_run_experiment)
     return seen
 
 
-def test_runs_each_experiment_in_order(calls):
-    assert cli.main(["run", "--profile", "smoke", "depth", "moe", "--device", "cpu", "--quiet"]) == 0
-    assert [c[1] for c in calls] == ["depth", "moe"] and all(c[0] == "smoke" and c[4] == "cpu" for c in calls)
+def test_items_keep_their_order_and_expand_experiments(calls):
+    assert cli.main(["run", "--profile", "smoke", "moe/moe-small", "depth", "--device", "cpu", "--quiet"]) == 0
+    assert [c[1:3] for c in calls] == [("moe", "moe-small")] + [("depth", v) for v in ex.variants("smoke", "depth")]
+    assert all(c[0] == "smoke" and c[4] == "cpu" for c in calls)
 
 
-def test_all_means_every_experiment(calls):
-    from sparsedepth.experiments import EXPERIMENTS
-
-    assert cli.main(["run", "all", "--profile", "smoke", "--quiet"]) == 0
-    assert tuple(c[1] for c in calls) == EXPERIMENTS
+def test_all_means_every_variant_once():
+    pairs = run_cli.parse_items("smoke", ["depth/L2", "all"])
+    assert pairs[0] == ("depth", "L2") and len(pairs) == len(set(pairs))
+    assert {e for e, _ in pairs} == set(ex.EXPERIMENTS)
 
 
 def test_failed_variant_gives_exit_1(calls, capsys):
-    assert cli.main(["run", "depth", "--profile", "smoke", "--variants", "L2,L3", "--force"]) == 1
-    assert calls == [("smoke", "depth", ["L2", "L3"], True, None)]
+    assert cli.main(["run", "depth/L2", "depth/L3", "--profile", "smoke", "--force"]) == 1
+    assert [c[2:4] for c in calls] == [("L2", True), ("L3", True)]
     assert "depth/L3" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["run", "deep"], "unknown experiment.*depth"),
-    (["run", "depth", "moe", "--variants", "L2"], "exactly one experiment"),
-    (["run", "depth", "--profile", "smoke", "--variants", "L99"], "L99.*valid: L2, L3"),
+@pytest.mark.parametrize("items, match", [
+    (["deep"], "unknown experiment 'deep'.*depth"),
+    (["depth/L99"], "L99.*valid: L2, L3"),
+    (["all/L2"], "unknown experiment 'all'"),
 ])
-def test_bad_arguments_name_the_fix(calls, argv, match):
+def test_bad_items_name_the_fix(calls, items, match):
     with pytest.raises(SystemExit, match=match):
-        cli.main(argv)
+        cli.main(["run", "--profile", "smoke", *items])
     assert not calls
 
 
@@ -57,3 +60,39 @@ def test_list_prints_status_and_runs_nothing(calls, capsys):
     assert cli.main(["run", "depth", "--profile", "smoke", "--list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "smoke/depth/L2: missing" and len(out) == 4 and not calls
+
+
+def _fake_finished(tmp_path, profile: str, experiment: str, variant: str, wall_s: float, train_s: float,
+                   probes_s: float, eval_s: float) -> None:
+    """A finished results folder with the timing fields the estimate reads."""
+    cfg = ex.resolve(profile, experiment, variant)
+    folder = R.results_dir(profile, experiment, variant, tmp_path)
+    folder.mkdir(parents=True)
+    record = R._record(profile, experiment, variant, cfg, 0.0)
+    files = {"config.json": record, "summary.json": {"done": True, "wall_s": wall_s, "tokens": cfg.steps * cfg.tokens_per_step},
+             "provenance.json": {"pipeline": {"train_s": train_s, "probes_s": probes_s, "eval_s": eval_s}},
+             "probes.json": {}, "eval.json": {}}
+    for name, obj in files.items():
+        (folder / name).write_text(json.dumps(obj))
+    (folder / "metrics.jsonl").write_text("")
+
+
+def test_estimate_scales_with_flops_and_depth(calls, tmp_path):
+    _fake_finished(tmp_path, "smoke", "depth", "L2", wall_s=10.0, train_s=14.0, probes_s=4.0, eval_s=2.0)
+    finished = run_cli._finished("smoke")
+    (f,) = finished
+    assert f["setup_s"] == pytest.approx(6.0) and f["probes_per_layer2"] == pytest.approx(1.0)
+    l2, l6 = (ex.resolve("smoke", "depth", v) for v in ("L2", "L6"))
+    assert run_cli.estimate_seconds(l2, finished) == pytest.approx(run_cli.MARGIN * (10 + 6 + 4))
+    flops = lambda c: c.steps * c.tokens_per_step * c.model.flops_per_token(c.seq_len)  # noqa: E731
+    expect = run_cli.MARGIN * (10 * flops(l6) / flops(l2) + 6 + 36)
+    assert run_cli.estimate_seconds(l6, finished) == pytest.approx(expect)
+    assert run_cli.estimate_seconds(l2, []) is None
+
+
+def test_budget_starts_only_what_fits(calls, tmp_path, capsys):
+    _fake_finished(tmp_path, "smoke", "depth", "L2", wall_s=10.0, train_s=14.0, probes_s=4.0, eval_s=2.0)
+    # L2 is done (the fake runner is never asked); L3 needs about 26 s; L6 about twice that
+    assert cli.main(["run", "depth/L2", "depth/L6", "depth/L3", "--profile", "smoke", "--budget-s", "40"]) == 0
+    assert [c[2] for c in calls] == ["L2", "L3"]  # L2 is asked (the cache skips it), L6 does not fit
+    assert "depth/L6" in capsys.readouterr().out

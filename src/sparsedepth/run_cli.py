@@ -5,62 +5,135 @@ date is skipped, a config shared by several experiments trains once, a failed va
 and the others go on. Useful on a GPU machine without Jupyter; the notebooks then plot what it wrote
 (``make figures PROFILE=gpu``).
 
-    sparsedepth run --profile gpu depth                      # every variant of the depth sweep
-    sparsedepth run --profile gpu depth --variants L12,L16   # some of them
-    sparsedepth run --profile gpu all --list                 # what would run, and what is already done
+    sparsedepth run --profile gpu depth                       # every variant of the depth sweep
+    sparsedepth run --profile gpu depth/L24 gqa/G4 moe        # single variants and whole sweeps, in order
+    sparsedepth run --profile gpu all --budget-s 560          # start only what should finish in 560 s
+    sparsedepth run --profile gpu all --list                  # status and estimated time of each variant
+
+``--budget-s`` is for machines lent by the hour: a run killed half-way loses its work once the machine is
+gone, so a variant is started only when its estimated time fits in what is left of the budget. The
+estimate (:func:`estimate_seconds`) comes from the profile's finished results: their training FLOP rate and
+their time outside the training loop (data, compilation, probes, evaluation).
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
+from pathlib import Path
 
 from . import experiments as ex
 from . import results
+from .config import TrainConfig, config_hash
+
+MARGIN = 1.15  # estimates are medians of a few runs; keep a safety margin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT",
-                        help=f"one or more of {', '.join(ex.EXPERIMENTS)}, or all")
+    parser.add_argument("items", nargs="+", metavar="EXPERIMENT[/VARIANT]",
+                        help=f"experiments ({', '.join(ex.EXPERIMENTS)} or all) or single variants such as depth/L24")
     parser.add_argument("--profile", choices=ex.PROFILES, default="cpu", help="scale of the runs (default: cpu)")
-    parser.add_argument("--variants", default="", help="comma-separated variant names (one experiment only)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: the profile's choice)")
     parser.add_argument("--force", action="store_true", help="retrain even where results are up to date")
-    parser.add_argument("--list", action="store_true", help="print each variant's status and stop")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start a variant only if its estimated time fits in what is left of this many seconds")
+    parser.add_argument("--list", action="store_true", help="print each variant's status and estimate, then stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _experiments(names: list[str]) -> list[str]:
-    if "all" in names:
-        return list(ex.EXPERIMENTS)
-    unknown = [n for n in names if n not in ex.EXPERIMENTS]
-    if unknown:
-        raise SystemExit(f"sparsedepth run: unknown experiment(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(ex.EXPERIMENTS)} or all")
-    return names
+def parse_items(profile: str, items: list[str]) -> list[tuple[str, str]]:
+    """(experiment, variant) pairs in the order given, without repeats; errors name the valid choices."""
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        exp, _, variant = item.partition("/")
+        exps = list(ex.EXPERIMENTS) if exp == "all" and not variant else [exp]
+        if exp not in ex.EXPERIMENTS and exps != list(ex.EXPERIMENTS):
+            raise SystemExit(f"sparsedepth run: unknown experiment {exp!r} in {item!r}; choose from "
+                             f"{', '.join(ex.EXPERIMENTS)} or all")
+        for e in exps:
+            names = list(ex.variants(profile, e))
+            if variant and variant not in names:
+                raise SystemExit(f"sparsedepth run: unknown variant {variant!r} of {e} at profile {profile}; "
+                                 f"valid: {', '.join(names)}")
+            for v in [variant] if variant else names:
+                if (e, v) not in pairs:
+                    pairs.append((e, v))
+    return pairs
+
+
+def _finished(profile: str) -> list[dict]:
+    """Timings of the profile's finished results that were trained (not copied) here."""
+    out = []
+    base = results.output_root() / "paper_results" / profile
+    for folder in sorted(base.glob("*/*")) if base.is_dir() else []:
+        res = results.load_variant(folder)
+        pipe = (res or {}).get("provenance", {}).get("pipeline", {})
+        summ = (res or {}).get("summary") or {}
+        if not res or "copied_from" in pipe or not summ.get("wall_s") or "train_s" not in pipe:
+            continue
+        cfg = TrainConfig(**res["config"])
+        out.append({"moe": cfg.model.is_moe, "layers": cfg.model.n_layers,
+                    "flop_rate": summ["tokens"] * cfg.model.flops_per_token(cfg.seq_len) / summ["wall_s"],
+                    "setup_s": pipe["train_s"] - summ["wall_s"] + pipe.get("eval_s", 0.0),
+                    "probes_per_layer2": pipe.get("probes_s", 0.0) / cfg.model.n_layers ** 2})
+    return out
+
+
+def estimate_seconds(cfg: TrainConfig, finished: list[dict]) -> float | None:
+    """Rough wall time of one variant from finished runs of the same profile (None when there are none):
+    training FLOPs at the median FLOP rate of finished runs of the same kind (MoE or dense; MoE runs without
+    MoE history at 0.8x the dense rate), plus their median setup and evaluation time, plus probes scaled by
+    L^2 (the permutation probe replays every pair of layers), times a safety margin."""
+    if not finished:
+        return None
+    same = [f for f in finished if f["moe"] == cfg.model.is_moe]
+    rate = statistics.median(f["flop_rate"] for f in same or finished) * (0.8 if cfg.model.is_moe and not same else 1)
+    flops = cfg.steps * cfg.tokens_per_step * cfg.model.flops_per_token(cfg.seq_len)
+    probes = statistics.median(f["probes_per_layer2"] for f in finished) * cfg.model.n_layers ** 2
+    return MARGIN * (flops / rate + statistics.median(f["setup_s"] for f in finished) + probes)
+
+
+def _done_hashes(profile: str) -> set[str]:
+    """Config hashes with up-to-date results anywhere in the profile: such a variant is copied, not trained."""
+    return {config_hash(ex.resolve(profile, e, v)) for e in ex.EXPERIMENTS
+            for v, st in results.status(profile, e).items() if st == "done"}
 
 
 def run(args: argparse.Namespace) -> int:
-    exps = _experiments(args.experiments)
-    chosen = [v.strip() for v in args.variants.split(",") if v.strip()] or None
-    if chosen and len(exps) != 1:
-        raise SystemExit("sparsedepth run: --variants needs exactly one experiment")
-    if chosen:
-        valid = ex.variants(args.profile, exps[0])
-        bad = [v for v in chosen if v not in valid]
-        if bad:
-            raise SystemExit(f"sparsedepth run: unknown variant(s) {', '.join(bad)} of {exps[0]} at profile "
-                             f"{args.profile}; valid: {', '.join(valid)}")
+    pairs = parse_items(args.profile, args.items)
+    finished = _finished(args.profile)
     if args.list:
-        for e in exps:
-            for name, st in results.status(args.profile, e).items():
-                if not chosen or name in chosen:
-                    print(f"{args.profile}/{e}/{name}: {st}")
+        status = {e: results.status(args.profile, e) for e in dict.fromkeys(e for e, _ in pairs)}
+        done = _done_hashes(args.profile)
+        total = 0.0
+        for e, v in pairs:
+            cfg = ex.resolve(args.profile, e, v)
+            st = status[e][v]
+            if st != "done" and config_hash(cfg) in done:
+                st = "same config done elsewhere (copied, not trained)"
+            est = estimate_seconds(cfg, finished) if st in ("missing", "stale", results.FAILED) else None
+            total += est or 0.0
+            print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s)"))
+        if total:
+            print(f"to train: about {total / 60:.0f} min")
         return 0
-    failed = []
-    for e in exps:
-        statuses = results.run_experiment(args.profile, e, args.force, variants=chosen, progress=not args.quiet,
+    t0, failed, skipped = time.monotonic(), [], []
+    for e, v in pairs:
+        if args.budget_s is not None and config_hash(ex.resolve(args.profile, e, v)) not in _done_hashes(args.profile):
+            est = estimate_seconds(ex.resolve(args.profile, e, v), finished)
+            left = args.budget_s - (time.monotonic() - t0)
+            if est is not None and est > left:
+                print(f"[{args.profile}/{e}/{v}] not started: about {est:.0f} s needed, {left:.0f} s of the budget left",
+                      flush=True)
+                skipped.append(f"{e}/{v}")
+                continue
+        statuses = results.run_experiment(args.profile, e, args.force, variants=[v], progress=not args.quiet,
                                           device=args.device, raise_on_error=False)
-        failed += [f"{e}/{v}" for v, st in statuses.items() if st == results.FAILED]
+        failed += [f"{e}/{name}" for name, st in statuses.items() if st == results.FAILED]
+        finished = _finished(args.profile)  # the new run refines the estimates
+    if skipped:
+        print(f"not started (budget): {', '.join(skipped)}", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)} (error.txt in their results folders)", file=sys.stderr)
         return 1
