@@ -460,7 +460,8 @@ def summary() -> list[tuple[str, str]]:
             n = scorecard.counts(card)
             paper_ok = sum(c.status == "pass" for c in scorecard.paper_checks())
             chart = plots.scorecard_chart(card, title=f"Claims scorecard at profile {profile}",
-                                          subtitle=f"{n['pass']} pass, {n['fail']} fail, {n['missing']} missing; "
+                                          subtitle=f"{n['pass']} pass, {n['fail']} fail, {n['inconclusive']} inconclusive, "
+                                                   f"{n['missing']} missing; "
                                                    f"the paper's own numbers pass {paper_ok} of {len(card)}")
             plots.save_chart(chart, "scorecard", profile, card)
             chart

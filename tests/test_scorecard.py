@@ -101,7 +101,7 @@ def test_missing_data_is_missing_not_a_crash():
     assert checks["weight_decay.variance"].status == "missing"
     assert checks["gqa.ppl"].status == "pass"
     empty = sc.scorecard(PROFILE, results={})
-    assert sc.counts(empty) == {"pass": 0, "fail": 0, "missing": len(sc.CLAIMS)}
+    assert sc.counts(empty) == {"pass": 0, "fail": 0, "inconclusive": 0, "missing": len(sc.CLAIMS)}
 
 
 def test_flat_metric_fails_a_trend():
@@ -110,6 +110,26 @@ def test_flat_metric_fails_a_trend():
         r["probes"]["permutation"]["score"] = 0.5
     c = by_id(sc.checks(PROFILE, res))["depth.permutation"]
     assert c.status == "fail" and "does not change" in c.detail
+
+
+def _useful(n_layers: int, n_useful: int) -> dict:
+    """A usefulness probe result with the first ``n_useful`` of ``n_layers`` layers useful."""
+    useful = [i < n_useful for i in range(n_layers)]
+    return {"useful": useful, "score": sum(useful) / n_layers}
+
+
+def test_one_useful_layer_everywhere_is_inconclusive_not_a_pass():
+    res = synthetic()
+    depths = {name: m["value"] for name, m in ex.variant_meta(PROFILE, "depth").items()}
+    for name, r in res["depth"].items():  # only layer 0 useful: the score 1/L falls with L by arithmetic
+        r["probes"]["usefulness"] = _useful(depths[name], 1)
+    checks = by_id(sc.checks(PROFILE, res))
+    c = checks["depth.usefulness"]
+    assert c.status == "inconclusive" and "at most one useful layer" in c.detail and "-1.00" in c.detail
+    assert checks["depth.causal"].status == "pass"  # other claims of the experiment are unaffected
+    assert sc.counts(sc.scorecard(PROFILE, res))["inconclusive"] == 1
+    res["depth"]["L2"]["probes"]["usefulness"] = _useful(depths["L2"], 2)  # one variant with two: decided again
+    assert by_id(sc.checks(PROFILE, res))["depth.usefulness"].status == "pass"
 
 
 def test_variance_end_and_peak_and_probe_fallback():

@@ -48,7 +48,7 @@ __all__ = [
 MAX_POINTS = 300  # per curve, after aggregation
 OURS, PAPER = "ours", "paper"
 SOURCE_COLORS = {OURS: "#d95f02", PAPER: "#7f7f7f"}
-STATUS_COLORS = {"pass": "#1b9e77", "fail": "#d62728", "missing": "#bbbbbb"}
+STATUS_COLORS = {"pass": "#1b9e77", "fail": "#d62728", "inconclusive": "#e6ab02", "missing": "#bbbbbb"}
 _SEQ = {"name": "viridis", "extent": [0.0, 0.85]}  # ordered sweeps; drop viridis' pale yellow end
 # A five-pointed star (unit size) for usefulness markers: Vega has no built-in star symbol.
 STAR = ("M0,-1L0.224,-0.309L0.951,-0.309L0.363,0.118L0.588,0.809L0,0.382L-0.588,0.809L-0.363,0.118"
@@ -116,7 +116,7 @@ def _chart_data(chart: alt.TopLevelMixin) -> pd.DataFrame | None:
 
 
 def save_chart(chart: alt.TopLevelMixin, name: str, profile: str, data: pd.DataFrame | None = None, *,
-               root: str | os.PathLike | None = None, scale: float = 2.0) -> dict[str, Path]:
+               root: str | os.PathLike | None = None, scale: float = 1.5) -> dict[str, Path]:
     """Write ``figures/<profile>/<name>.png`` (vl-convert, ``scale``x), ``.svg`` and ``.csv`` (``data``, or the
     chart's own DataFrame when ``data`` is None). Each file is written atomically; returns the paths."""
     check_name(name, "figure name")
@@ -795,7 +795,7 @@ def theory_chart(df: pd.DataFrame, *, y_title: str, title: str, subtitle: str | 
 
 def scorecard_chart(df: pd.DataFrame, *, title: str, subtitle: str | None = None) -> alt.TopLevelMixin:
     """The claims scorecard (``scorecard.scorecard``): one row per claim, grouped by experiment, coloured by
-    status (pass / fail / missing)."""
+    status (pass / fail / inconclusive / missing)."""
     need = {"experiment", "claim", "status"}
     if not need <= set(df.columns) or df.empty:
         raise ValueError(f"scorecard chart needs a non-empty frame with columns {sorted(need)}")
@@ -803,11 +803,11 @@ def scorecard_chart(df: pd.DataFrame, *, title: str, subtitle: str | None = None
     return alt.Chart(data).mark_rect(stroke="white").encode(
         y=alt.Y("row:N", title=None, sort=list(data["row"]), axis=alt.Axis(labelLimit=420)),
         x=alt.X("status:N", title=None, sort=list(STATUS_COLORS), scale=alt.Scale(domain=list(STATUS_COLORS)),
-                axis=alt.Axis(labelAngle=0, orient="top")),  # all three columns, even when one is empty
+                axis=alt.Axis(labelAngle=0, labelOverlap=False, orient="top")),  # every column, even an empty one
         color=alt.Color("status:N", scale=alt.Scale(domain=list(STATUS_COLORS), range=list(STATUS_COLORS.values())),
                         title="status"),
         tooltip=[c for c in ("id", "claim", "rule", "status", "ours", "paper", "detail") if c in data.columns],
-    ).properties(width=180, height=alt.Step(16), title=_title(title, subtitle))
+    ).properties(width=300, height=alt.Step(16), title=_title(title, subtitle))
 
 
 def probe_profile_chart(df: pd.DataFrame, *, title: str, subtitle: str | None = None, columns: int = 3,

@@ -27,6 +27,7 @@ from . import experiments as ex
 from . import paper
 
 RHO = 0.8
+STATUSES = ("pass", "fail", "inconclusive", "missing")
 PPL_TOLERANCE = 0.01  # "equal or better PPL" allows 1 % (GQA removes K/V parameters)
 ACC_METRIC = "mean_acc"  # unweighted mean zero-shot accuracy over tasks (paper-spec 3.7)
 
@@ -37,7 +38,7 @@ class Check:
     experiment: str
     claim: str
     rule: str
-    status: str = "missing"  # pass | fail | missing
+    status: str = "missing"  # pass | fail | inconclusive | missing
     ours: str = ""
     paper: str = ""
     detail: str = ""
@@ -91,10 +92,17 @@ def metrics_of(result: dict) -> dict[str, Any]:
     jac = [_num(x) for x in jac] if isinstance(jac, list) else None
     return {"variance_end": end, "variance_peak": peak, "ppl": ppl,
             "usefulness": _num(_get(result.get("probes"), "usefulness", "score")),
+            "useful_layers": _useful_layers(result),
             "causal": _num(_get(result.get("probes"), "causal", "score")),
             "permutation": _num(_get(result.get("probes"), "permutation", "score")),
             "jacobian": inner_layers(jac) if jac and None not in jac else None,
             "acc": None if acc is None else 100 * acc if acc <= 1 else acc}
+
+
+def _useful_layers(result: dict) -> int | None:
+    """How many layers the usefulness probe found useful (None without probes)."""
+    useful = _get(result.get("probes"), "usefulness", "useful")
+    return sum(bool(u) for u in useful) if isinstance(useful, list) else None
 
 
 # Scalar metrics whose range across seeds is reported (``spread``) where a setting has several seeds.
@@ -409,8 +417,19 @@ def run_checks(rows_of: Callable[[str], list[dict]]) -> list[Check]:
         except (KeyError, TypeError, ValueError) as e:  # malformed results: report, never crash
             status, detail, values, metric = "missing", f"{type(e).__name__}: {e}", {}, ""
         shown = _mean_jacobian([r for r in rows if r.get("present")])
+        if metric == "usefulness" and status in ("pass", "fail") and _degenerate_usefulness(shown):
+            status, detail = "inconclusive", (f"at most one useful layer in every variant, so the score is only "
+                                              f"1/L or 0 and its trend says nothing of depth use ({detail})")
         out.append(Check(cid, exp, claim, rule, status, _series(shown, metric) if metric else "", "", detail, values))
     return out
+
+
+def _degenerate_usefulness(rows: list[dict]) -> bool:
+    """True when no variant has more than one useful layer: at small scale replacing a layer by its linear fit
+    rarely raises the loss past the threshold, and a score of 1/L then "falls with depth" by arithmetic alone.
+    (Seed means may be fractional; the paper's rows carry no count and are never degenerate.)"""
+    counts = [r.get("useful_layers") for r in rows]
+    return bool(counts) and all(c is not None and c <= 1 for c in counts)
 
 
 def paper_checks() -> list[Check]:
@@ -445,8 +464,8 @@ def scorecard(profile: str, results: dict[str, dict[str, dict]] | None = None, r
 
 
 def counts(df) -> dict[str, int]:
-    """{"pass": n, "fail": n, "missing": n} of a scorecard DataFrame."""
-    return {s: int((df["status"] == s).sum()) for s in ("pass", "fail", "missing")}
+    """{"pass": n, "fail": n, "inconclusive": n, "missing": n} of a scorecard DataFrame."""
+    return {s: int((df["status"] == s).sum()) for s in STATUSES}
 
 
 TABLE_METRICS = {

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from sparsedepth.atomic import atomic_write_text
+from sparsedepth.scorecard import STATUSES
 
 __all__ = ["write_table", "to_markdown", "format_value", "output_root", "set_output_root", "table_dir",
            "check_name"]
@@ -116,7 +117,7 @@ def write_table(df: pd.DataFrame, name: str, profile: str, *, root: str | os.Pat
 
 
 # ------------------------------------------------------------------------------------ text for notebooks
-_MARK = {"pass": "✔ **pass**", "fail": "✘ **fail**", "missing": "– **missing**"}
+_MARK = {"pass": "✔ **pass**", "fail": "✘ **fail**", "inconclusive": "? **inconclusive**", "missing": "– **missing**"}
 
 
 def _clip(text: Any, n: int = 220) -> str:
@@ -131,10 +132,11 @@ def claims_markdown(df: pd.DataFrame, *, what: str = "these claims", profile: st
     if not need <= set(df.columns):
         raise ValueError(f"expected a scorecard frame with columns {sorted(need)}, got {list(df.columns)}")
     n = len(df)
-    counts = {s: int((df["status"] == s).sum()) for s in ("pass", "fail", "missing")}
+    counts = {s: int((df["status"] == s).sum()) for s in STATUSES}
     where = f" at profile `{profile}`" if profile else ""
+    unsure = f"{counts['inconclusive']} inconclusive, " if counts["inconclusive"] else ""
     lines = [f"**{counts['pass']} of {n}** of {what} hold in our results{where} "
-             f"({counts['fail']} fail, {counts['missing']} missing a result)."]
+             f"({counts['fail']} fail, {unsure}{counts['missing']} missing a result)."]
     if n == 0:
         lines = [f"No claims to check for {what}."]
     for r in df.to_dict("records"):
