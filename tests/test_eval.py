@@ -213,6 +213,9 @@ def test_evaluate_run_and_cli(tmp_path, capsys):
     assert math.isclose(res["perplexity"]["ppl"], math.exp(res["perplexity"]["loss"]))
     assert set(res["tasks"]) == {"copa", "piqa"} and all(r["n"] == 4 for r in res["tasks"].values())
     assert {"perplexity", "tasks", "mean_acc", "mean_acc_norm"} <= set(res)
+    stages = res["stage_seconds"]
+    assert set(stages) == {"load", "perplexity", "zero_shot"} and all(v >= 0 for v in stages.values())
+    assert sum(stages.values()) <= res["seconds"] + 0.01
     assert cli_main(["eval", str(run), "--tasks", "copa", "--limit", "2", "--seq-len", "16", "--out", "e2.json"]) == 0
     e2 = json.loads((run / "e2.json").read_text())
     assert e2["perplexity"]["seq_len"] == 16 and e2["tasks"]["copa"]["n"] == 2
