@@ -38,6 +38,7 @@ from .config import TrainConfig, apply_overrides, config_hash, to_dict
 RESULTS_VERSION = 1
 RESULT_FILES = ("config.json", "metrics.jsonl", "probes.json", "eval.json", "summary.json", "provenance.json")
 METRICS_LIMIT_BYTES = 2_000_000
+METRICS_DIGITS = 6  # significant digits of the floats in a committed metrics.jsonl
 FORCE_ENV = "SPARSEDEPTH_FORCE_SINCE"
 ROOT_ENV = "SPARSEDEPTH_OUTPUT_ROOT"
 THREADS_ENV = "SPARSEDEPTH_THREADS"
@@ -185,6 +186,27 @@ def _force_since(force: bool) -> float | None:
 # ---------------------------------------------------------------------------------- metrics downsampling
 
 
+def _round_floats(obj: Any, digits: int) -> Any:
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
+    if isinstance(obj, list):
+        return [_round_floats(x, digits) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _round_floats(v, digits) for k, v in obj.items()}
+    return obj
+
+
+def compact_metrics_line(line: str, digits: int = METRICS_DIGITS) -> str:
+    """One metrics row with every float rounded to ``digits`` significant digits and no spaces: the committed
+    copy is under half the size of the run's own file (telemetry is float32, about 7 digits, so 6 lose
+    nothing a figure or a claim can show). A line that is not JSON is kept as it is."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return line
+    return json.dumps(_round_floats(row, digits), separators=(",", ":"))
+
+
 def downsample_metrics(lines: list[str], limit: int = METRICS_LIMIT_BYTES) -> tuple[list[str], int]:
     """Keep every k-th row (smallest k that fits ``limit`` bytes) plus the first, the last and every row with
     validation or a spike flag. Returns (kept lines, k); k = 1 when nothing was dropped."""
@@ -292,7 +314,7 @@ def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipelin
     try:
         for name, src in src_files.items():
             if name == "metrics.jsonl":
-                lines = Path(src).read_text().splitlines()
+                lines = [compact_metrics_line(ln) for ln in Path(src).read_text().splitlines()]
                 kept, k = downsample_metrics(lines)
                 (tmp / name).write_text("\n".join(kept) + ("\n" if kept else ""))
                 if k > 1:
