@@ -193,16 +193,18 @@ def test_large_metrics_are_downsampled():
     assert R.downsample_metrics(lines[:10])[1] == 1
 
 
-def test_committed_metrics_rows_are_compact():
+def test_committed_metrics_and_probes_are_compact():
     row = {"step": 10, "loss": 9.917455673217773, "lr": 0.00013333333333333334, "nonfinite": True,
            "layer_var": [0.021327432245016098, 18.234664916992188], "note": "x", "val_loss": float("nan")}
     line = json.dumps(row)
-    out = R.compact_metrics_line(line)
+    out = R.compact_json(line)
     back = json.loads(out)
     assert back["loss"] == 9.91746 and back["lr"] == 0.000133333 and back["layer_var"] == [0.0213274, 18.2347]
     assert back["step"] == 10 and back["nonfinite"] is True and back["note"] == "x" and back["val_loss"] != back["val_loss"]
     assert len(out) < 0.7 * len(line) and " " not in out
-    assert R.compact_metrics_line("not json {") == "not json {"
+    assert R.compact_json("not json {") == "not json {"
+    nested = json.dumps({"permutation": {"matrix": [[0.47818607771237254, 1.0]]}}, indent=2)
+    assert R.compact_json(nested) == '{"permutation":{"matrix":[[0.478186,1.0]]}}'
 
 
 def test_output_root_rule(tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ from .config import TrainConfig, apply_overrides, config_hash, to_dict
 RESULTS_VERSION = 1
 RESULT_FILES = ("config.json", "metrics.jsonl", "probes.json", "eval.json", "summary.json", "provenance.json")
 METRICS_LIMIT_BYTES = 2_000_000
-METRICS_DIGITS = 6  # significant digits of the floats in a committed metrics.jsonl
+RESULT_DIGITS = 6  # significant digits of the floats in a committed metrics.jsonl and probes.json
 FORCE_ENV = "SPARSEDEPTH_FORCE_SINCE"
 ROOT_ENV = "SPARSEDEPTH_OUTPUT_ROOT"
 THREADS_ENV = "SPARSEDEPTH_THREADS"
@@ -196,15 +196,16 @@ def _round_floats(obj: Any, digits: int) -> Any:
     return obj
 
 
-def compact_metrics_line(line: str, digits: int = METRICS_DIGITS) -> str:
-    """One metrics row with every float rounded to ``digits`` significant digits and no spaces: the committed
-    copy is under half the size of the run's own file (telemetry is float32, about 7 digits, so 6 lose
-    nothing a figure or a claim can show). A line that is not JSON is kept as it is."""
+def compact_json(text: str, digits: int = RESULT_DIGITS) -> str:
+    """A JSON document (a metrics row, probes.json) with every float rounded to ``digits`` significant
+    digits and no whitespace: the committed copy is under half the size of the run's own file (telemetry
+    and probes are float32 at heart, about 7 digits, so 6 lose nothing a figure or a claim can show). Text
+    that is not JSON is kept as it is."""
     try:
-        row = json.loads(line)
+        obj = json.loads(text)
     except ValueError:
-        return line
-    return json.dumps(_round_floats(row, digits), separators=(",", ":"))
+        return text
+    return json.dumps(_round_floats(obj, digits), separators=(",", ":"))
 
 
 def downsample_metrics(lines: list[str], limit: int = METRICS_LIMIT_BYTES) -> tuple[list[str], int]:
@@ -314,11 +315,13 @@ def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipelin
     try:
         for name, src in src_files.items():
             if name == "metrics.jsonl":
-                lines = [compact_metrics_line(ln) for ln in Path(src).read_text().splitlines()]
+                lines = [compact_json(ln) for ln in Path(src).read_text().splitlines()]
                 kept, k = downsample_metrics(lines)
                 (tmp / name).write_text("\n".join(kept) + ("\n" if kept else ""))
                 if k > 1:
                     pipeline["metrics_downsampled"] = {"every": k, "rows": len(kept), "of": len(lines)}
+            elif name == "probes.json":
+                (tmp / name).write_text(compact_json(Path(src).read_text()) + "\n")
             elif name == "provenance.json":
                 prov = _read_json(Path(src)) or {}
                 prov["pipeline"] = {**prov.get("pipeline", {}), **pipeline}
