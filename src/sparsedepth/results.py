@@ -183,7 +183,7 @@ def _force_since(force: bool) -> float | None:
         return time.time()
 
 
-# ---------------------------------------------------------------------------------- metrics downsampling
+# ------------------------------------------------------------- committed copies: compact, downsampled
 
 
 def _round_floats(obj: Any, digits: int) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from sparsedepth.atomic import atomic_write_text
-from sparsedepth.scorecard import STATUSES
+from sparsedepth.scorecard import counts as status_counts
 
 __all__ = ["write_table", "to_markdown", "format_value", "output_root", "set_output_root", "table_dir",
            "check_name"]
@@ -132,7 +132,7 @@ def claims_markdown(df: pd.DataFrame, *, what: str = "these claims", profile: st
     if not need <= set(df.columns):
         raise ValueError(f"expected a scorecard frame with columns {sorted(need)}, got {list(df.columns)}")
     n = len(df)
-    counts = {s: int((df["status"] == s).sum()) for s in STATUSES}
+    counts = status_counts(df)
     where = f" at profile `{profile}`" if profile else ""
     unsure = f"{counts['inconclusive']} inconclusive, " if counts["inconclusive"] else ""
     lines = [f"**{counts['pass']} of {n}** of {what} hold in our results{where} "
