@@ -88,6 +88,11 @@ def test_estimate_scales_with_flops_and_depth(calls, tmp_path):
     expect = run_cli.MARGIN * (10 * flops(l6) / flops(l2) + 6 + 36)
     assert run_cli.estimate_seconds(l6, finished) == pytest.approx(expect)
     assert run_cli.estimate_seconds(l2, []) is None
+    moe = ex.resolve("smoke", "moe", "moe-small")  # no MoE has finished: the dense rate, slowed by the guess
+    assert moe.model.is_moe
+    train_s = 10 * flops(moe) / flops(l2) / run_cli.MOE_RATE_GUESS
+    expect = run_cli.MARGIN * (train_s + 6 + moe.model.n_layers ** 2)
+    assert run_cli.estimate_seconds(moe, finished) == pytest.approx(expect)
 
 
 def test_budget_starts_only_what_fits(calls, tmp_path, capsys):
