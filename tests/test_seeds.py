@@ -196,3 +196,35 @@ def test_fake_results_are_not_degenerate(two_seeds):
     a, b = two_seeds["L12"], two_seeds["L12-seed1"]
     assert a["probes"]["usefulness"]["score"] != b["probes"]["usefulness"]["score"]
     assert not np.allclose(a["metrics"][-1]["layer_var"], b["metrics"][-1]["layer_var"])
+
+
+def _seed_spread_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "seed_spread.py"
+    spec = importlib.util.spec_from_file_location("seed_spread", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_seed_spread_trains_each_seed_and_reuses_finished_runs(tmp_path, monkeypatch, capsys):
+    ss = _seed_spread_script()
+    assert ss.parse_seeds("0-2,5") == [0, 1, 2, 5] and ss.parse_seeds("3") == [3]
+    with pytest.raises(SystemExit, match="--seeds"):
+        ss.parse_seeds("a-b")
+    monkeypatch.setenv("SPARSEDEPTH_OUTPUT_ROOT", str(tmp_path))
+    args = ["--profile", "smoke", "--experiment", "gqa", "--variants", "G1,G4", "--seeds", "0-1", "--quiet",
+            "--device", "cpu"]
+    assert ss.main(args) == 0
+    out = capsys.readouterr().out
+    assert "G1 - G4: mean" in out and "worst" in out
+    lines = (tmp_path / "paper_results" / "smoke" / "seed_spread" / "gqa.csv").read_text().splitlines()
+    assert lines[0] == "variant,seed,val_loss,steps,run" and len(lines) == 5
+    runs = {ln.split(",")[4] for ln in lines[1:]}
+    assert len(runs) == 4  # every (variant, seed) is its own config
+    assert ss.main(args) == 0  # a second call reuses the finished runs
+    assert (tmp_path / "paper_results" / "smoke" / "seed_spread" / "gqa.csv").read_text().splitlines() == lines
+    with pytest.raises(SystemExit, match="unknown"):
+        ss.main(["--profile", "smoke", "--experiment", "gqa", "--variants", "G9"])

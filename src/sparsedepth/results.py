@@ -120,6 +120,16 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+@contextlib.contextmanager
+def run_context(profile: str, root: str | os.PathLike | None = None) -> Iterator[Path]:
+    """How every run of ``profile`` trains: from the output root (config paths are relative to it) with the
+    profile's torch threads. Yields the output root."""
+    path = output_root(root)
+    path.mkdir(parents=True, exist_ok=True)
+    with _cwd(path), _threads(ex.scale(profile).threads):
+        yield path
+
+
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -288,8 +298,7 @@ def _execute(profile: str, cfg: TrainConfig, run_dir: Path, root: Path, progress
     if not (summary.get("done") and (run_dir / "provenance.json").exists()):
         _check_device(profile, device)
     times = {}
-    root.mkdir(parents=True, exist_ok=True)
-    with _cwd(root), _threads(ex.scale(profile).threads):
+    with run_context(profile, root):
         t0 = time.time()
         summary = _train_run(cfg, run_dir, progress, device)
         times["train_s"] = time.time() - t0
