@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sparsedepth import cli, run_cli
+from sparsedepth import cli, run_cli, run_parallel
 from sparsedepth import experiments as ex
 from sparsedepth import results as R
 
@@ -101,3 +101,56 @@ def test_budget_starts_only_what_fits(calls, tmp_path, capsys):
     assert cli.main(["run", "depth/L2", "depth/L6", "depth/L3", "--profile", "smoke", "--budget-s", "40"]) == 0
     assert [c[2] for c in calls] == ["L2", "L3"]  # L2 is asked (the cache skips it), L6 does not fit
     assert "depth/L6" in capsys.readouterr().out
+
+
+class _FakeChild:
+    """A child process that exits with ``rc`` once the fake clock reaches ``end``."""
+
+    def __init__(self, clock: list, end: float, rc: int):
+        self.clock, self.end, self.rc = clock, end, rc
+
+    def poll(self):
+        return self.rc if self.clock[0] >= self.end else None
+
+
+def test_parallel_schedule_fills_every_gpu_in_priority_order_within_the_budget(monkeypatch):
+    clock = [0.0]
+    est = {("a", "1"): 50.0, ("a", "2"): 50.0, ("b", "1"): 30.0, ("b", "2"): 100.0, ("c", "1"): 10.0}
+    started = []
+
+    def launch(pair, slot):
+        started.append((pair, slot, clock[0]))
+        return _FakeChild(clock, clock[0] + est[pair], rc=1 if pair == ("b", "1") else 0)
+
+    def tick(_):
+        clock[0] += 5.0
+
+    monkeypatch.setattr(run_parallel.time, "sleep", tick)
+    failed, skipped = run_parallel.schedule(list(est), 2, 90.0, est.get, launch, log=lambda m: None,
+                                            clock=lambda: clock[0])
+    # a1 and a2 start together; at t=50 both GPUs free up with 40 s left: b1 (30 s) fits, b2 (100 s) never
+    # does, c1 (10 s) takes the other GPU; c1 and b1 end before the budget and nothing else fits
+    assert [(p, s, t) for p, s, t in started] == [(("a", "1"), 0, 0.0), (("a", "2"), 1, 0.0),
+                                                  (("b", "1"), 0, 50.0), (("c", "1"), 1, 50.0)]
+    assert failed == ["b/1"] and skipped == ["b/2"]
+
+
+def test_parallel_run_trains_each_config_once_and_copies_the_rest(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
+    # depth/L3 and gqa/G1 share a config: one child trains it, the last pass copies it
+    assert cli.main(["run", "--profile", "smoke", "depth/L2", "depth/L3", "gqa/G1", "--gpus", "2",
+                     "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "[gpu 0] start depth/L2" in out and "[gpu 1] start depth/L3" in out and "start gqa/G1" not in out
+    for exp, var in (("depth", "L2"), ("depth", "L3"), ("gqa", "G1")):
+        assert R.status("smoke", exp)[var] == "done"
+    prov = json.loads((R.results_dir("smoke", "gqa", "G1", tmp_path) / "provenance.json").read_text())
+    assert prov["pipeline"]["copied_from"] == "depth/L3"
+
+
+def test_more_gpus_than_visible_is_refused_with_the_count(monkeypatch):
+    monkeypatch.setattr(run_parallel, "_cuda_count", lambda: 1)
+    with pytest.raises(SystemExit, match="--gpus 3 but .* visible"):
+        cli.main(["run", "--profile", "smoke", "depth/L2", "--gpus", "3"])
+    with pytest.raises(SystemExit, match="at least 1"):
+        cli.main(["run", "--profile", "smoke", "depth/L2", "--gpus", "0"])

@@ -9,6 +9,7 @@ and the others go on. Useful on a GPU machine without Jupyter; the notebooks the
     sparsedepth run --profile gpu depth/L24 gqa/G4 moe        # single variants and whole sweeps, in order
     sparsedepth run --profile gpu all --budget-s 560          # start only what should finish in 560 s
     sparsedepth run --profile gpu all --list                  # status and estimated time of each variant
+    sparsedepth run --profile gpu all --gpus 2 --budget-s 560 # two variants at a time, one per GPU
 
 ``--budget-s`` is for machines lent by the hour: a run killed half-way loses its work once the machine is
 gone, so a variant is started only when its estimated time fits in what is left of the budget. The
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="retrain even where results are up to date")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start a variant only if its estimated time fits in what is left of this many seconds")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="train this many variants at a time, one per GPU, in child processes (default: 1); "
+                             "with --device cpu, that many CPU processes")
     parser.add_argument("--list", action="store_true", help="print each variant's status and estimate, then stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -123,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         if total:
             print(f"to train: about {total / 60:.0f} min")
         return 0
+    if args.gpus != 1:
+        return _run_parallel(args, pairs)
     t0, failed, skipped = time.monotonic(), [], []
     for e, v in pairs:
         if args.budget_s is not None and config_hash(ex.resolve(args.profile, e, v)) not in _done_hashes(args.profile):
@@ -137,9 +143,36 @@ def run(args: argparse.Namespace) -> int:
                                           device=args.device, raise_on_error=False)
         failed += [f"{e}/{name}" for name, st in statuses.items() if st == results.FAILED]
         finished = _finished(args.profile)  # the new run refines the estimates
+    return _report(failed, skipped)
+
+
+def _report(failed: list[str], skipped: list[str]) -> int:
     if skipped:
         print(f"not started (budget): {', '.join(skipped)}", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)} (error.txt in their results folders)", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
+    """Variants that need training, one per distinct config, spread over ``args.gpus`` child processes; then
+    a pass here that installs every variant whose config another one trained (copies, no training)."""
+    from . import run_parallel
+
+    run_parallel.check_gpus(args.gpus, args.device)
+    todo, hashes = [], set(_done_hashes(args.profile)) if not args.force else set()
+    for e, v in pairs:
+        h = config_hash(ex.resolve(args.profile, e, v))
+        if h not in hashes:
+            hashes.add(h)
+            todo.append((e, v))
+    failed, skipped = run_parallel.schedule(
+        todo, args.gpus, args.budget_s,
+        lambda p: estimate_seconds(ex.resolve(args.profile, *p), _finished(args.profile)),
+        run_parallel.subprocess_launcher(args))
+    for e, v in pairs:  # copies of configs trained above (and the cached ones, which this only reports)
+        if (e, v) not in todo:
+            results.run_experiment(args.profile, e, variants=[v], train=False, progress=False,
+                                   raise_on_error=False)
+    return _report(failed, skipped)
