@@ -112,6 +112,9 @@ class _FakeChild:
     def poll(self):
         return self.rc if self.clock[0] >= self.end else None
 
+    def terminate(self):
+        self.end = self.clock[0]
+
 
 def test_parallel_schedule_fills_every_gpu_in_priority_order_within_the_budget(monkeypatch):
     clock = [0.0]
@@ -154,3 +157,20 @@ def test_more_gpus_than_visible_is_refused_with_the_count(monkeypatch):
         cli.main(["run", "--profile", "smoke", "depth/L2", "--gpus", "3"])
     with pytest.raises(SystemExit, match="at least 1"):
         cli.main(["run", "--profile", "smoke", "depth/L2", "--gpus", "0"])
+
+
+def test_an_interrupted_schedule_terminates_its_children(monkeypatch):
+    clock, children = [0.0], []
+
+    def launch(pair, slot):
+        children.append(_FakeChild(clock, 100.0, rc=0))
+        return children[-1]
+
+    def interrupted(_):
+        raise KeyboardInterrupt  # what SIGTERM becomes (SystemExit) behaves the same
+
+    monkeypatch.setattr(run_parallel.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_parallel.schedule([("a", "1"), ("a", "2"), ("a", "3")], 2, None, lambda p: None, launch,
+                              log=lambda m: None, clock=lambda: clock[0])
+    assert len(children) == 2 and all(c.end == 0.0 for c in children)  # both running children were stopped

@@ -7,21 +7,26 @@ estimated time fits in what is left of the budget. A config shared by several va
 first variant is scheduled, and a last pass in this process installs the others as copies, training nothing.
 
 Why processes rather than threads: each run compiles and owns its GPU; a crash or an out-of-memory error in one
-must not take the others with it.
+must not take the others with it. Interrupting this process (Ctrl-C, SIGTERM) terminates its children; their
+runs resume from the last checkpoint next time, like any interrupted run.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 
 class Child(Protocol):
     def poll(self) -> int | None: ...
+
+    def terminate(self) -> None: ...
 
 
 Launch = Callable[[tuple[str, str], int], Child]
@@ -33,46 +38,88 @@ def schedule(pairs: list[tuple[str, str]], slots: int, budget_s: float | None,
              clock: Callable[[], float] = time.monotonic) -> tuple[list[str], list[str]]:
     """Run ``pairs`` on ``slots`` parallel children; returns (failed, not started for lack of budget).
 
-    ``estimate(pair)`` is asked again each time a slot frees up, so it can learn from runs that finished.
+    ``estimate(pair)`` is asked again each time a run finishes, so it can learn from that run.
     """
-    t0 = clock()
-    ests: dict[tuple[str, str], float | None] = {}  # cleared when a run finishes: the estimates learn from it
-    est_of = lambda p: ests[p] if p in ests else ests.setdefault(p, estimate(p))  # noqa: E731
-    waiting = list(pairs)
-    running: dict[int, tuple[tuple[str, str], Child, float]] = {}
-    failed: list[str] = []
-    skipped: list[str] = []
-    while waiting or running:
-        for slot in range(slots):
-            if slot in running or not waiting:
-                continue
-            left = None if budget_s is None else budget_s - (clock() - t0)
-            for pair in list(waiting):
-                est = est_of(pair)
-                if left is None or est is None or est <= left:
-                    waiting.remove(pair)
-                    log(f"[gpu {slot}] start {pair[0]}/{pair[1]}" + ("" if est is None else f" (about {est:.0f} s)"))
-                    running[slot] = (pair, launch(pair, slot), clock())
+    pool = _Pool(list(pairs), slots, budget_s, estimate, launch, log, clock)
+    try:
+        with _sigterm_as_exit():
+            while pool.waiting or pool.running:
+                pool.fill()
+                if not pool.running:  # nothing that waits fits in the budget any more
+                    pool.skip_waiting()
                     break
-        if not running:  # nothing fits any more
-            for e, v in waiting:
-                log(f"[{e}/{v}] not started: about {est_of((e, v)):.0f} s needed, "
-                    f"{budget_s - (clock() - t0):.0f} s of the budget left")
-                skipped.append(f"{e}/{v}")
-            break
-        time.sleep(poll_s)
-        for slot, (pair, child, started) in list(running.items()):
+                time.sleep(poll_s)
+                pool.reap()
+    finally:  # interrupted (Ctrl-C, SIGTERM from a time limit): stop the children with us, not orphaned
+        for _, child, _ in pool.running.values():
+            child.terminate()
+    return pool.failed, pool.skipped
+
+
+class _Pool:
+    def __init__(self, waiting, slots, budget_s, estimate, launch, log, clock):
+        self.waiting, self.slots, self.budget_s, self.estimate = waiting, slots, budget_s, estimate
+        self.launch, self.log, self.clock, self.t0 = launch, log, clock, clock()
+        self.running: dict[int, tuple[tuple[str, str], Child, float]] = {}
+        self.failed: list[str] = []
+        self.skipped: list[str] = []
+        self._ests: dict[tuple[str, str], float | None] = {}
+
+    def _est(self, pair: tuple[str, str]) -> float | None:
+        if pair not in self._ests:
+            self._ests[pair] = self.estimate(pair)
+        return self._ests[pair]
+
+    def _left(self) -> float | None:
+        return None if self.budget_s is None else self.budget_s - (self.clock() - self.t0)
+
+    def fill(self) -> None:
+        """Give each free slot the first waiting variant that fits in the budget."""
+        for slot in range(self.slots):
+            if slot in self.running:
+                continue
+            left = self._left()
+            for pair in self.waiting:
+                est = self._est(pair)
+                if left is None or est is None or est <= left:
+                    self.waiting.remove(pair)
+                    self.log(f"[gpu {slot}] start {pair[0]}/{pair[1]}" + ("" if est is None else f" (about {est:.0f} s)"))
+                    self.running[slot] = (pair, self.launch(pair, slot), self.clock())
+                    break
+
+    def reap(self) -> None:
+        for slot, (pair, child, started) in list(self.running.items()):
             rc = child.poll()
             if rc is None:
                 continue
-            del running[slot]
-            ests.clear()
+            del self.running[slot]
+            self._ests.clear()  # the finished run refines the estimates
             name = f"{pair[0]}/{pair[1]}"
-            log(f"[gpu {slot}] {'done' if rc == 0 else f'FAILED (exit {rc})'} {name} in {clock() - started:.0f} s; "
-                f"{len(waiting)} waiting, {len(running)} running, {clock() - t0:.0f} s elapsed")
+            self.log(f"[gpu {slot}] {'done' if rc == 0 else f'FAILED (exit {rc})'} {name} in "
+                     f"{self.clock() - started:.0f} s; {len(self.waiting)} waiting, {len(self.running)} running, "
+                     f"{self.clock() - self.t0:.0f} s elapsed")
             if rc != 0:
-                failed.append(name)
-    return failed, skipped
+                self.failed.append(name)
+
+    def skip_waiting(self) -> None:
+        for e, v in self.waiting:
+            self.log(f"[{e}/{v}] not started: about {self._est((e, v)):.0f} s needed, {self._left():.0f} s of "
+                     f"the budget left")
+            self.skipped.append(f"{e}/{v}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (``timeout``, a scheduler) would end this process without running ``finally`` blocks; raise
+    SystemExit instead so the children are terminated too. Only the main thread may set signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _relay(stream: Iterable[str], prefix: str) -> None:
