@@ -133,6 +133,7 @@ def subprocess_launcher(args: argparse.Namespace) -> Launch:
     is the N-th GPU this process sees, so an outer ``CUDA_VISIBLE_DEVICES=2,3`` is respected."""
     outer = os.environ.get("CUDA_VISIBLE_DEVICES")
     visible = [d.strip() for d in outer.split(",")] if outer else [str(i) for i in range(args.gpus)]
+
     def launch(pair: tuple[str, str], slot: int) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "sparsedepth.cli", "run", f"{pair[0]}/{pair[1]}", "--profile", args.profile,
                "--quiet"] + (["--force"] if args.force else []) + (["--device", args.device] if args.device else [])
