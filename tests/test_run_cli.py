@@ -116,7 +116,7 @@ class _FakeChild:
         self.end = self.clock[0]
 
 
-def test_parallel_schedule_fills_every_gpu_in_priority_order_within_the_budget(monkeypatch):
+def test_parallel_schedule_fills_every_gpu_in_priority_order_within_the_budget():
     clock = [0.0]
     est = {("a", "1"): 50.0, ("a", "2"): 50.0, ("b", "1"): 30.0, ("b", "2"): 100.0, ("c", "1"): 10.0}
     started = []
@@ -125,17 +125,27 @@ def test_parallel_schedule_fills_every_gpu_in_priority_order_within_the_budget(m
         started.append((pair, slot, clock[0]))
         return _FakeChild(clock, clock[0] + est[pair], rc=1 if pair == ("b", "1") else 0)
 
-    def tick(_):
-        clock[0] += 5.0
+    def tick(seconds):
+        clock[0] += seconds
 
-    monkeypatch.setattr(run_parallel.time, "sleep", tick)
     failed, skipped = run_parallel.schedule(list(est), 2, 90.0, est.get, launch, log=lambda m: None,
-                                            clock=lambda: clock[0])
+                                            clock=lambda: clock[0], sleep=tick, poll_s=5.0)
     # a1 and a2 start together; at t=50 both GPUs free up with 40 s left: b1 (30 s) fits, b2 (100 s) never
     # does, c1 (10 s) takes the other GPU; c1 and b1 end before the budget and nothing else fits
-    assert [(p, s, t) for p, s, t in started] == [(("a", "1"), 0, 0.0), (("a", "2"), 1, 0.0),
-                                                  (("b", "1"), 0, 50.0), (("c", "1"), 1, 50.0)]
+    assert started == [(("a", "1"), 0, 0.0), (("a", "2"), 1, 0.0), (("b", "1"), 0, 50.0), (("c", "1"), 1, 50.0)]
     assert failed == ["b/1"] and skipped == ["b/2"]
+    # the dry run that --list --gpus prints makes the same decisions
+    rows, skipped = run_parallel.simulate(list(est), 2, 90.0, est.get)
+    assert [(slot, pair, start) for slot, pair, start, _ in rows] == [(s, p, t) for p, s, t in started]
+    assert skipped == ["b/2"]
+
+
+def test_list_with_gpus_prints_a_plan(calls, tmp_path, capsys):
+    _fake_finished(tmp_path, "smoke", "depth", "L2", wall_s=10.0, train_s=14.0, probes_s=4.0, eval_s=2.0)
+    assert cli.main(["run", "depth", "--profile", "smoke", "--list", "--gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "plan on 2 GPUs:" in out and "gpu 0:" in out and "gpu 1:" in out and "depth/L2\n" not in out
+    assert not calls
 
 
 def test_parallel_run_trains_each_config_once_and_copies_the_rest(tmp_path, monkeypatch, capsys):
@@ -159,7 +169,7 @@ def test_more_gpus_than_visible_is_refused_with_the_count(monkeypatch):
         cli.main(["run", "--profile", "smoke", "depth/L2", "--gpus", "0"])
 
 
-def test_an_interrupted_schedule_terminates_its_children(monkeypatch):
+def test_an_interrupted_schedule_terminates_its_children():
     clock, children = [0.0], []
 
     def launch(pair, slot):
@@ -169,8 +179,7 @@ def test_an_interrupted_schedule_terminates_its_children(monkeypatch):
     def interrupted(_):
         raise KeyboardInterrupt  # what SIGTERM becomes (SystemExit) behaves the same
 
-    monkeypatch.setattr(run_parallel.time, "sleep", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_parallel.schedule([("a", "1"), ("a", "2"), ("a", "3")], 2, None, lambda p: None, launch,
-                              log=lambda m: None, clock=lambda: clock[0])
+                              log=lambda m: None, clock=lambda: clock[0], sleep=interrupted)
     assert len(children) == 2 and all(c.end == 0.0 for c in children)  # both running children were stopped

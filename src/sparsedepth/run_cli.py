@@ -10,6 +10,7 @@ and the others go on. Useful on a GPU machine without Jupyter; the notebooks the
     sparsedepth run --profile gpu all --budget-s 560          # start only what should finish in 560 s
     sparsedepth run --profile gpu all --list                  # status and estimated time of each variant
     sparsedepth run --profile gpu all --gpus 2 --budget-s 560 # two variants at a time, one per GPU
+    sparsedepth run --profile gpu all --gpus 2 --list         # ... and the plan: which GPU trains what, when
 
 ``--budget-s`` is for machines lent by the hour: a run killed half-way loses its work once the machine is
 gone, so a variant is started only when its estimated time fits in what is left of the budget. The
@@ -126,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s)"))
         if total:
             print(f"to train: about {total / 60:.0f} min")
+        if args.gpus != 1 and total:
+            _print_plan(args, _to_train(args, pairs), finished)
         return 0
     if args.gpus != 1:
         return _run_parallel(args, pairs)
@@ -155,18 +158,38 @@ def _report(failed: list[str], skipped: list[str]) -> int:
     return 0
 
 
-def _run_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
-    """Variants that need training, one per distinct config, spread over ``args.gpus`` child processes; then
-    a pass here that installs every variant whose config another one trained (copies, no training)."""
-    from . import run_parallel
-
-    run_parallel.check_gpus(args.gpus, args.device)
+def _to_train(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The variants that need training, one per distinct config (the others are cached or will be copies)."""
     todo, hashes = [], set(_done_hashes(args.profile)) if not args.force else set()
     for e, v in pairs:
         h = config_hash(ex.resolve(args.profile, e, v))
         if h not in hashes:
             hashes.add(h)
             todo.append((e, v))
+    return todo
+
+
+def _print_plan(args: argparse.Namespace, todo: list[tuple[str, str]], finished: list[dict]) -> None:
+    from . import run_parallel
+
+    rows, skipped = run_parallel.simulate(todo, args.gpus, args.budget_s,
+                                          lambda p: estimate_seconds(ex.resolve(args.profile, *p), finished))
+    print(f"plan on {args.gpus} GPUs" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
+    for slot, (e, v), start, end in sorted(rows, key=lambda r: (r[0], r[2])):
+        print(f"  gpu {slot}: {start:5.0f}-{end:5.0f} s  {e}/{v}")
+    if rows:
+        print(f"  about {max(r[3] for r in rows) / 60:.0f} min of wall time")
+    if skipped:
+        print(f"  not started (budget): {', '.join(skipped)}")
+
+
+def _run_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
+    """Variants that need training, one per distinct config, spread over ``args.gpus`` child processes; then
+    a pass here that installs every variant whose config another one trained (copies, no training)."""
+    from . import run_parallel
+
+    run_parallel.check_gpus(args.gpus, args.device)
+    todo = _to_train(args, pairs)
     failed, skipped = run_parallel.schedule(
         todo, args.gpus, args.budget_s,
         lambda p: estimate_seconds(ex.resolve(args.profile, *p), _finished(args.profile)),

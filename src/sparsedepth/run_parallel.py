@@ -35,7 +35,8 @@ Launch = Callable[[tuple[str, str], int], Child]
 def schedule(pairs: list[tuple[str, str]], slots: int, budget_s: float | None,
              estimate: Callable[[tuple[str, str]], float | None], launch: Launch, *,
              poll_s: float = 1.0, log: Callable[[str], None] = print,
-             clock: Callable[[], float] = time.monotonic) -> tuple[list[str], list[str]]:
+             clock: Callable[[], float] = time.monotonic,
+             sleep: Callable[[float], None] = time.sleep) -> tuple[list[str], list[str]]:
     """Run ``pairs`` on ``slots`` parallel children; returns (failed, not started for lack of budget).
 
     ``estimate(pair)`` is asked again each time a run finishes, so it can learn from that run.
@@ -48,12 +49,43 @@ def schedule(pairs: list[tuple[str, str]], slots: int, budget_s: float | None,
                 if not pool.running:  # nothing that waits fits in the budget any more
                     pool.skip_waiting()
                     break
-                time.sleep(poll_s)
+                sleep(poll_s)
                 pool.reap()
     finally:  # interrupted (Ctrl-C, SIGTERM from a time limit): stop the children with us, not orphaned
         for _, child, _ in pool.running.values():
             child.terminate()
     return pool.failed, pool.skipped
+
+
+class _Timed:
+    """A simulated child that exits successfully at ``end`` on the simulated clock ``now[0]``."""
+
+    def __init__(self, now: list[float], end: float):
+        self.now, self.end = now, end
+
+    def poll(self) -> int | None:
+        return 0 if self.now[0] >= self.end else None
+
+    def terminate(self) -> None:
+        self.end = self.now[0]
+
+
+def simulate(pairs: list[tuple[str, str]], slots: int, budget_s: float | None,
+             estimate: Callable[[tuple[str, str]], float | None]) -> tuple[list[tuple], list[str]]:
+    """Dry run of :func:`schedule` taking the estimates as durations: ([(slot, pair, start_s, end_s)], variants
+    left out by the budget). What ``--list --gpus N`` prints."""
+    now, rows = [0.0], []
+
+    def launch(pair: tuple[str, str], slot: int) -> _Timed:
+        rows.append((slot, pair, now[0], now[0] + (estimate(pair) or 0.0)))
+        return _Timed(now, rows[-1][3])
+
+    def tick(seconds: float) -> None:
+        now[0] += seconds
+
+    _, skipped = schedule(pairs, slots, budget_s, estimate, launch, log=lambda m: None, clock=lambda: now[0],
+                          sleep=tick)
+    return rows, skipped
 
 
 class _Pool:
