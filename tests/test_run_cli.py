@@ -115,6 +115,9 @@ class _FakeChild:
     def terminate(self):
         self.end = self.clock[0]
 
+    def wait(self, timeout=None):
+        return self.rc
+
 
 def test_parallel_schedule_fills_every_gpu_in_priority_order_within_the_budget():
     clock = [0.0]

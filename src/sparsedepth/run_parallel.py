@@ -28,6 +28,11 @@ class Child(Protocol):
 
     def terminate(self) -> None: ...
 
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+STOP_WAIT_S = 15.0  # how long an interrupted child may take to checkpoint at its step boundary and exit
+
 
 Launch = Callable[[tuple[str, str], int], Child]
 
@@ -53,7 +58,10 @@ def schedule(pairs: list[tuple[str, str]], slots: int, budget_s: float | None,
                 pool.reap()
     finally:  # interrupted (Ctrl-C, SIGTERM from a time limit): stop the children with us, not orphaned
         for _, child, _ in pool.running.values():
-            child.terminate()
+            child.terminate()  # the trainer saves a checkpoint at the end of its step, then exits
+        for _, child, _ in pool.running.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=STOP_WAIT_S)
     return pool.failed, pool.skipped
 
 
@@ -68,6 +76,9 @@ class _Timed:
 
     def terminate(self) -> None:
         self.end = self.now[0]
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
 
 
 def simulate(pairs: list[tuple[str, str]], slots: int, budget_s: float | None,
