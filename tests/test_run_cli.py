@@ -186,3 +186,18 @@ def test_an_interrupted_schedule_terminates_its_children():
         run_parallel.schedule([("a", "1"), ("a", "2"), ("a", "3")], 2, None, lambda p: None, launch,
                               log=lambda m: None, clock=lambda: clock[0], sleep=interrupted)
     assert len(children) == 2 and all(c.end == 0.0 for c in children)  # both running children were stopped
+
+
+def test_parallel_progress_lines_give_a_time_left_no_shorter_than_the_longest_run():
+    clock, logs = [0.0], []
+    est = {("a", "1"): 600.0, ("a", "2"): 300.0, ("b", "1"): 900.0}
+
+    def tick(seconds):
+        clock[0] += seconds
+
+    run_parallel.schedule(list(est), 2, None, est.get, lambda p, s: _FakeChild(clock, clock[0] + est[p], rc=0),
+                          log=logs.append, clock=lambda: clock[0], sleep=tick, poll_s=10.0)
+    done = [line for line in logs if " done " in line]
+    # at 300 s b/1 (900 s) has just to start: 15 min left, not (600 - 300 + 900) / 2 = 10
+    assert done[0].endswith("300 s elapsed, about 15 min left")
+    assert done[1].endswith("600 s elapsed, about 10 min left") and done[2].endswith("1200 s elapsed")

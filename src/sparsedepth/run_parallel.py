@@ -140,9 +140,21 @@ class _Pool:
             name = f"{pair[0]}/{pair[1]}"
             self.log(f"[gpu {slot}] {'done' if rc == 0 else f'FAILED (exit {rc})'} {name} in "
                      f"{self.clock() - started:.0f} s; {len(self.waiting)} waiting, {len(self.running)} running, "
-                     f"{self.clock() - self.t0:.0f} s elapsed")
+                     f"{self.clock() - self.t0:.0f} s elapsed{self._eta()}")
             if rc != 0:
                 self.failed.append(name)
+
+    def _eta(self) -> str:
+        """Rough time left: the estimated work still to do (what runs, less its elapsed time, and what waits and
+        fits in the budget) spread over the GPUs, but never less than its longest single piece."""
+        now, left = self.clock(), self._left()
+        ests = [self._est(p) for p in self.waiting]
+        if any(e is None for e in ests):
+            return ""
+        parts = [e for e in ests if left is None or e <= left]
+        parts += [max(0.0, (self._est(p) or 0.0) - (now - t)) for p, _, t in self.running.values()]
+        eta = max([sum(parts) / self.slots, *parts], default=0.0)
+        return f", about {eta / 60:.0f} min left" if eta else ""
 
     def skip_waiting(self) -> None:
         for e, v in self.waiting:
