@@ -2,6 +2,7 @@
 # Both build the virtual environment first, so each works as the first command on a fresh clone.
 PROFILE ?= cpu
 FORCE ?=
+JOBS ?= auto
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
@@ -16,7 +17,7 @@ export JUPYTER_PLATFORM_DIRS := 1
 export PYTHONUNBUFFERED := 1
 
 RUN := $(PY) -m sparsedepth.cli
-REPRO := $(RUN) reproduce --profile $(PROFILE) $(if $(FORCE),--force,)
+REPRO := $(RUN) reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force,)
 NOTEBOOK_TARGETS := theory depth weight_decay seqlen gqa moe recipe summary
 
 .PHONY: setup test reproduce figures bench lab clean $(NOTEBOOK_TARGETS)

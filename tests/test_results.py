@@ -280,3 +280,39 @@ def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, mo
     assert main(["reproduce", "--notebooks", str(nbs), "--only", "after", "--list"]) == 0
     assert capsys.readouterr().out.strip() == "03_after.ipynb  (--only after)"
     assert main(["reproduce", "--notebooks", str(nbs), "--only", "nope"]) == 2
+
+
+def test_reproduce_trains_the_chosen_notebooks_variants_in_parallel_first(tmp_path, capsys, monkeypatch):
+    from sparsedepth import reproduce as rp
+    from sparsedepth import run_cli
+    from sparsedepth import run_parallel as rpar
+    from sparsedepth.cli import main
+
+    monkeypatch.delenv(R.ROOT_ENV, raising=False)
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for name in ("00_theory", "01_depth", "03_sequence_length"):
+        _notebook(nbs / f"{name}.ipynb", ["print('plotted')"])
+    assert rp.experiments_of(sorted(nbs.glob("*.ipynb"))) == ["depth", "seqlen"]
+    seen = []
+    monkeypatch.setattr(run_cli, "train_in_parallel", lambda args, pairs: seen.append((args, pairs)) or 0)
+    monkeypatch.setattr(rpar, "_cuda_count", lambda: 0)
+    monkeypatch.setattr(rpar.os, "cpu_count", lambda: 3)
+    argv = ["reproduce", "--profile", "smoke", "--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 0  # auto: smoke runs use one thread, so one job per core
+    ((args, pairs),) = seen
+    assert args.gpus == 3 and args.profile == "smoke" and args.device is None and not args.force
+    assert pairs == run_cli.parse_items("smoke", ["depth", "seqlen"])
+    assert main(argv + ["--jobs", "1"]) == 0 and main(argv + ["--no-train"]) == 0 and len(seen) == 1
+    assert main(argv + ["--jobs", "0"]) == 2 and "--jobs must be a positive integer or auto" in capsys.readouterr().err
+
+
+def test_auto_jobs_one_per_gpu_or_per_core_for_single_thread_runs(monkeypatch):
+    from sparsedepth import run_parallel as rpar
+
+    monkeypatch.setattr(rpar.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(rpar, "_cuda_count", lambda: 0)
+    assert rpar.auto_jobs(1, None) == rpar.MAX_CPU_JOBS and rpar.auto_jobs(None, None) == 1
+    monkeypatch.setattr(rpar, "_cuda_count", lambda: 2)
+    assert rpar.auto_jobs(None, None) == 2 and rpar.auto_jobs(1, "cuda") == 2
+    assert rpar.auto_jobs(1, "cpu") == rpar.MAX_CPU_JOBS  # CPU runs on a GPU machine: cores, not GPUs

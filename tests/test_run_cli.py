@@ -157,7 +157,7 @@ def test_parallel_run_trains_each_config_once_and_copies_the_rest(tmp_path, monk
     assert cli.main(["run", "--profile", "smoke", "depth/L2", "depth/L3", "gqa/G1", "--gpus", "2",
                      "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "[gpu 0] start depth/L2" in out and "[gpu 1] start depth/L3" in out and "start gqa/G1" not in out
+    assert "[job 0] start depth/L2" in out and "[job 1] start depth/L3" in out and "start gqa/G1" not in out
     for exp, var in (("depth", "L2"), ("depth", "L3"), ("gqa", "G1")):
         assert R.status("smoke", exp)[var] == "done"
     prov = json.loads((R.results_dir("smoke", "gqa", "G1", tmp_path) / "provenance.json").read_text())

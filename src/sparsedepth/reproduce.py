@@ -9,6 +9,11 @@ non-zero at the end, naming the failures, after a table of what ran and how long
 number itself, or an alias (``seqlen`` -> ``03_sequence_length``). The notebooks call
 ``sparsedepth.results.run_experiment``, which trains only runs whose results are missing or stale; with
 ``--force`` this command exports ``SPARSEDEPTH_FORCE_SINCE`` so each shared run is retrained once.
+
+``--jobs N`` (``auto`` by default: one per GPU, or one per CPU core for profiles whose runs use one thread)
+first trains the chosen notebooks' variants N at a time in separate processes (``sparsedepth run --gpus N``);
+the notebooks then find their results ready and only plot. On 2 CPU cores four cpu-profile runs took 110 s
+this way against 201 s one after another.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from .experiments import PROFILES
+from .experiments import EXPERIMENTS, PROFILES, scale
 from .results import FORCE_ENV, ROOT_ENV, output_root
 
 ALIASES = {"seqlen": "sequence_length", "wd": "weight_decay", "probe": "probe_a_model", "scores": "summary"}
@@ -127,7 +132,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default: build/notebooks/<profile>)")
     parser.add_argument("--notebooks", type=Path, help="folder of notebooks to run (default: <repo>/notebooks)")
     parser.add_argument("--quiet", action="store_true", help="do not stream cell output, only the progress bar")
+    parser.add_argument("--jobs", default="auto",
+                        help="train the notebooks' variants this many at a time before running them, each in its "
+                             "own process (one per GPU); 1 = train inside the notebooks; auto (default): one per "
+                             "GPU, or one per CPU core (at most 8) for profiles whose runs use one thread")
     parser.add_argument("--list", action="store_true", help="list the notebooks that would run, then stop")
+
+
+def experiments_of(notebooks: list[Path]) -> list[str]:
+    """The experiments whose variants these notebooks train, in notebook order."""
+    names = [notebook_name(p) for p in notebooks]
+    return [e for name in names for e in EXPERIMENTS if ALIASES.get(e, e) == name]
+
+
+def jobs_for(args: argparse.Namespace) -> int:
+    if args.jobs == "auto":
+        from .run_parallel import auto_jobs
+
+        return auto_jobs(scale(args.profile).threads, args.device)
+    try:
+        n = int(args.jobs)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"--jobs must be a positive integer or auto, got {args.jobs!r}")
+    return n
+
+
+def pretrain(args: argparse.Namespace, notebooks: list[Path], jobs: int) -> None:
+    """Train what the notebooks need, ``jobs`` runs at a time; failures are left for the notebooks to
+    report (they retry the variant and show its error)."""
+    from . import run_cli
+
+    exps = experiments_of(notebooks)
+    if jobs <= 1 or not exps or not args.train:
+        return
+    print(f"reproduce: training the variants of {', '.join(exps)}, {jobs} at a time", flush=True)
+    ns = argparse.Namespace(profile=args.profile, device=None if args.device == "auto" else args.device,
+                            force=args.force, budget_s=None, gpus=jobs, quiet=True)
+    run_cli.train_in_parallel(ns, run_cli.parse_items(args.profile, exps))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,6 +188,11 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(f"{p.name}  (--only {notebook_name(p)})" for p in chosen))
         return 0
+    try:
+        jobs = jobs_for(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out_dir = (args.out or root / "build" / "notebooks" / args.profile).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault(ROOT_ENV, str(root))  # kernels write into the same tree as this command
@@ -155,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     params = {"profile": args.profile, "force": bool(args.force), "device": args.device, "train": bool(args.train)}
     print(f"reproduce: profile {args.profile}, {len(chosen)} notebook(s) -> {out_dir}"
           + (" (forced)" if args.force else "") + ("" if args.train else " (no training)"), flush=True)
+    pretrain(args, chosen, jobs)
     records = []
     for i, nb in enumerate(chosen, 1):
         print(f"\n=== [{i}/{len(chosen)}] {nb.name} ===", flush=True)

@@ -20,6 +20,7 @@ their time outside the training loop (data, compilation, probes, evaluation).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             _print_plan(args, _to_train(args, pairs), finished)
         return 0
     if args.gpus != 1:
-        return _run_parallel(args, pairs)
+        return train_in_parallel(args, pairs)
     t0, failed, skipped = time.monotonic(), [], []
     for e, v in pairs:
         if args.budget_s is not None and config_hash(ex.resolve(args.profile, e, v)) not in _done_hashes(args.profile):
@@ -183,12 +184,15 @@ def _print_plan(args: argparse.Namespace, todo: list[tuple[str, str]], finished:
         print(f"  not started (budget): {', '.join(skipped)}")
 
 
-def _run_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
+def train_in_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
     """Variants that need training, one per distinct config, spread over ``args.gpus`` child processes; then
-    a pass here that installs every variant whose config another one trained (copies, no training)."""
+    a pass here that installs every variant whose config another one trained (copies, no training).
+    ``args`` as this command parses them (profile, device, force, budget_s, gpus)."""
     from . import run_parallel
 
     run_parallel.check_gpus(args.gpus, args.device)
+    if args.force:  # one "forced since" for the children and the copies below: a run forced once is fresh
+        os.environ.setdefault(results.FORCE_ENV, repr(time.time()))
     todo = _to_train(args, pairs)
     failed, skipped = run_parallel.schedule(
         todo, args.gpus, args.budget_s,
@@ -196,6 +200,6 @@ def _run_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int
         run_parallel.subprocess_launcher(args))
     for e, v in pairs:  # copies of configs trained above (and the cached ones, which this only reports)
         if (e, v) not in todo:
-            results.run_experiment(args.profile, e, variants=[v], train=False, progress=False,
+            results.run_experiment(args.profile, e, force=args.force, variants=[v], train=False, progress=False,
                                    raise_on_error=False)
     return _report(failed, skipped)

@@ -1,10 +1,13 @@
-"""``sparsedepth run --gpus N``: spread variants over N GPUs, one child ``sparsedepth run`` per GPU at a time.
+"""``sparsedepth run --gpus N``: spread variants over N GPUs (or CPU processes), one child ``sparsedepth run`` each.
 
 Each child trains, probes and evaluates one variant with ``CUDA_VISIBLE_DEVICES`` set to its GPU, through the
 same run cache as a sequential run, so results, resumption and ``error.txt`` work as always. Variants are taken
 in the order given (the order is the priority): a GPU that frees up takes the first waiting variant whose
 estimated time fits in what is left of the budget. A config shared by several variants trains once: only its
 first variant is scheduled, and a last pass in this process installs the others as copies, training nothing.
+
+On a machine without CUDA the N children are CPU processes: the small profiles train on one thread per run,
+so N runs use N cores (``sparsedepth reproduce --jobs auto`` relies on this).
 
 Why processes rather than threads: each run compiles and owns its GPU; a crash or an out-of-memory error in one
 must not take the others with it. Interrupting this process (Ctrl-C, SIGTERM) terminates its children; their
@@ -126,7 +129,7 @@ class _Pool:
                 est = self._est(pair)
                 if left is None or est is None or est <= left:
                     self.waiting.remove(pair)
-                    self.log(f"[gpu {slot}] start {pair[0]}/{pair[1]}" + ("" if est is None else f" (about {est:.0f} s)"))
+                    self.log(f"[job {slot}] start {pair[0]}/{pair[1]}" + ("" if est is None else f" (about {est:.0f} s)"))
                     self.running[slot] = (pair, self.launch(pair, slot), self.clock())
                     break
 
@@ -138,7 +141,7 @@ class _Pool:
             del self.running[slot]
             self._ests.clear()  # the finished run refines the estimates
             name = f"{pair[0]}/{pair[1]}"
-            self.log(f"[gpu {slot}] {'done' if rc == 0 else f'FAILED (exit {rc})'} {name} in "
+            self.log(f"[job {slot}] {'done' if rc == 0 else f'FAILED (exit {rc})'} {name} in "
                      f"{self.clock() - started:.0f} s; {len(self.waiting)} waiting, {len(self.running)} running, "
                      f"{self.clock() - self.t0:.0f} s elapsed{self._eta()}")
             if rc != 0:
@@ -183,9 +186,9 @@ def _relay(stream: Iterable[str], prefix: str) -> None:
 
 
 def subprocess_launcher(args: argparse.Namespace) -> Launch:
-    """Start ``sparsedepth run`` for one variant on GPU ``slot``, its output relayed line by line with a
-    ``[gpu N]`` prefix (progress bars are off in the children: several bars on one terminal garble). Slot N
-    is the N-th GPU this process sees, so an outer ``CUDA_VISIBLE_DEVICES=2,3`` is respected."""
+    """Start ``sparsedepth run`` for one variant as job ``slot`` on the slot-th GPU this process sees (an outer
+    ``CUDA_VISIBLE_DEVICES=2,3`` is respected), its output relayed line by line with a ``[job N]`` prefix
+    (progress bars are off in the children: several bars on one terminal garble)."""
     outer = os.environ.get("CUDA_VISIBLE_DEVICES")
     visible = [d.strip() for d in outer.split(",")] if outer else [str(i) for i in range(args.gpus)]
 
@@ -194,21 +197,36 @@ def subprocess_launcher(args: argparse.Namespace) -> Launch:
                "--quiet"] + (["--force"] if args.force else []) + (["--device", args.device] if args.device else [])
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible[slot], "PYTHONUNBUFFERED": "1"}
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=_relay, args=(child.stdout, f"[gpu {slot}] "), daemon=True).start()
+        threading.Thread(target=_relay, args=(child.stdout, f"[job {slot}] "), daemon=True).start()
         return child
     return launch
 
 
 def check_gpus(n: int, device: str | None) -> None:
-    """``--gpus N`` needs N visible GPUs, except with ``--device cpu`` (N CPU processes, as the tests use)."""
+    """``--gpus N`` needs N visible GPUs, unless the runs are on CPU (``--device cpu``, or no CUDA at all)."""
     if n < 1:
         raise SystemExit(f"sparsedepth run: --gpus must be at least 1, got {n}")
     if device == "cpu" or n == 1:
         return
     have = _cuda_count()
+    if have == 0 and device in (None, "auto"):
+        return  # N CPU processes
     if have < n:
         raise SystemExit(f"sparsedepth run: --gpus {n} but {have} CUDA GPU(s) are visible; "
                          f"use --gpus {max(have, 1)} or check CUDA_VISIBLE_DEVICES")
+
+
+MAX_CPU_JOBS = 8  # tiny CPU runs: more processes than this only add memory (each imports torch)
+
+
+def auto_jobs(threads_per_run: int | None, device: str | None) -> int:
+    """How many runs to train at once: one per GPU where runs go to CUDA; on CPU one per core (at most
+    MAX_CPU_JOBS) when each run uses one thread, else 1 (a run that takes every core gains nothing)."""
+    if device != "cpu" and _cuda_count() > 0:
+        return _cuda_count()
+    if threads_per_run == 1:
+        return max(1, min(os.cpu_count() or 1, MAX_CPU_JOBS))
+    return 1
 
 
 def _cuda_count() -> int:
