@@ -299,12 +299,20 @@ def test_reproduce_trains_the_chosen_notebooks_variants_in_parallel_first(tmp_pa
     monkeypatch.setattr(rpar, "_cuda_count", lambda: 0)
     monkeypatch.setattr(rpar.os, "cpu_count", lambda: 3)
     argv = ["reproduce", "--profile", "smoke", "--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--quiet"]
-    assert main(argv) == 0  # auto: smoke runs use one thread, so one job per core
+    assert main(argv) == 0 and not seen  # auto: smoke runs are too short to gain from processes
+    assert main(argv + ["--jobs", "3"]) == 0
     ((args, pairs),) = seen
     assert args.gpus == 3 and args.profile == "smoke" and args.device is None and not args.force
     assert pairs == run_cli.parse_items("smoke", ["depth", "seqlen"])
-    assert main(argv + ["--jobs", "1"]) == 0 and main(argv + ["--no-train"]) == 0 and len(seen) == 1
+    assert main(argv + ["--jobs", "1"]) == 0 and main(argv + ["--jobs", "3", "--no-train"]) == 0 and len(seen) == 1
+    assert rp.jobs_for(rp_args("cpu")) == 3  # cpu runs use one thread: one job per core
     assert main(argv + ["--jobs", "0"]) == 2 and "--jobs must be a positive integer or auto" in capsys.readouterr().err
+
+
+def rp_args(profile: str, jobs: str = "auto"):
+    import argparse
+
+    return argparse.Namespace(profile=profile, jobs=jobs, device="auto")
 
 
 def test_auto_jobs_one_per_gpu_or_per_core_for_single_thread_runs(monkeypatch):

@@ -102,6 +102,10 @@ class Scale:
     probe: dict = field(default_factory=dict)  # probe_run keyword arguments
     eval: dict = field(default_factory=dict)  # evaluate_run keyword arguments
     threads: int | None = None  # torch CPU threads while a run trains/probes/evaluates (None = torch's default)
+    # `reproduce --jobs auto` trains several runs at once (one process each) only where a run outlasts the
+    # cost of its process: smoke runs take seconds, and 2 jobs made `make reproduce PROFILE=smoke` slower
+    # (187 s against about 180 s on 2 cores)
+    parallel_runs: bool = True
     needs_cuda: bool = False
     keep_checkpoints: bool = True  # False: delete run checkpoints once the small result files are copied
     note: str = ""
@@ -124,7 +128,7 @@ SCALES: dict[str, Scale] = {
         telemetry_interval=4, log_interval=4, eval_batches=2,
         probe={"n_windows": 4, "seq_len": 64, "paper_compat": True, "jacobian_windows": 2,
                "jacobian_seq_len": 32},
-        eval={"limit": 10, "ppl_tokens": 4096}, threads=1,
+        eval={"limit": 10, "ppl_tokens": 4096}, threads=1, parallel_runs=False,
         note="CI scale: a few seconds per run, checks that every path runs; numbers are noise"),
     "cpu": Scale(
         name="cpu", d_model=96, n_heads=4, depths=(3, 4, 6, 8), base_depth=4, deep_depth=8,

@@ -10,7 +10,8 @@ number itself, or an alias (``seqlen`` -> ``03_sequence_length``). The notebooks
 ``sparsedepth.results.run_experiment``, which trains only runs whose results are missing or stale; with
 ``--force`` this command exports ``SPARSEDEPTH_FORCE_SINCE`` so each shared run is retrained once.
 
-``--jobs N`` (``auto`` by default: one per GPU, or one per CPU core for profiles whose runs use one thread)
+``--jobs N`` (``auto`` by default: one per GPU, or one per CPU core for profiles whose runs use one thread;
+1 for the smoke profile, whose runs are too short to gain)
 first trains the chosen notebooks' variants N at a time in separate processes (``sparsedepth run --gpus N``);
 the notebooks then find their results ready and only plot. On 2 CPU cores four cpu-profile runs took 110 s
 this way against 201 s one after another.
@@ -135,7 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", default="auto",
                         help="train the notebooks' variants this many at a time before running them, each in its "
                              "own process (one per GPU); 1 = train inside the notebooks; auto (default): one per "
-                             "GPU, or one per CPU core (at most 8) for profiles whose runs use one thread")
+                             "GPU, or one per CPU core (at most 8) for profiles whose runs use one thread, 1 for "
+                             "smoke")
     parser.add_argument("--list", action="store_true", help="list the notebooks that would run, then stop")
 
 
@@ -149,7 +151,8 @@ def jobs_for(args: argparse.Namespace) -> int:
     if args.jobs == "auto":
         from .run_parallel import auto_jobs
 
-        return auto_jobs(scale(args.profile).threads, args.device)
+        s = scale(args.profile)
+        return auto_jobs(s.threads, args.device) if s.parallel_runs else 1
     try:
         n = int(args.jobs)
     except ValueError:
