@@ -147,7 +147,7 @@ def test_list_with_gpus_prints_a_plan(calls, tmp_path, capsys):
     _fake_finished(tmp_path, "smoke", "depth", "L2", wall_s=10.0, train_s=14.0, probes_s=4.0, eval_s=2.0)
     assert cli.main(["run", "depth", "--profile", "smoke", "--list", "--gpus", "2"]) == 0
     out = capsys.readouterr().out
-    assert "plan on 2 GPUs:" in out and "gpu 0:" in out and "gpu 1:" in out and "depth/L2\n" not in out
+    assert "plan for 2 jobs at a time (one per GPU):" in out and "job 0:" in out and "job 1:" in out and "depth/L2\n" not in out
     assert not calls
 
 

@@ -175,9 +175,9 @@ def _print_plan(args: argparse.Namespace, todo: list[tuple[str, str]], finished:
 
     rows, skipped = run_parallel.simulate(todo, args.gpus, args.budget_s,
                                           lambda p: estimate_seconds(ex.resolve(args.profile, *p), finished))
-    print(f"plan on {args.gpus} GPUs" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
+    print(f"plan for {args.gpus} jobs at a time (one per GPU)" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
     for slot, (e, v), start, end in sorted(rows, key=lambda r: (r[0], r[2])):
-        print(f"  gpu {slot}: {start:5.0f}-{end:5.0f} s  {e}/{v}")
+        print(f"  job {slot}: {start:5.0f}-{end:5.0f} s  {e}/{v}")
     if rows:
         print(f"  about {max(r[3] for r in rows) / 60:.0f} min of wall time")
     if skipped:
