@@ -157,7 +157,9 @@ class _Pool:
         parts = [e for e in ests if left is None or e <= left]
         parts += [max(0.0, (self._est(p) or 0.0) - (now - t)) for p, _, t in self.running.values()]
         eta = max([sum(parts) / self.slots, *parts], default=0.0)
-        return f", about {eta / 60:.0f} min left" if eta else ""
+        if not eta:
+            return ""
+        return f", about {eta / 60:.0f} min left" if eta >= 60 else ", under a minute left"
 
     def skip_waiting(self) -> None:
         for e, v in self.waiting:
