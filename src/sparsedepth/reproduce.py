@@ -170,7 +170,6 @@ def pretrain(args: argparse.Namespace, notebooks: list[Path], jobs: int) -> None
     exps = experiments_of(notebooks)
     if jobs <= 1 or not exps or not args.train:
         return
-    print(f"reproduce: training the variants of {', '.join(exps)}, {jobs} at a time", flush=True)
     ns = argparse.Namespace(profile=args.profile, device=None if args.device == "auto" else args.device,
                             force=args.force, budget_s=None, gpus=jobs, quiet=True)
     run_cli.train_in_parallel(ns, run_cli.parse_items(args.profile, exps))

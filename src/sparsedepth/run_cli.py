@@ -111,11 +111,16 @@ def _done_hashes(profile: str) -> set[str]:
             for v, st in results.status(profile, e).items() if st == "done"}
 
 
+def _statuses(profile: str, pairs: list[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """{experiment: {variant: status}} for the experiments among ``pairs``."""
+    return {e: results.status(profile, e) for e in dict.fromkeys(e for e, _ in pairs)}
+
+
 def run(args: argparse.Namespace) -> int:
     pairs = parse_items(args.profile, args.items)
     finished = _finished(args.profile)
     if args.list:
-        status = {e: results.status(args.profile, e) for e in dict.fromkeys(e for e, _ in pairs)}
+        status = _statuses(args.profile, pairs)
         done = _done_hashes(args.profile)
         total = 0.0
         for e, v in pairs:
@@ -193,12 +198,18 @@ def train_in_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) ->
     run_parallel.check_gpus(args.gpus, args.device)
     if args.force:  # one "forced since" for the children and the copies below: a run forced once is fresh
         os.environ.setdefault(results.FORCE_ENV, repr(time.time()))
-    todo = _to_train(args, pairs)
+        pending = pairs
+    else:  # variants already up to date need nothing, not even a report
+        status = _statuses(args.profile, pairs)
+        pending = [(e, v) for e, v in pairs if status[e][v] != "done"]
+    todo = _to_train(args, pending)
+    if todo:
+        print(f"training {len(todo)} variant(s), {args.gpus} at a time", flush=True)
     failed, skipped = run_parallel.schedule(
         todo, args.gpus, args.budget_s,
         lambda p: estimate_seconds(ex.resolve(args.profile, *p), _finished(args.profile)),
         run_parallel.subprocess_launcher(args))
-    for e, v in pairs:  # copies of configs trained above (and the cached ones, which this only reports)
+    for e, v in pending:  # copies of the configs trained above, or of ones already done elsewhere
         if (e, v) not in todo:
             results.run_experiment(args.profile, e, force=args.force, variants=[v], train=False, progress=False,
                                    raise_on_error=False)
