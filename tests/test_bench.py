@@ -117,6 +117,7 @@ def check_ablation(records):
     rows = {r["name"]: r for r in records["ablation"]}
     assert set(rows) == set(bench.ablation_configs(bench.TrainConfig()))
     assert "CUDA" in rows["attn-cudnn"]["skipped"]
+    assert "CUDA and Triton" in rows["kernels-triton"]["skipped"]
     default, half = rows["default"], rows["2-micro"]
     assert half["micro_batch_size"] * 2 == default["micro_batch_size"] == default["batch_size"]
     _positive(half, "tokens_per_s", "wall_s")

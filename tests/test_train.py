@@ -1,6 +1,7 @@
 """Trainer: run-directory files, telemetry rows, bitwise resume, signals, non-finite stop, groups, schedule, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from sparsedepth.model import build_model
 from sparsedepth.train import (NonFiniteLossError, SpikeMonitor, delete_checkpoints, load_run, lr_factor,
                                param_groups, read_metrics, train)
 from sparsedepth.train import loop as loop_mod
-from sparsedepth.train.checkpoint import list_checkpoints
+from sparsedepth.train.checkpoint import check_run_dir, list_checkpoints, write_config
 from sparsedepth.train.optim import build_optimizer, build_scheduler
 
 WORDS = "the of and a to in is was for on that with as by at from his her it an were are which this be".split()
@@ -53,10 +54,12 @@ def test_short_run_writes_run_dir(data_cfg, tmp_path):
     assert summary == json.loads((run / "summary.json").read_text())
     assert summary["done"] and summary["steps"] == 12 and summary["tokens"] == 12 * 8 * 32
     assert summary["attn_backend"] == "sdpa" and summary["mfu"] is None and summary["tokens_per_s"] > 0
+    assert summary["kernels"] == "torch"
     assert summary["params"] == cfg.model.param_counts()
     assert math.isclose(summary["val_ppl"], math.exp(summary["val_loss"]))
     prov = json.loads((run / "provenance.json").read_text())
     assert prov["finished"] and prov["attn_backend"] == "sdpa" and prov["tokens"] == summary["tokens"]
+    assert prov["kernels"] == "torch"
     assert set(prov["param_groups"]) == {"decay", "no_decay"} and "git" in prov and prov["versions"]["torch"]
 
     rows = read_metrics(run)
@@ -317,3 +320,15 @@ def test_cli_config_file_and_overrides(data_cfg, tmp_path, capsys):
     assert "stepz" in err and "valid keys" in err
     assert cli_main(["train", "--profile", "smoke"]) == 2
     assert "--experiment" in capsys.readouterr().err
+
+
+def test_run_dir_written_before_a_new_setting_is_accepted(tmp_path):
+    """A config.json without a setting added since reads as that setting's default; a real change is refused."""
+    cfg = TrainConfig()
+    write_config(tmp_path, cfg)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["config"]["model"]["kernels"]  # as written before ModelConfig.kernels existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    check_run_dir(tmp_path, cfg)
+    with pytest.raises(ConfigError, match=r"model\.n_layers: 16 -> 4"):
+        check_run_dir(tmp_path, dataclasses.replace(cfg, model=ModelConfig(n_layers=4)))

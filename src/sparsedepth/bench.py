@@ -10,8 +10,8 @@ Groups (``--only``):
 - ``probes``: seconds per probe of ``run_probes`` on the profile's deepest model (gpu: 32 layers), with the
   profile's probe settings;
 - ``ablation``: the base config with one optimisation undone at a time (whole-forward compile instead of
-  per-block, two micro-batches instead of one) and with the cuDNN attention kernel; ``wall_s`` includes
-  the compilation.
+  per-block, two micro-batches instead of one), with the cuDNN attention kernel and with the hand-written
+  Triton kernels (CUDA only); ``wall_s`` includes the compilation.
 
 Training numbers come from ``sparsedepth.train.train`` itself (summary.json's steady-state tokens/s, which
 leaves out the first log interval: compilation and warm-up), stopped after a few log intervals.
@@ -45,6 +45,7 @@ import torch
 from .atomic import atomic_write_json
 from .train.distributed import resolve_device
 from .config import ModelConfig, TrainConfig, config_hash, to_dict
+from .model.kernels import resolve as resolve_kernels
 
 GROUPS = ("depth", "gqa_moe", "attention", "telemetry", "probes", "ablation")
 BACKENDS = ("sdpa", "cudnn", "xformers", "math")
@@ -152,14 +153,16 @@ def bench_configs(profile: str, corpus: str | None = None, cache_dir: str | None
 
 def ablation_configs(c: TrainConfig) -> dict[str, TrainConfig]:
     """One change at a time on the base config ``c`` (the profile's default): how it compiles (whole
-    forward vs per block), two micro-batches instead of one, and the attention kernel. Where the profile
+    forward vs per block), two micro-batches instead of one, the attention kernel and the Triton kernels. Where the profile
     does not compile (CPU) the compile variants coincide and are timed once."""
     rep = dataclasses.replace
     half = rep(c, micro_batch_size=max(1, c.batch_size // 2))
     whole = "model" if c.compile else False
     cudnn = rep(c, model=rep(c.model, attn_backend="cudnn"))
+    triton = rep(c, model=rep(c.model, kernels="triton"))
     return {"default": c, "compile-model": rep(c, compile=whole),
-            "compile-model-2-micro": rep(half, compile=whole), "2-micro": half, "attn-cudnn": cudnn}
+            "compile-model-2-micro": rep(half, compile=whole), "2-micro": half, "attn-cudnn": cudnn,
+            "kernels-triton": triton}
 
 
 # ------------------------------------------------------------------------------------------- measurements
@@ -330,6 +333,8 @@ def run(args: argparse.Namespace) -> int:
     done: dict[str, dict] = {}  # config hash -> record: a config shared by two groups is trained once
 
     def timed(cfg: TrainConfig, name: str) -> dict:
+        if resolve_kernels(cfg.model.kernels, dev) != cfg.model.kernels:
+            return {"skipped": f"kernels={cfg.model.kernels} needs CUDA and Triton; this device runs torch's code"}
         key = config_hash(cfg)
         if key in done:
             return {**done[key], "same_run_as": done[key]["name"]}

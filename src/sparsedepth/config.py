@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ATTN_BACKENDS = ("auto", "sdpa", "cudnn", "xformers", "math")
+KERNELS = ("torch", "triton")  # sparsedepth.model.kernels
 COMPILE_MODES = (False, True, "blocks", "model")
 MOE_AUX_SCALINGS = ("mean", "sum", "compound")
 
@@ -44,6 +45,8 @@ class ModelConfig:
     init_std: float = 0.02  # N(0, 0.02^2) everywhere, no depth scaling (paper-spec 2.1)
     layernorm_scaling: bool = False  # Sun et al. 2025: normed input times 1/sqrt(layer index + 1)
     attn_backend: str = "auto"
+    # "triton": hand-written SwiGLU and head + cross-entropy kernels on CUDA (model/kernels.py); "torch" elsewhere
+    kernels: str = "torch"
     # Mixture of experts: n_experts = 0 means a dense SwiGLU feed-forward.
     n_experts: int = 0
     top_k: int = 1
@@ -72,6 +75,7 @@ class ModelConfig:
                  f"must divide n_heads ({self.n_heads} % {self.n_kv_heads} != 0)")
         _require(self.attn_backend in ATTN_BACKENDS, "attn_backend",
                  f"must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}")
+        _require(self.kernels in KERNELS, "kernels", f"must be one of {KERNELS}, got {self.kernels!r}")
         _require(self.n_experts >= 0, "n_experts", "must be >= 0 (0 = dense)")
         if self.n_experts:
             _require(1 <= self.top_k <= self.n_experts, "top_k",
@@ -245,9 +249,18 @@ def from_dict(d: dict) -> TrainConfig:
     return TrainConfig(**d)
 
 
+# Fields added after results were committed: at their default they stay out of the hash, so earlier runs keep
+# their hashes (and their cached results); any other value is hashed like every other field.
+_HASH_NEUTRAL_DEFAULTS = {("model", "kernels"): "torch"}
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """Stable short hash of the resolved config (sorted JSON)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    d = to_dict(cfg)
+    for (section, key), default in _HASH_NEUTRAL_DEFAULTS.items():
+        if d[section].get(key) == default:
+            del d[section][key]
+    blob = json.dumps(d, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from . import kernels as kern
 
 
 class SwiGLU(nn.Module):
@@ -25,10 +26,10 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.up = nn.Linear(d_model, 2 * hidden, bias=False)  # value and gate halves, fused like OLMo's ff_proj
         self.down = nn.Linear(hidden, d_model, bias=False)
+        self.kernels = "torch"  # Transformer.set_kernels: "triton" runs the hand-written activation on CUDA
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * value)
+        return self.down(kern.swiglu(self.up(x), self.kernels))
 
 
 def _grouped_mm_ok(x: torch.Tensor) -> bool:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from . import kernels as kern
 from .attention import Attention, resolve_backend, rope_cache
 from .moe import MoEFeedForward, SwiGLU
 
@@ -81,7 +82,7 @@ class Block(nn.Module):
 
 
 class ModelOutput(NamedTuple):
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None where the fused head + loss ran (training with kernels="triton")
     loss: torch.Tensor | None  # lm_loss + weighted aux losses
     lm_loss: torch.Tensor | None
     aux_loss: torch.Tensor | None  # [lb, z] per layer, shape [L, 2], unweighted
@@ -106,6 +107,7 @@ class Transformer(nn.Module):
             w = torch.tensor([float(cfg.n_layers) ** -(i + 1) for i in range(cfg.n_layers)])
         self.register_buffer("aux_layer_weight", w, persistent=False)
         self._output_fn = _output  # compile_regions swaps in a compiled version
+        self.kernels = "torch"  # set_kernels: what ModelConfig.kernels resolves to on this model's device
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -126,6 +128,14 @@ class Transformer(nn.Module):
         for blk in self.blocks:
             blk.attn.backend = resolved
         return resolved
+
+    def set_kernels(self, name: str) -> str:
+        """Use the hand-written kernels (``"triton"``) where this model's device allows; returns what will run."""
+        self.kernels = kern.resolve(name, self.embed.weight.device)
+        for m in self.modules():
+            if isinstance(m, SwiGLU):
+                m.kernels = self.kernels
+        return self.kernels
 
     def output(self, x: torch.Tensor, targets: torch.Tensor | None = None):
         """(final normed stream, logits, mean LM loss or None): the head and loss, one compilable region."""
@@ -173,6 +183,9 @@ class Transformer(nn.Module):
 
 def _output(model: "Transformer", x: torch.Tensor, targets: torch.Tensor | None):
     hn = model.norm(x)
+    if targets is not None and model.kernels == "triton" and torch.is_grad_enabled():
+        # training: head and loss in one op whose logits buffer ends up holding their gradient
+        return hn, None, kern.linear_cross_entropy(hn, model.head.weight, targets, model.kernels)
     logits = model.head(hn)
     lm_loss = None
     if targets is not None:
@@ -181,7 +194,9 @@ def _output(model: "Transformer", x: torch.Tensor, targets: torch.Tensor | None)
 
 
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> Transformer:
-    """Construct on ``device`` and resolve the attention backend there (``model.attn_backend`` says which)."""
+    """Construct on ``device`` and resolve the attention backend and kernels there (``model.attn_backend`` and
+    ``model.kernels`` say which)."""
     model = Transformer(cfg).to(device)
     model.set_attn_backend(cfg.attn_backend)
+    model.set_kernels(cfg.kernels)
     return model

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_replace_dir, atomic_write_json
-from ..config import ConfigError, TrainConfig, config_hash, to_dict
+from ..config import ConfigError, TrainConfig, config_hash, from_dict, to_dict
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -41,9 +41,13 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
     if not path.exists():
         return
     saved = json.loads(path.read_text())
-    if saved.get("hash") == config_hash(cfg) and saved.get("config") == to_dict(cfg):
+    try:  # through the dataclasses: a setting added since the folder was written reads as its default
+        saved_cfg = to_dict(from_dict(saved.get("config", {})))
+    except (ConfigError, TypeError):
+        saved_cfg = saved.get("config", {})
+    if saved.get("hash") == config_hash(cfg) and saved_cfg == to_dict(cfg):
         return
-    old, new = _flatten(saved.get("config", {})), _flatten(to_dict(cfg))
+    old, new = _flatten(saved_cfg), _flatten(to_dict(cfg))
     diffs = [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
              for k in sorted(set(old) | set(new)) if old.get(k, "<missing>") != new.get(k, "<missing>")]
     raise ConfigError(f"run directory {str(run_dir)!r} holds a different config ({'; '.join(diffs) or 'hash differs'}); "

@@ -355,7 +355,8 @@ class Trainer:
             "val_ppl": math.exp(self.val_loss) if self.val_loss is not None and self.val_loss < 700 else None,
             "wall_s": wall, "tokens_per_s": tps,
             "mfu": tps * self.flops_per_token / (self.peak * self.dist.world_size) if tps and self.peak else None,
-            "attn_backend": self.model.attn_backend, "params": self.cfg.model.param_counts(),
+            "attn_backend": self.model.attn_backend, "kernels": self.model.kernels,
+            "params": self.cfg.model.param_counts(),
         }
 
     def _write_summary(self, summary: dict) -> None:
@@ -378,6 +379,7 @@ class Trainer:
             return
         atomic_write_json(self.run_dir / "provenance.json", provenance.collect(
             self.dev, config_hash=config_hash(self.cfg), attn_backend=self.model.attn_backend,
+            kernels=self.model.kernels,
             world_size=self.dist.world_size, micro_batches=self.n_micro,
             dtype="bfloat16 autocast" if self.amp is not nullcontext else "float32", compile=self.cfg.compile_mode,
             param_groups=self.groups, data={"key": self.data.key, "vocab_size": self.data.vocab_size},
