@@ -27,13 +27,7 @@ def test_bench_smoke(tmp_path):
 
 
 def run_smoke(out) -> dict[str, list[dict]]:
-    threads = torch.get_num_threads()
-    try:
-        rc = cli.main(["bench", "--profile", "smoke", "--device", "cpu", "--out", str(out),
-                       "--cache-dir", str(out / "cache"), "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
-    assert rc == 0
+    assert _bench(out) == 0
     folder = out / "cpu"
     files = {p.name for p in folder.glob("*.json")}
     assert files == {f"{g}-smoke.json" for g in (*bench.GROUPS, "matmul")}
@@ -153,3 +147,29 @@ def test_profile_step_categories_and_cpu_run(tmp_path, monkeypatch, capsys):
     assert rec["n_layers"] == 3 and rec["step_ms"] > 0 and rec["top_kernels"]
     assert abs(sum(rec["categories_ms"].values()) - rec["busy_ms"]) < 1e-6 * max(1.0, rec["busy_ms"])
     assert "step wall" in capsys.readouterr().out
+
+
+def _bench(out, *extra) -> int:
+    threads = torch.get_num_threads()
+    try:
+        return cli.main(["bench", "--profile", "smoke", "--device", "cpu", "--out", str(out),
+                         "--cache-dir", str(out / "cache"), "--threads", "1", *extra])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_names_and_overrides_time_only_what_is_asked_into_their_own_files(tmp_path):
+    assert _bench(tmp_path, "--only", "ablation,depth", "--names", "default", "--set", "model.n_layers=3") == 0
+    files = sorted(p.name for p in (tmp_path / "cpu").glob("*.json"))
+    assert files == ["ablation-smoke-model.n_layers-3.json", "matmul-smoke-model.n_layers-3.json"]  # no depth
+    (rec,) = json.loads((tmp_path / "cpu" / files[0]).read_text())
+    assert rec["name"] == "default" and rec["n_layers"] == 3 and rec["overrides"] == ["model.n_layers=3"]
+    _positive(rec, "tokens_per_s")
+
+
+def test_unknown_measurement_or_override_is_rejected_before_measuring(tmp_path):
+    with pytest.raises(SystemExit, match=r"unknown measurement\(s\) \['fast'\].*choose from default"):
+        _bench(tmp_path, "--only", "ablation", "--names", "fast")
+    with pytest.raises(SystemExit, match=r"--set: .*model\.n_layer\b"):
+        _bench(tmp_path, "--set", "model.n_layer=3")
+    assert not (tmp_path / "cpu").exists()

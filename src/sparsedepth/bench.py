@@ -44,7 +44,7 @@ import torch
 
 from .atomic import atomic_write_json
 from .train.distributed import resolve_device
-from .config import ModelConfig, TrainConfig, config_hash, to_dict
+from .config import ConfigError, ModelConfig, TrainConfig, apply_overrides, config_hash, to_dict
 from .model.kernels import resolve as resolve_kernels
 
 GROUPS = ("depth", "gqa_moe", "attention", "telemetry", "probes", "ablation")
@@ -281,6 +281,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is fastest for smoke shapes)")
     parser.add_argument("--no-compile", action="store_true", help="time eager training even where the profile compiles")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override every timed training config, e.g. --set model.kernels=triton (repeatable)")
+    parser.add_argument("--names", default="",
+                        help="only these measurements of the chosen groups, comma-separated (e.g. default,kernels-triton)")
+    parser.add_argument("--tag", default=None,
+                        help="suffix of the record files (default: made from --set, none without it)")
 
 
 def _parse_only(text: str) -> tuple[str, ...]:
@@ -309,27 +315,15 @@ def run(args: argparse.Namespace) -> int:
     shapes = SHAPES[profile]
     timed_logs = args.timed_logs or shapes.timed_logs
     out = Path(args.out) / device_slug(dev)
-    common = {"profile": profile, "device": device_name(dev), "device_slug": device_slug(dev),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "torch": torch.__version__, "cuda": torch.version.cuda, "torch_threads": torch.get_num_threads()}
-    try:
-        from .provenance import git_info
-
-        common["git"] = git_info()
-    except Exception:  # noqa: BLE001 - provenance is a nicety here
-        pass
-
-    print(f"sparsedepth bench: profile {profile} on {common['device']}, torch {torch.__version__}; groups "
-          f"{', '.join(groups)}", flush=True)
-    peak = measure_peak_flops(dev)
-    peak_note = f"best of 5 timings of a {peak['matmul_dtype']} {peak['matmul_n']}^3 matmul on this device"
-    common.update(peak_flops=peak["peak_flops"], peak_flops_source=peak_note)
-    print(f"peak: {peak['peak_flops'] / 1e12:.2f} TFLOP/s ({peak_note})", flush=True)
-    _write(out, "matmul", profile, [{**common, "kind": "matmul", "name": "matmul", "group": "matmul", **peak,
-                                     "tokens_per_s": None, "mfu": None, "peak_mem_gib": _peak_mem_gib(dev)}])
-
+    overrides = list(args.set or [])
+    tag = _tag(args.tag, overrides)
     compile_flag = False if args.no_compile else (None if dev.type == "cuda" else False)
-    configs = bench_configs(profile, args.corpus, args.cache_dir, compile_flag)
+    try:
+        configs = {g: {n: apply_overrides(c, overrides) for n, c in cs.items()}
+                   for g, cs in bench_configs(profile, args.corpus, args.cache_dir, compile_flag).items()}
+    except ConfigError as e:
+        raise SystemExit(f"sparsedepth bench: --set: {e}") from None
+    peak: dict = {}  # filled below, before any job runs
     done: dict[str, dict] = {}  # config hash -> record: a config shared by two groups is trained once
 
     def timed(cfg: TrainConfig, name: str) -> dict:
@@ -345,26 +339,41 @@ def run(args: argparse.Namespace) -> int:
         done[key] = {**time_training(cfg, dev, peak["peak_flops"], timed_logs), "name": name}
         return done[key]
 
+    jobs = {group: _jobs(group, configs, profile, shapes, dev, peak, timed) for group in groups}
+    if args.names:
+        wanted = [n.strip() for n in args.names.split(",") if n.strip()]
+        known = [n for js in jobs.values() for n, _ in js]
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise SystemExit(f"sparsedepth bench: --names: unknown measurement(s) {unknown} in groups "
+                             f"{', '.join(groups)}; choose from {', '.join(known)}")
+        jobs = {g: [(n, j) for n, j in js if n in wanted] for g, js in jobs.items()}
+        jobs = {g: js for g, js in jobs.items() if js}
+
+    common = {"profile": profile, "device": device_name(dev), "device_slug": device_slug(dev),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "torch": torch.__version__, "cuda": torch.version.cuda, "torch_threads": torch.get_num_threads(),
+              **({"overrides": overrides} if overrides else {})}
+    try:
+        from .provenance import git_info
+
+        common["git"] = git_info()
+    except Exception:  # noqa: BLE001 - provenance is a nicety here
+        pass
+
+    print(f"sparsedepth bench: profile {profile} on {common['device']}, torch {torch.__version__}; groups "
+          f"{', '.join(jobs)}" + (f"; overrides {' '.join(overrides)}" if overrides else ""), flush=True)
+    peak.update(measure_peak_flops(dev))
+    peak_note = f"best of 5 timings of a {peak['matmul_dtype']} {peak['matmul_n']}^3 matmul on this device"
+    common.update(peak_flops=peak["peak_flops"], peak_flops_source=peak_note)
+    print(f"peak: {peak['peak_flops'] / 1e12:.2f} TFLOP/s ({peak_note})", flush=True)
+    _write(out, "matmul", profile, tag, [{**common, "kind": "matmul", "name": "matmul", "group": "matmul", **peak,
+                                          "tokens_per_s": None, "mfu": None, "peak_mem_gib": _peak_mem_gib(dev)}])
+
     failed = 0
-    for group in groups:
-        jobs: list[tuple[str, Callable[[], dict | list[dict]]]] = []
-        if group in configs:
-            for name, cfg in configs[group].items():
-                jobs.append((name, lambda cfg=cfg, name=name: timed(cfg, name)))
-        elif group == "attention":
-            s = _attention_model(profile)
-            for bsz, seqlen in shapes.attn_shapes:
-                for g in (1, 4):
-                    m = dataclasses.replace(s, n_kv_heads=s.n_heads // g, max_seq_len=seqlen)
-                    for backend in BACKENDS:
-                        jobs.append((f"attn-{backend}-G{g}-B{bsz}-T{seqlen}",
-                                     lambda m=m, b=backend, bsz=bsz, t=seqlen:
-                                     time_attention(m, b, bsz, t, dev, peak["peak_flops"], shapes.attn_iters)))
-        elif group == "probes":
-            deep = configs["depth"][max(configs["depth"], key=lambda k: configs["depth"][k].model.n_layers)]
-            jobs.append(("probes", lambda: time_probes(deep, profile, dev)))
+    for group, group_jobs in jobs.items():
         records = []
-        for name, job in jobs:
+        for name, job in group_jobs:
             try:
                 got = job()
                 rows = got if isinstance(got, list) else [{**got, "name": name}]
@@ -386,9 +395,39 @@ def run(args: argparse.Namespace) -> int:
             for r in records:
                 if "overhead_vs_off" in r:
                     print(f"  {r['name']}: telemetry overhead {r['overhead_vs_off']:+.1%} vs off", flush=True)
-        _write(out, group, profile, records)
+        _write(out, group, profile, tag, records)
     print(f"records in {out}/", flush=True)
     return 1 if failed else 0
+
+
+def _jobs(group: str, configs: dict, profile: str, shapes, dev: torch.device, peak: dict,
+          timed: Callable[[TrainConfig, str], dict]) -> list[tuple[str, Callable[[], dict | list[dict]]]]:
+    """(measurement name, job) pairs of one group; the jobs read ``peak`` when they run."""
+    jobs: list[tuple[str, Callable[[], dict | list[dict]]]] = []
+    if group in configs:
+        for name, cfg in configs[group].items():
+            jobs.append((name, lambda cfg=cfg, name=name: timed(cfg, name)))
+    elif group == "attention":
+        s = _attention_model(profile)
+        for bsz, seqlen in shapes.attn_shapes:
+            for g in (1, 4):
+                m = dataclasses.replace(s, n_kv_heads=s.n_heads // g, max_seq_len=seqlen)
+                for backend in BACKENDS:
+                    jobs.append((f"attn-{backend}-G{g}-B{bsz}-T{seqlen}",
+                                 lambda m=m, b=backend, bsz=bsz, t=seqlen:
+                                 time_attention(m, b, bsz, t, dev, peak["peak_flops"], shapes.attn_iters)))
+    elif group == "probes":
+        deep = configs["depth"][max(configs["depth"], key=lambda k: configs["depth"][k].model.n_layers)]
+        jobs.append(("probes", lambda: time_probes(deep, profile, dev)))
+    return jobs
+
+
+def _tag(tag: str | None, overrides: list[str]) -> str:
+    """The records' file-name suffix: ``--tag``, else one made from ``--set`` (so overrides never overwrite the
+    default records), else none."""
+    tag = tag if tag is not None else "_".join(overrides)
+    tag = re.sub(r"[^A-Za-z0-9._-]+", "-", tag).strip("-")
+    return tag
 
 
 def _attention_model(profile: str) -> ModelConfig:
@@ -416,9 +455,9 @@ def _add_overheads(records: list[dict]) -> None:
             r["overhead_vs_off"] = off["tokens_per_s"] / r["tokens_per_s"] - 1.0
 
 
-def _write(out: Path, group: str, profile: str, records: list[dict]) -> None:
+def _write(out: Path, group: str, profile: str, tag: str, records: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"{group}-{profile}.json", _finite(records))
+    atomic_write_json(out / f"{group}-{profile}{'-' + tag if tag else ''}.json", _finite(records))
 
 
 def _finite(obj: Any) -> Any:
