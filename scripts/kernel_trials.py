@@ -20,7 +20,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from sparsedepth.atomic import atomic_write_json  # noqa: E402
-from sparsedepth.model.kernels import (cross_entropy_reference, linear_cross_entropy_triton,  # noqa: E402
+from sparsedepth.model.kernels import (LAUNCH, cross_entropy_reference, linear_cross_entropy_triton,  # noqa: E402
                                        swiglu_reference, swiglu_triton)
 
 
@@ -70,8 +70,8 @@ def _time_fwd_bwd(fn, inputs, autocast: bool) -> float:
     return float(triton.testing.do_bench(step, warmup=10, rep=200, return_mode="min"))
 
 
-def time_all(n: int, d: int, hidden: int, vocab: int) -> dict:
-    dev, bf = "cuda", torch.bfloat16
+def time_all(n: int, d: int, hidden: int, vocab: int, dev: str = "cuda") -> dict:
+    bf = torch.bfloat16
     h = torch.randn(n, 2 * hidden, device=dev, dtype=bf)
     x = torch.randn(n, d, device=dev, dtype=bf)
     w_up = torch.randn(2 * hidden, d, device=dev, dtype=bf) * 0.02
@@ -95,6 +95,30 @@ def time_all(n: int, d: int, hidden: int, vocab: int) -> dict:
     return {k: round(v, 3) for k, v in rows.items()}
 
 
+def sweep_launch(n: int, d: int, hidden: int, vocab: int, dev: str = "cuda") -> list[dict]:
+    """Each kernel alone under a few launch parameters (``kernels.LAUNCH``), which is restored afterwards."""
+    bf = torch.bfloat16
+    h = torch.randn(n, 2 * hidden, device=dev, dtype=bf)
+    hn = torch.randn(n, d, device=dev, dtype=bf)
+    w = torch.randn(vocab, d, device=dev, dtype=bf) * 0.02
+    t = torch.randint(0, vocab, (n,), device=dev)
+    saved, rows = dict(LAUNCH), []
+    try:
+        for block, warps in ((1024, 4), (2048, 4), (2048, 8), (4096, 8)):
+            LAUNCH.update(ew_block=block, ew_warps=warps)
+            rows.append({"kernel": "swiglu", "block": block, "warps": warps,
+                         "ms_fwd_bwd": round(_time_fwd_bwd(swiglu_triton, [h], False), 3)})
+        LAUNCH.update(saved)
+        for block, warps in ((2048, 4), (4096, 4), (4096, 8), (8192, 8), (8192, 16)):
+            LAUNCH.update(ce_block=block, ce_warps=warps)
+            rows.append({"kernel": "linear_ce", "block": block, "warps": warps,
+                         "ms_fwd_bwd": round(_time_fwd_bwd(linear_cross_entropy_triton, [hn, w, t], False), 3)})
+    finally:
+        LAUNCH.clear()
+        LAUNCH.update(saved)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda")
@@ -113,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         res["device"] = torch.cuda.get_device_name()
         for name, ms in res["ms_fwd_bwd"].items():
             print(f"{ms:9.3f} ms  {name}")
+        res["launch_sweep"] = sweep_launch(**res["shapes"])
+        for r in res["launch_sweep"]:
+            print(f"{r['ms_fwd_bwd']:9.3f} ms  {r['kernel']} triton, block {r['block']}, {r['warps']} warps")
     if args.out:
         atomic_write_json(args.out, res)
     return 0

@@ -89,15 +89,17 @@ if triton is not None:
             grad = tl.exp(x - lse) - (cols == target).to(tl.float32)
             tl.store(base + cols, grad.to(logits_ptr.dtype.element_ty), mask=cols < V)
 
-_EW_BLOCK = 1024  # elements per program of the SwiGLU kernels
-_CE_BLOCK = 4096  # columns per iteration of the cross-entropy kernel
+# Launch parameters, read at each call (scripts/kernel_trials.py sweeps them): elements per program and warps of
+# the SwiGLU kernels, columns per loop iteration and warps of the cross-entropy kernel.
+LAUNCH = {"ew_block": 1024, "ew_warps": 4, "ce_block": 4096, "ce_warps": 8}
 
 
 @torch.library.custom_op("sparsedepth::swiglu_fwd", mutates_args=())
 def _swiglu_fwd_op(h: torch.Tensor) -> torch.Tensor:
     H = h.shape[-1] // 2
     y = h.new_empty(*h.shape[:-1], H)
-    _swiglu_fwd[(triton.cdiv(y.numel(), _EW_BLOCK),)](h, y, y.numel(), H, BLOCK=_EW_BLOCK)
+    b = LAUNCH["ew_block"]
+    _swiglu_fwd[(triton.cdiv(y.numel(), b),)](h, y, y.numel(), H, BLOCK=b, num_warps=LAUNCH["ew_warps"])
     return y
 
 
@@ -109,7 +111,9 @@ def _(h):
 @torch.library.custom_op("sparsedepth::swiglu_bwd", mutates_args=())
 def _swiglu_bwd_op(h: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     dh = torch.empty_like(h)
-    _swiglu_bwd[(triton.cdiv(dy.numel(), _EW_BLOCK),)](h, dy, dh, dy.numel(), h.shape[-1] // 2, BLOCK=_EW_BLOCK)
+    b = LAUNCH["ew_block"]
+    _swiglu_bwd[(triton.cdiv(dy.numel(), b),)](h, dy, dh, dy.numel(), h.shape[-1] // 2, BLOCK=b,
+                                                num_warps=LAUNCH["ew_warps"])
     return dh
 
 
@@ -135,7 +139,8 @@ def _linear_ce_op(hn: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor)
     """(per-row losses [N] float32, softmax - onehot [N, V] in the logits' dtype)."""
     grad = hn @ weight.t()
     losses = torch.empty(grad.shape[0], device=hn.device, dtype=torch.float32)
-    _ce_rows[(grad.shape[0],)](grad, targets, losses, grad.shape[1], BLOCK=_CE_BLOCK)
+    _ce_rows[(grad.shape[0],)](grad, targets, losses, grad.shape[1], BLOCK=LAUNCH["ce_block"],
+                               num_warps=LAUNCH["ce_warps"])
     return losses, grad
 
 
