@@ -6,7 +6,7 @@ forward + backward at the gpu profile's shapes (the two outliers of docs/perform
                                           # the kernels' arithmetic on CPU (Triton's interpreter), small shapes
 
 The training-step effect (``ModelConfig.kernels = "triton"``) is measured by ``sparsedepth bench --only
-ablation`` (``kernels-triton``); this script isolates each kernel.
+ablation --names default,kernels-triton``; this script isolates each kernel and sweeps its launch parameters.
 """
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ from sparsedepth.atomic import atomic_write_json  # noqa: E402
 from sparsedepth.model.kernels import (LAUNCH, cross_entropy_reference, linear_cross_entropy_triton,  # noqa: E402
                                        swiglu_reference, swiglu_triton)
 
-
-# ---- checks and timings --------------------------------------------------------------------------------------
 
 def _grads(fn, *inputs):
     leaves = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]

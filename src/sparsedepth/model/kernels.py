@@ -2,12 +2,13 @@
 ``ModelConfig.kernels = "triton"``; the default ``"torch"`` leaves the model exactly as it was.
 
 - :func:`swiglu`: ``silu(gate) * value`` on the fused up-projection output ``[..., 2H]`` (value half, then gate
-  half, as ``SwiGLU.up``). Its backward writes both halves of the gradient into one buffer in one kernel, where
-  the compiled autograd graph reads and writes the halves separately and concatenates them.
+  half, as ``SwiGLU.up``). The compiled graph's backward ran at half its forward's bandwidth; this one reads
+  value, gate and the output gradient once and writes both halves of the gradient into one buffer.
 - :func:`linear_cross_entropy`: the head matmul (cuBLAS), then one kernel per row that computes the loss and
   overwrites the logits with ``softmax - onehot``: the logits are read twice and written once, the least
   traffic a materialised head allows. The per-row loss gradients scale the two small matmuls of the backward
-  (``[N, d]`` and ``[V, d]``), never the ``[N, V]`` buffer. The logits themselves are not returned.
+  (``[N, d]`` and ``[V, d]``), never the ``[N, V]`` buffer. The logits themselves are not returned, and targets
+  must lie in ``[0, V)`` (not checked on the device, as that would cost a host sync per step).
 
 Both are ``torch.library`` custom ops, opaque to ``torch.compile`` (one graph node each, no graph break). They run
 where Triton and CUDA are available; :func:`resolve` says what a model on a device will use, and every other
