@@ -290,18 +290,20 @@ SWEEPS = {
             **What we measure.** The L=16-equivalent model at T from 256 to 8192 scaled by the profile, with equal
             tokens per step; last-layer variance during training; perplexity (each at its own T, as the paper) and
             usefulness; and the attention's own sparsity: entropy H = −Σ a log a per query and effective support
-            exp(H)/(t+1) (1 = uniform over the visible keys), averaged over layers, heads and queries. The
-            attention is read on windows of the probe length, the same for every model (gpu: 512 tokens), so it
-            shows how training at context T changes attention at one fixed context, not how a model spreads its
-            attention over its own T.
+            exp(H)/(t+1) (1 = uniform over the visible keys), averaged over layers, heads and queries. It is
+            read twice: on windows of the probe length, the same for every model (gpu: 512 tokens), which shows
+            how training at context T changes attention at one fixed context; and on windows of each model's own
+            T, which is what the paper's mechanism is about (results probed before this second reading existed
+            show only the first).
         ''',
         explain_md="## The sparsity that should explain it: attention entropy and effective support versus T",
         explain='''
             df = plots.attention_frame(res, "seq_len")
-            chart = plots.sweep_chart(df, x="x", facet="quantity", title="Attention spread versus context length",
-                                      x_title="context length T (tokens)", y_title="mean over layers, heads, queries",
-                                      subtitle=("every model read on windows of the same probe length; "
-                                                "support < 1: attention concentrates on a fraction of the keys"))
+            chart = plots.sweep_chart(df, x="x", facet="quantity", color="reading", color_title="read on",
+                                      title="Attention spread versus context length",
+                                      x_title="training context length T (tokens)",
+                                      y_title="mean over layers, heads, queries",
+                                      subtitle="support < 1: attention concentrates on a fraction of the visible keys")
             plots.save_chart(chart, f"{EXP}_attention", profile, df)
             chart
         ''',

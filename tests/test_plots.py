@@ -170,9 +170,18 @@ def test_sparsity_frames_and_sweep_charts(tmp_path):
 
     res = {f"T{t}": _run(2, 5, label=f"T={t}", seq_len=t) for t in (32, 64, 128)}
     att = plots.attention_frame(res)
-    assert len(att) == 3 * 2 and set(att.x) == {32, 64, 128}
-    ch = plots.sweep_chart(att, x="x", facet="quantity", title="Attention", x_title="T", y_title="mean")
-    _check_files(plots.save_chart(ch, "attention", "synthetic", root=tmp_path), {"x", "quantity", "value"})
+    assert len(att) == 3 * 2 and set(att.x) == {32, 64, 128} and att.reading.nunique() == 1
+    for t, run in res.items():  # a second reading at each run's own context, as probe_run now writes
+        sp = run["probes"]["sparsity"]
+        sp["attention_train_T"] = {**sp["attention"], "support": [x / 2 for x in sp["attention"]["support"]]}
+    att = plots.attention_frame(res)
+    assert len(att) == 3 * 2 * 2 and att.reading.nunique() == 2
+    sup = att[att.quantity.str.startswith("effective")].pivot(index="variant", columns="reading", values="value")
+    own, probe = (plots.ATTENTION_READINGS[i][1] for i in (1, 0))
+    assert np.allclose(2 * sup[own], sup[probe])
+    ch = plots.sweep_chart(att, x="x", facet="quantity", color="reading", title="Attention", x_title="T",
+                           y_title="mean")
+    _check_files(plots.save_chart(ch, "attention", "synthetic", root=tmp_path), {"x", "reading", "quantity", "value"})
 
     res = {"G1": _run(2, 5, label="G=1", kv=4), "G4": _run(2, 5, label="G=4", kv=1)}
     cmp = pd.DataFrame({"variant": ["G1", "G4"], "ours_variance_end": [3.0, 2.0], "ours_usefulness": [0.5, 0.75]})

@@ -397,6 +397,17 @@ def test_probe_run_writes_probes_json(run_dir):
     assert again["variance"] == res["variance"]  # fixed seed, same held-out windows
 
 
+def test_probe_run_reads_attention_also_at_the_training_context(run_dir):
+    short = probe_run(run_dir, n_windows=2, seq_len=16, probes=("sparsity",), out="short.json",
+                      attention_windows=2)["sparsity"]
+    assert short["attention"]["seq_len"] == 16 and short["attention_train_T"]["seq_len"] == 32  # the run's T
+    assert short["attention"]["support"] != short["attention_train_T"]["support"]
+    own = probe_run(run_dir, n_windows=2, seq_len=32, probes=("sparsity",), out="own.json",
+                    attention_windows=2)["sparsity"]
+    assert own["attention_train_T"] == own["attention"]  # one reading when the probe windows are the run's T
+    assert own["attention"]["support"] == short["attention_train_T"]["support"]  # same windows, same seed
+
+
 def test_cli_probe(run_dir, capsys):
     from sparsedepth.cli import main
 

@@ -392,19 +392,26 @@ def weight_density_frame(results: Mapping[str, Mapping], x_key: str | None = Non
     return pd.DataFrame(rows, columns=["variant", "label", "x", "tau", "density", "gaussian"])
 
 
+# The two readings of attention sparsity in probes.json: every model on probe windows of one length, and each
+# model at its own training context (results probed before that reading existed have only the first).
+ATTENTION_READINGS = (("sparsity.attention", "probe windows (one length for all)"),
+                      ("sparsity.attention_train_T", "each model's own context T"))
+
+
 def attention_frame(results: Mapping[str, Mapping], x_key: str = "seq_len") -> pd.DataFrame:
-    """Attention entropy (nats) and effective support exp(H)/(t+1), mean over layers (probes
-    ``sparsity.attention``): rows (variant, label, x, quantity, value)."""
+    """Attention entropy (nats) and effective support exp(H)/(t+1), mean over layers, for each reading of
+    ``ATTENTION_READINGS`` a run has: rows (variant, label, x, reading, quantity, value)."""
     rows = []
     for v, run in results.items():
-        att = probe_value(run, "sparsity.attention") or {}
-        for key, name in (("entropy", "attention entropy H (nats)"),
-                          ("support", "effective support exp(H)/(t+1)")):
-            vals = [float(x) for x in att.get(key) or [] if _finite(x)]
-            if vals:
-                rows.append({"variant": v, "label": label_of(results, v), "x": config_value(run, x_key),
-                             "quantity": name, "value": float(np.mean(vals))})
-    return pd.DataFrame(rows, columns=["variant", "label", "x", "quantity", "value"])
+        for path, reading in ATTENTION_READINGS:
+            att = probe_value(run, path) or {}
+            for key, name in (("entropy", "attention entropy H (nats)"),
+                              ("support", "effective support exp(H)/(t+1)")):
+                vals = [float(x) for x in att.get(key) or [] if _finite(x)]
+                if vals:
+                    rows.append({"variant": v, "label": label_of(results, v), "x": config_value(run, x_key),
+                                 "reading": reading, "quantity": name, "value": float(np.mean(vals))})
+    return pd.DataFrame(rows, columns=["variant", "label", "x", "reading", "quantity", "value"])
 
 
 def density_frame(results: Mapping[str, Mapping], compare_df: pd.DataFrame | None = None,

@@ -40,12 +40,15 @@ def parse_probes(probes) -> tuple[str, ...]:
 def run_probes(model, windows: torch.Tensor, *, probes=PROBES, paper_compat: bool = False, progress: bool = False,
                batch_tokens: int = 4096, jacobian_windows: int = 4, jacobian_seq_len: int = 128,
                jacobian_layers: list[int] | None = None, max_pairs: int | None = None, seed: int = 0,
-               attention_windows: int = 4, tf32: bool = True) -> dict:
+               attention_windows: int = 4, attention_context: torch.Tensor | None = None, tf32: bool = True) -> dict:
     """Run the selected probes on ``windows`` ([n, T+1] held-out token ids) and return JSON-ready results.
 
     Keys (present when that probe ran): variance, jacobian, usefulness, causal, permutation,
     angular_distance, block_influence, logit_lens, sparsity, plus timings {probe: seconds} and meta.
     ``paper_compat`` adds the official code's usefulness variant (transposed replacement) beside the fixed one.
+    ``attention_context``: held-out windows of another length (the model's training context) on which attention
+    sparsity is read a second time, as ``sparsity.attention_train_T``: ``windows`` show every model at one
+    context length, these show each at its own (the sequence-length study's mechanism is about the latter).
     The model is put in eval mode for the call and its mode restored afterwards; nothing stays hooked.
     ``tf32``: float32 matmuls on CUDA use TensorFloat-32 tensor cores (about 8x the float32 rate; relative
     error about 1e-3, far below the differences the probes report); ``False`` keeps full float32.
@@ -60,7 +63,8 @@ def run_probes(model, windows: torch.Tensor, *, probes=PROBES, paper_compat: boo
     torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
         res, timings = _run(ad, windows, probes, paper_compat, progress, batch_tokens, jacobian_windows,
-                            jacobian_seq_len, jacobian_layers, max_pairs, seed, attention_windows)
+                            jacobian_seq_len, jacobian_layers, max_pairs, seed, attention_windows,
+                            attention_context)
     finally:
         ad.model.train(was_training)
         torch.backends.cuda.matmul.allow_tf32 = old_tf32
@@ -77,7 +81,7 @@ def run_probes(model, windows: torch.Tensor, *, probes=PROBES, paper_compat: boo
 
 
 def _run(ad, windows, probes, paper_compat, progress, batch_tokens, jacobian_windows, jacobian_seq_len,
-         jacobian_layers, max_pairs, seed, attention_windows):
+         jacobian_layers, max_pairs, seed, attention_windows, attention_context):
     stream = []
     if "variance" in probes:
         stream.append(VarianceProbe(ad))
@@ -118,6 +122,10 @@ def _run(ad, windows, probes, paper_compat, progress, batch_tokens, jacobian_win
         res["sparsity"] = {"weight_density": weight_density(ad),
                            "attention": attention_sparsity(ad, windows, n_windows=attention_windows),
                            "expert": expert.result(), "nominal_density": ad.nominal_density()}
+        if attention_context is not None:
+            same = attention_context.shape == windows.shape and torch.equal(attention_context, windows)
+            res["sparsity"]["attention_train_T"] = (res["sparsity"]["attention"] if same else
+                                                    attention_sparsity(ad, attention_context, n_windows=attention_windows))
         sync(ad.device)
         timings["sparsity"] = time.perf_counter() - t0 + expert.seconds
     return res, timings
@@ -150,7 +158,13 @@ def probe_run(run_dir, *, n_windows: int = 16, seq_len: int | None = None, probe
     if T > cfg.model.max_seq_len:
         raise ProbeError(f"seq_len {T} exceeds the model's max_seq_len {cfg.model.max_seq_len}; pass a smaller --seq-len")
     windows = val_windows(data.val, T, n_windows, seed=seed)
-    res = run_probes(model, windows, probes=probes, paper_compat=paper_compat, progress=progress, seed=seed, **options)
+    # attention is read a second time at the run's own context (sparsity.attention_train_T)
+    context = None
+    if "sparsity" in probes:
+        context = windows if T == cfg.seq_len else val_windows(
+            data.val, cfg.seq_len, options.get("attention_windows", 4), seed=seed)
+    res = run_probes(model, windows, probes=probes, paper_compat=paper_compat, progress=progress, seed=seed,
+                     attention_context=context, **options)
     res["meta"].update({"source": "run", "split": "val", "window_seed": seed})
     atomic_write_json(run_dir / out, res)
     return res
