@@ -300,6 +300,7 @@ SWEEPS = {
         explain='''
             df = plots.attention_frame(res, "seq_len")
             chart = plots.sweep_chart(df, x="x", facet="quantity", color="reading", color_title="read on",
+                                      order=[r for _, r in plots.ATTENTION_READINGS],
                                       title="Attention spread versus context length",
                                       x_title="training context length T (tokens)",
                                       y_title="mean over layers, heads, queries",
