@@ -324,3 +324,15 @@ def test_auto_jobs_one_per_gpu_or_per_core_for_single_thread_runs(monkeypatch):
     monkeypatch.setattr(rpar, "_cuda_count", lambda: 2)
     assert rpar.auto_jobs(None, None) == 2 and rpar.auto_jobs(1, "cuda") == 2
     assert rpar.auto_jobs(1, "cpu") == rpar.MAX_CPU_JOBS  # CPU runs on a GPU machine: cores, not GPUs
+
+
+def test_run_force_trains_a_shared_config_once(tmp_path, capsys, monkeypatch):
+    """``sparsedepth run --force`` one variant after another: the config depth/L3 shares with weight_decay/wd0.1
+    is forced once, and the second variant is installed as its copy, not retrained."""
+    from sparsedepth.cli import main
+
+    monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
+    monkeypatch.delenv(R.FORCE_ENV, raising=False)  # restored afterwards: --force exports it for the command
+    assert main(["run", "--profile", "smoke", "depth/L3", "weight_decay/wd0.1", "--force", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "[smoke/depth/L3] forced" in out and "[smoke/weight_decay/wd0.1] copied from depth/L3" in out

@@ -14,6 +14,7 @@ from sparsedepth import results as R
 @pytest.fixture
 def calls(monkeypatch, tmp_path) -> list:
     monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
+    monkeypatch.delenv(R.FORCE_ENV, raising=False)  # restored afterwards: --force exports it
     seen = []
 
     def fake_run_experiment(profile, experiment, force=False, train=True, *, variants=None, progress=True,

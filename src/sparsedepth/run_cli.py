@@ -136,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         if args.gpus != 1 and total:
             _print_plan(args, _to_train(args, pairs), finished)
         return 0
+    if args.force:  # one "forced since" for the whole command: a config shared by variants is forced once,
+        os.environ.setdefault(results.FORCE_ENV, repr(time.time()))  # the others then find it fresh (copies)
     if args.gpus != 1:
         return train_in_parallel(args, pairs)
     t0, failed, skipped = time.monotonic(), [], []
@@ -196,8 +198,7 @@ def train_in_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) ->
     from . import run_parallel
 
     run_parallel.check_gpus(args.gpus, args.device)
-    if args.force:  # one "forced since" for the children and the copies below: a run forced once is fresh
-        os.environ.setdefault(results.FORCE_ENV, repr(time.time()))
+    if args.force:  # run() set one "forced since" for the children and the copies below
         pending = pairs
     else:  # variants already up to date need nothing, not even a report
         status = _statuses(args.profile, pairs)
