@@ -178,7 +178,7 @@ def linear_cross_entropy_triton(hn: torch.Tensor, weight: torch.Tensor, targets:
 
 
 def _use_triton(kernels: str, x: torch.Tensor) -> bool:
-    return kernels == "triton" and triton is not None and x.is_cuda
+    return resolve(kernels, x.device) == "triton"
 
 
 def swiglu(h: torch.Tensor, kernels: str = "triton") -> torch.Tensor:
