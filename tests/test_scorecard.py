@@ -178,3 +178,34 @@ def test_ties_fail_strict_claims():
     for cid in ("gqa.usefulness", "moe.usefulness", "weight_decay.usefulness"):
         assert checks[cid].status == "fail" and "NOT >" in checks[cid].detail
     assert "→" in checks["depth.jacobian_index"].ours  # per-layer curves shown as first → last layer
+
+
+def _with_tasks(result: dict, acc: float, n: int) -> dict:
+    """``result`` evaluated on two tasks of ``n`` items each, both at accuracy ``acc`` (a fraction)."""
+    result["eval"]["mean_acc"] = acc
+    result["eval"]["tasks"] = {t: {"acc": acc, "n": n} for t in ("a", "b")}
+    return result
+
+
+def test_accuracy_standard_error_of_the_task_mean():
+    r = _with_tasks(synthetic()["recipe"]["baseline"], 0.3, 100)
+    # two tasks, each sqrt(0.3 * 0.7 / 100) = 0.0458; their mean has sqrt(2) * 0.0458 / 2
+    assert sc.acc_standard_error(r) == pytest.approx(100 * (0.21 / 100) ** 0.5 / 2 ** 0.5)
+    r["eval"]["tasks"]["b"] = {"acc": 0.3}  # no count: no error rather than a wrong one
+    assert sc.acc_standard_error(r) is None
+
+
+def test_accuracy_gaps_within_noise_decide_nothing():
+    res = synthetic()
+    for r in res["recipe"].values():  # the paper's accuracies on 1000 items per task: s.e. 1.1 pp per row
+        _with_tasks(r, r["eval"]["mean_acc"], 1000)
+    checks = by_id(sc.checks(PROFILE, res))
+    assert checks["recipe.kept"].status == "inconclusive" and "within noise" in checks["recipe.kept"].detail
+    assert checks["recipe.gain"].status == "pass"  # 44.1 vs 39.5: 4.6 pp, over twice the gap's 1.55 pp s.e.
+    for r in res["recipe"].values():  # a million items per task: every gap is resolved
+        _with_tasks(r, r["eval"]["mean_acc"], 10 ** 6)
+    assert {c.status for c in sc.checks(PROFILE, res) if c.id.startswith("recipe.") and "acc" in c.rule} == {"pass"}
+    res["recipe"]["+MoE"]["eval"]["mean_acc"] = 0.30  # clearly below its parent: fails despite noisy pairs
+    for r in res["recipe"].values():
+        _with_tasks(r, r["eval"]["mean_acc"], 1000)
+    assert by_id(sc.checks(PROFILE, res))["recipe.kept"].status == "fail"

@@ -1,7 +1,8 @@
 """The paper's qualitative claims, checked against our results; and paper-vs-ours tables.
 
-Each claim is a :class:`Check` with the numbers it compared and a status: ``pass``, ``fail`` or ``missing``
-(a needed result or metric is absent; never an exception). The same checks run on the paper's own numbers
+Each claim is a :class:`Check` with the numbers it compared and a status: ``pass``, ``fail``,
+``inconclusive`` (the comparison cannot decide: gaps within noise, or a degenerate usefulness score) or
+``missing`` (a needed result or metric is absent; never an exception). The same checks run on the paper's own numbers
 (:func:`paper_checks`), which all pass: that is what "reproduced" means here.
 
 Rules (written into each check's ``rule``):
@@ -9,7 +10,9 @@ Rules (written into each check's ``rule``):
   rho <= -0.8 (falls); with four points that allows at most one adjacent swap. Ties count against the claim
   (a constant metric has no rank correlation and fails).
 - "A lowers / raises M versus B": M(A) < M(B) / M(A) > M(B), strictly, for every pair named (a tie fails:
-  the paper's differences are all strict).
+  the paper's differences are all strict). Mean zero-shot accuracy carries a standard error (each task's
+  binomial error, :func:`acc_standard_error`): a gap under NOISE_Z = 2 standard errors of the difference
+  decides nothing, so a claim is inconclusive when it has such a gap and no clearly contrary one.
 - last-layer variance = the raw residual output variance of the last block, mean over tokens of the
   variance across the hidden dimension (paper-spec 1.1; our ``layer_var[-1]``), at the end of training
   (``variance_end``) and its maximum over training (``variance_peak``). The paper's figures show the
@@ -30,6 +33,9 @@ RHO = 0.8
 STATUSES = ("pass", "fail", "inconclusive", "missing")
 PPL_TOLERANCE = 0.01  # "equal or better PPL" allows 1 % (GQA removes K/V parameters)
 ACC_METRIC = "mean_acc"  # unweighted mean zero-shot accuracy over tasks (paper-spec 3.7)
+# A gap smaller than NOISE_Z standard errors of the difference decides nothing: the pair is "within noise"
+# and a claim whose pairs are all passing or within noise is inconclusive (about 95 % two-sided).
+NOISE_Z = 2.0
 
 
 @dataclass
@@ -96,7 +102,23 @@ def metrics_of(result: dict) -> dict[str, Any]:
             "causal": _num(_get(result.get("probes"), "causal", "score")),
             "permutation": _num(_get(result.get("probes"), "permutation", "score")),
             "jacobian": inner_layers(jac) if jac and None not in jac else None,
-            "acc": None if acc is None else 100 * acc if acc <= 1 else acc}
+            "acc": None if acc is None else 100 * acc if acc <= 1 else acc, "acc_se": acc_standard_error(result)}
+
+
+def acc_standard_error(result: dict) -> float | None:
+    """Standard error (percentage points) of the unweighted task mean of zero-shot accuracy: each task's
+    binomial error sqrt(p (1 - p) / n), combined as for a mean of independent tasks. None without per-task
+    counts (older results, the paper's rows)."""
+    tasks = _get(result.get("eval"), "tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        return None
+    var = 0.0
+    for t in tasks.values():
+        p, n = _num(_get(t, "acc")), _num(_get(t, "n"))
+        if p is None or not n or n <= 0:
+            return None
+        var += p * (1 - p) / n
+    return 100 * math.sqrt(var) / len(tasks)
 
 
 def _useful_layers(result: dict) -> int | None:
@@ -267,18 +289,28 @@ def _trend(rows: list[dict], metric: str, sign: int) -> tuple[str, str, dict]:
 
 def _pairs(pairs: list[tuple[dict, dict]], metric: str, better: Callable[[float, float], bool],
            rel: str) -> tuple[str, str, dict]:
-    """Status of ``better(M(a), M(b))`` for every (a, b) pair."""
+    """Status of ``better(M(a), M(b))`` for every (a, b) pair. Where both rows carry a standard error
+    (``<metric>_se``), a gap under NOISE_Z standard errors of the difference counts neither way: fail if some
+    pair is clearly wrong, pass if every pair is clearly right, otherwise inconclusive."""
     if not pairs:
         return "missing", "no pairs to compare", {}
     miss = sorted({r["name"] for a, b in pairs for r in (a, b) if r.get(metric) is None})
     if miss:
         return "missing", f"no {metric} for {', '.join(miss)}", {}
-    parts, ok = [], True
+    parts, ok, noisy = [], True, False
     for a, b in pairs:
-        good = better(float(a[metric]), float(b[metric]))
-        ok &= good
-        parts.append(f"{a['label']} {_fmt(a[metric])} {rel if good else 'NOT ' + rel} {b['label']} {_fmt(b[metric])}")
-    return ("pass" if ok else "fail"), "; ".join(parts), {}
+        va, vb = float(a[metric]), float(b[metric])
+        good = better(va, vb)
+        text = f"{a['label']} {_fmt(va)} {rel if good else 'NOT ' + rel} {b['label']} {_fmt(vb)}"
+        se_a, se_b = a.get(f"{metric}_se"), b.get(f"{metric}_se")
+        if se_a is not None and se_b is not None and abs(va - vb) < NOISE_Z * math.hypot(se_a, se_b):
+            noisy = True
+            text += f" (within noise: gap {abs(va - vb):.2g} < {NOISE_Z:g} x {math.hypot(se_a, se_b):.2g} s.e.)"
+        else:
+            ok &= good
+        parts.append(text)
+    status = "fail" if not ok else "inconclusive" if noisy else "pass"
+    return status, "; ".join(parts), {}
 
 
 def _by_key(rows: list[dict]) -> dict[Any, dict]:
