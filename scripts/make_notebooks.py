@@ -431,7 +431,9 @@ def summary() -> list[tuple[str, str]]:
             Every table of the paper with our values beside it, and the scorecard of the paper's qualitative
             claims checked on our results with fixed rules (Spearman ρ ≥ 0.8 for "grows with", strict
             inequalities for "lowers"; `sparsedepth.scorecard`). The same rules pass on the paper's own numbers,
-            which is what "reproduced" means here: absolute values depend on scale, trends should not.
+            which is what "reproduced" means here: absolute values depend on scale, trends should not. A claim
+            is *inconclusive* where the comparison cannot decide: accuracy gaps under two standard errors (each
+            task's binomial error), or a usefulness score with at most one useful layer anywhere.
         '''),
         ("params", PARAMS),
         ("code", '''
