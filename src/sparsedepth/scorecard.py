@@ -2,8 +2,8 @@
 
 Each claim is a :class:`Check` with the numbers it compared and a status: ``pass``, ``fail``,
 ``inconclusive`` (the comparison cannot decide: gaps within noise, or a degenerate usefulness score) or
-``missing`` (a needed result or metric is absent; never an exception). The same checks run on the paper's own numbers
-(:func:`paper_checks`), which all pass: that is what "reproduced" means here.
+``missing`` (a needed result or metric is absent; never an exception). The same checks run on the paper's
+own numbers (:func:`paper_checks`), which all pass: that is what "reproduced" means here.
 
 Rules (written into each check's ``rule``):
 - "grows / falls with X": Spearman rank correlation rho between X and the metric, rho >= +0.8 (grows) or
