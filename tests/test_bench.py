@@ -94,12 +94,14 @@ def check_attention(records):
 
 
 def check_probes(records):
-    rows = {r["probe"]: r for r in records["probes"]}
-    assert set(PROBES) <= set(rows) and "total" in rows
-    assert rows["total"]["n_layers"] == max(r["n_layers"] for r in records["depth"])
-    for r in rows.values():
-        assert r["seconds"] >= 0
-    _positive(rows["total"], "seconds")
+    deepest = max(r["n_layers"] for r in records["depth"])
+    for prefix, moe in (("probe", False), ("probe-moe", True)):  # the deepest dense model and the recipe's MoE
+        rows = {r["probe"]: r for r in records["probes"] if r["name"] == f"{prefix}-{r['probe']}"}
+        assert set(PROBES) <= set(rows) and "total" in rows
+        assert rows["total"]["n_layers"] == deepest and (rows["total"]["n_experts"] > 0) == moe
+        for r in rows.values():
+            assert r["seconds"] >= 0
+        _positive(rows["total"], "seconds")
 
 
 def test_unknown_group_is_rejected():

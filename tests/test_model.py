@@ -145,9 +145,17 @@ def _naive_moe(moe: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def _padded_experts(moe, xs, counts, expert_of):
+    """The padded batched-matmul path (CUDA float32, the probes') forced on CPU."""
+    return moe._experts_padded(xs, counts, expert_of, int(counts.max()))
+
+
+@pytest.mark.parametrize("path", ["default", "padded"])
 @pytest.mark.parametrize("renormalize", [False, True])
 @pytest.mark.parametrize("shared", [0, 16])
-def test_moe_matches_naive_per_token(renormalize, shared):
+def test_moe_matches_naive_per_token(renormalize, shared, path, monkeypatch):
+    if path == "padded":
+        monkeypatch.setattr(MoEFeedForward, "_experts", _padded_experts)
     moe = _moe(renormalize, shared)
     x = torch.randn(2, 11, 32, requires_grad=True)
     out, aux, load = moe(x)
@@ -158,6 +166,15 @@ def test_moe_matches_naive_per_token(renormalize, shared):
     rx, rw = torch.autograd.grad(ref.square().sum(), (x, moe.w_down))
     torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gw, rw, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_experts_leave_empty_experts_and_padding_out(monkeypatch):
+    """Eight experts, top-1, three tokens: most experts get nothing and one may get two rows."""
+    moe = _moe(e=8, k=1)
+    x = torch.randn(1, 3, 32)
+    ref = _naive_moe(moe, x.reshape(-1, 32)).view_as(x)
+    monkeypatch.setattr(MoEFeedForward, "_experts", _padded_experts)
+    torch.testing.assert_close(moe(x)[0], ref, atol=1e-5, rtol=1e-5)
 
 
 def test_moe_routes_each_token_to_exactly_top_k():

@@ -7,8 +7,8 @@ Groups (``--only``):
 - ``attention``: one attention layer, forward + backward, per backend (sdpa, cudnn, xformers, math) and G in
   {1, 4};
 - ``telemetry``: the training step with per-layer telemetry every step, at the default interval, and off;
-- ``probes``: seconds per probe of ``run_probes`` on the profile's deepest model (gpu: 32 layers), with the
-  profile's probe settings;
+- ``probes``: seconds per probe of ``run_probes`` on the profile's deepest model (gpu: 32 layers) and on the
+  recipe's MoE model of that depth, with the profile's probe settings;
 - ``ablation``: the base config with one optimisation undone at a time (whole-forward compile instead of
   per-block, two micro-batches instead of one), with the cuDNN attention kernel and with the hand-written
   Triton kernels (CUDA only); ``wall_s`` includes the compilation.
@@ -241,9 +241,10 @@ def time_attention(m: ModelConfig, backend: str, bsz: int, seqlen: int, dev: tor
             "dtype": "bfloat16 autocast" if dev.type == "cuda" else "float32"}
 
 
-def time_probes(cfg: TrainConfig, profile: str, dev: torch.device) -> list[dict]:
+def time_probes(cfg: TrainConfig, profile: str, dev: torch.device, prefix: str = "probe") -> list[dict]:
     """Seconds per probe of ``run_probes`` on a freshly initialised model of ``cfg`` (timing does not
-    depend on the weights) over the profile's probe windows of held-out text."""
+    depend on the weights, except an MoE's through its routing balance) over the profile's probe windows of
+    held-out text; records are named ``<prefix>-<probe>``."""
     from .data import prepare_data, val_windows
     from .experiments import probe_settings
     from .model import build_model
@@ -261,7 +262,7 @@ def time_probes(cfg: TrainConfig, profile: str, dev: torch.device) -> list[dict]
     common = {"kind": "probe", **_model_fields(cfg.model), "seq_len": seqlen, "n_windows": n, "peak_mem_gib": mem,
               "mfu": None, "probe_meta": res.get("meta", {}).get("options")}
     # tokens/s and MFU do not apply: each probe does its own amount of work per window
-    return [{**common, "name": f"probe-{name}", "probe": name, "seconds": secs, "tokens_per_s": None}
+    return [{**common, "name": f"{prefix}-{name}", "probe": name, "seconds": secs, "tokens_per_s": None}
             for name, secs in res["timings"].items()]
 
 
@@ -417,8 +418,13 @@ def _jobs(group: str, configs: dict, profile: str, shapes, dev: torch.device, pe
                                  lambda m=m, b=backend, bsz=bsz, t=seqlen:
                                  time_attention(m, b, bsz, t, dev, peak["peak_flops"], shapes.attn_iters)))
     elif group == "probes":
+        from .experiments import resolve
+
         deep = configs["depth"][max(configs["depth"], key=lambda k: configs["depth"][k].model.n_layers)]
+        # the recipe's last step: the deepest MoE model, whose probes ran about 4x the dense suite's time
+        deep_moe = dataclasses.replace(deep, model=resolve(profile, "recipe", "+MoE").model)
         jobs.append(("probes", lambda: time_probes(deep, profile, dev)))
+        jobs.append(("probes-moe", lambda: time_probes(deep_moe, profile, dev, prefix="probe-moe")))
     return jobs
 
 
