@@ -15,6 +15,17 @@ except ImportError:  # running from a checkout without an installed package
 
 from sparsedepth.config import ModelConfig  # noqa: E402
 
+def load_script(name: str):
+    """A module of ``scripts/`` (not a package), imported from its file."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 # Tiny models gain nothing from intra-op threads, and two xdist workers on two cores with two threads each
 # oversubscribe and crawl: every test runs on one thread.
 torch.set_num_threads(1)

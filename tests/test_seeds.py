@@ -2,14 +2,18 @@
 setting into the mean and its min–max range, and a single seed gives exactly what it gave before.
 
 Results are hand-made, shaped like ``results.load_results``: seed 1 of every depth is seed 0 scaled by a known
-factor, so every expected mean and range follows from the inputs."""
+factor, so every expected mean and range follows from the inputs. Also ``scripts/compare_runs.py``, which
+sets two runs side by side step by step."""
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_script
 from sparsedepth import experiments as ex
 from sparsedepth import plots, tables
 from sparsedepth import scorecard as sc
@@ -198,19 +202,8 @@ def test_fake_results_are_not_degenerate(two_seeds):
     assert not np.allclose(a["metrics"][-1]["layer_var"], b["metrics"][-1]["layer_var"])
 
 
-def _seed_spread_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "seed_spread.py"
-    spec = importlib.util.spec_from_file_location("seed_spread", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_seed_spread_trains_each_seed_and_reuses_finished_runs(tmp_path, monkeypatch, capsys):
-    ss = _seed_spread_script()
+    ss = load_script("seed_spread")
     assert ss.parse_seeds("0-2,5") == [0, 1, 2, 5] and ss.parse_seeds("3") == [3]
     with pytest.raises(SystemExit, match="--seeds"):
         ss.parse_seeds("a-b")
@@ -228,3 +221,18 @@ def test_seed_spread_trains_each_seed_and_reuses_finished_runs(tmp_path, monkeyp
     assert (tmp_path / "paper_results" / "smoke" / "seed_spread" / "gqa.csv").read_text().splitlines() == lines
     with pytest.raises(SystemExit, match="unknown"):
         ss.main(["--profile", "smoke", "--experiment", "gqa", "--variants", "G9"])
+
+
+def test_compare_runs_reports_the_relative_gap_per_field(tmp_path):
+    cr = load_script("compare_runs")
+    src = Path(__file__).resolve().parents[1] / "paper_results" / "cpu" / "depth" / "L4" / "metrics.jsonl"
+    rows = [json.loads(line) for line in src.read_text().splitlines()]
+    for name, scale in (("a", 1.0), ("b", 1.01)):
+        (tmp_path / name).mkdir()
+        out = [{**r, **({"val_loss": r["val_loss"] * scale} if "val_loss" in r else {})} for r in rows]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in out))
+    res = cr.compare(cr.load_metrics(tmp_path / "a"), cr.load_metrics(tmp_path / "b"))
+    assert res["val loss"]["steps"] and res["val loss"]["max_rel_diff"] == pytest.approx(0.01)
+    assert res["train loss"]["max_rel_diff"] == 0 and res["last-layer variance"]["max_rel_diff"] == 0
+    with pytest.raises(SystemExit, match="metrics.jsonl"):
+        cr.load_metrics(tmp_path / "missing")

@@ -1,0 +1,63 @@
+"""Compare two runs of one config step by step: training loss, validation loss and last-layer variance.
+
+    PYTHONPATH=src python scripts/compare_runs.py paper_results/gpu/weight_decay/wd0.1 runs/wd0.1-triton
+
+For an implementation change that should not change what is trained (``model.kernels=triton``, a new MoE
+path, another machine): the same config and seed should track the reference within bf16 rounding, far
+inside the gap between two seeds (``paper_results/gpu/depth/L16`` against ``L16-seed1``). Either argument is
+a run directory or a result folder holding ``metrics.jsonl``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+FIELDS = (("loss", "train loss"), ("val_loss", "val loss"), ("layer_var", "last-layer variance"))
+
+
+def load_metrics(folder: Path) -> dict[int, dict]:
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found; pass a run directory or a result folder with metrics.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["step"]: r for r in rows if "step" in r}
+
+
+def _value(row: dict, key: str) -> float | None:
+    v = row.get(key)
+    return v[-1] if isinstance(v, list) and v else v if isinstance(v, (int, float)) else None
+
+
+def compare(a: dict[int, dict], b: dict[int, dict]) -> dict[str, dict]:
+    """Per field: the steps both runs logged it, the values and the largest relative difference."""
+    out = {}
+    for key, label in FIELDS:
+        pairs = [(s, _value(a[s], key), _value(b[s], key)) for s in sorted(a.keys() & b.keys())]
+        pairs = [(s, x, y) for s, x, y in pairs if x is not None and y is not None]
+        rel = [abs(x - y) / max(abs(x), 1e-12) for _, x, y in pairs]
+        out[label] = {"steps": pairs, "max_rel_diff": max(rel) if rel else None,
+                      "end_rel_diff": rel[-1] if rel else None}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("reference", type=Path)
+    ap.add_argument("other", type=Path)
+    args = ap.parse_args(argv)
+    res = compare(load_metrics(args.reference), load_metrics(args.other))
+    for label, r in res.items():
+        if not r["steps"]:
+            print(f"{label}: no common steps")
+            continue
+        print(f"{label}: {len(r['steps'])} common steps, largest relative difference {r['max_rel_diff']:.2e}, "
+              f"at the last common step {r['end_rel_diff']:.2e}")
+        for s, x, y in r["steps"][-3:]:
+            print(f"  step {s:>6}: {x:.6g}  vs  {y:.6g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
