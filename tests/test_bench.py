@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import load_script
 from sparsedepth import bench, cli
 from sparsedepth.probes import PROBES
 
@@ -123,30 +123,22 @@ def check_ablation(records):
     assert rows["2-micro"]["same_run_as"] == "compile-model-2-micro"
 
 
-def _profile_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "profile_step.py"
-    spec = importlib.util.spec_from_file_location("profile_step", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_profile_step_categories_and_cpu_run(tmp_path, monkeypatch, capsys):
-    ps = _profile_script()
+    ps = load_script("profile_step")
     assert ps.category("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT") == "matmul"
     assert ps.category("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma") == "attention"
     assert ps.category("triton_poi_fused_mul_silu_2") == "fused pointwise (triton)"
     assert ps.category("triton_red_fused__log_softmax_3") == "fused reduction (triton)"
     assert ps.category("void at::native::multi_tensor_apply_kernel<FusedOptimizerTensorListMetadata>") == "optimizer"
+    assert ps.category("_swiglu_bwd") == ps.category("_ce_rows") == "hand-written (triton)"
     assert ps.category("some_kernel") == "other"
     out = tmp_path / "profile.json"
     monkeypatch.setattr("sys.argv", ["profile_step.py", "--profile", "smoke", "--warmup", "1", "--steps", "2",
-                                     "--device", "cpu", "--out", str(out)])
+                                     "--device", "cpu", "--kernels", "triton", "--out", str(out)])
     assert ps.main() == 0
     rec = json.loads(out.read_text())
     assert rec["n_layers"] == 3 and rec["step_ms"] > 0 and rec["top_kernels"]
+    assert rec["kernels"] == "torch"  # asked for triton: without CUDA the model runs torch's code, and says so
     assert abs(sum(rec["categories_ms"].values()) - rec["busy_ms"]) < 1e-6 * max(1.0, rec["busy_ms"])
     assert "step wall" in capsys.readouterr().out
 

@@ -1,18 +1,17 @@
 """Evaluation: packaged sets, lm-eval prompts, the batched scorer, perplexity, evaluate_run/CLI, lm-eval agreement."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import lzma
 import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from conftest import load_script
 from sparsedepth.cli import main as cli_main
 from sparsedepth.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from sparsedepth.data import load_documents, train_bpe
@@ -22,7 +21,6 @@ from sparsedepth.eval import tasks as tasks_mod
 from sparsedepth.eval.zero_shot import encode_requests, get_encoder
 from sparsedepth.model import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # Rows per set (validation splits, as documented with the shipped data) and choices per question.
 ROWS = {"arc_easy": 570, "arc_challenge": 299, "hellaswag": 10042, "piqa": 1838, "sciq": 1000, "winogrande": 1267,
@@ -228,9 +226,7 @@ def test_pack_script_round_trip(tmp_path):
     src = tmp_path / "src"
     datasets.Dataset.from_dict({"question": ["is it", "is it not"], "answer": [True, False],
                                 "passage": ["p1", "p2"], "extra": [1, 2]}).save_to_disk(str(src / "boolq"))
-    spec = importlib.util.spec_from_file_location("pack_eval_sets", ROOT / "scripts" / "pack_eval_sets.py")
-    pack = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pack)
+    pack = load_script("pack_eval_sets")
     out = tmp_path / "out"
     assert pack.main([str(src), "--out", str(out), "--tasks", "boolq"]) == 0
     first = (out / "boolq.jsonl.xz").read_bytes()

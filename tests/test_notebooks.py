@@ -9,7 +9,6 @@ output root instead, SPARSEDEPTH_TEST_FRESH=1 trains everything.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -44,19 +45,12 @@ SWEEP_PARAMS = {"profile", "force", "device", "train"}
 PROBE_PARAMS = {"checkpoint", "profile", "device", "name", "n_windows", "seq_len"}
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "scripts" / "make_notebooks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_notebooks_are_generated_and_clean():
     import nbformat  # requirements.txt: a missing notebook stack fails here rather than skipping
     import papermill
     found = sorted(p.stem for p in NB_DIR.glob("*.ipynb"))
     assert found == sorted(EXPECTED), f"notebooks {found} differ from the expected {sorted(EXPECTED)}"
-    script = _load_script()
+    script = load_script("make_notebooks")
     assert sorted(script.NOTEBOOKS) == sorted(EXPECTED)
     for stem in EXPECTED:
         text = (NB_DIR / f"{stem}.ipynb").read_text()
