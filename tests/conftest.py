@@ -31,8 +31,7 @@ def load_script(name: str):
 def force_padded_experts(monkeypatch) -> None:
     """Run every MoE layer's experts through the padded batched matmul (CUDA's float32 path) on any device."""
     monkeypatch.setattr(MoEFeedForward, "_experts",
-                        lambda self, xs, counts, expert_of: self._experts_padded(xs, counts, expert_of,
-                                                                                  int(counts.max())))
+                        lambda self, xs, counts: self._experts_padded(xs, counts, int(counts.max())))
 
 
 # Tiny models gain nothing from intra-op threads, and two xdist workers on two cores with two threads each

@@ -78,7 +78,7 @@ class MoEFeedForward(nn.Module):
         else:
             x_low = x
         xs = x_low[token_of]
-        ys = self._experts(xs, counts, flat[order]) * weights.reshape(-1)[order, None].to(xs.dtype)
+        ys = self._experts(xs, counts) * weights.reshape(-1)[order, None].to(xs.dtype)
         out = torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
         if self.shared is not None:  # official: shared/(k+1) + k/(k+1) * routed
             k = self.top_k
@@ -89,11 +89,11 @@ class MoEFeedForward(nn.Module):
         z = torch.logsumexp(logits, dim=-1).pow(2).mean()
         return out.reshape(shape), torch.stack([lb, z]), load
 
-    def _experts(self, xs: torch.Tensor, counts: torch.Tensor, expert_of: torch.Tensor) -> torch.Tensor:
-        """SwiGLU of each expert on its contiguous slice of expert-sorted tokens (``expert_of``: each sorted
-        assignment's expert). Training on CUDA runs bf16 grouped GEMMs; other CUDA dtypes (the float32
-        probes) pad the experts into one batched matmul, since a loop over experts there is bound by kernel
-        launches; the CPU loops over experts, where padding would only add arithmetic."""
+    def _experts(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """SwiGLU of each expert on its contiguous slice of expert-sorted tokens. Training on CUDA runs bf16
+        grouped GEMMs; other CUDA dtypes (the float32 probes) pad the experts into one batched matmul, since a
+        loop over experts there is bound by kernel launches; the CPU loops over experts, where padding would
+        only add arithmetic."""
         if _grouped_mm_ok(xs):
             offs = counts.cumsum(0).to(torch.int32)
             gate = torch._grouped_mm(xs, self.w_gate.to(xs.dtype), offs=offs)
@@ -102,12 +102,13 @@ class MoEFeedForward(nn.Module):
         if xs.is_cuda:
             capacity = int(counts.max())  # one host sync, as the loop's split sizes would need
             if self.n_experts * capacity <= PAD_LIMIT * xs.shape[0]:
-                return self._experts_padded(xs, counts, expert_of, capacity)
+                return self._experts_padded(xs, counts, capacity)
         return self._experts_looped(xs, counts)
 
-    def _experts_padded(self, xs: torch.Tensor, counts: torch.Tensor, expert_of: torch.Tensor,
-                        capacity: int) -> torch.Tensor:
+    def _experts_padded(self, xs: torch.Tensor, counts: torch.Tensor, capacity: int) -> torch.Tensor:
         """All experts as one batched matmul over ``[E, capacity, d]``, each expert's rows zero-padded."""
+        expert_of = torch.repeat_interleave(torch.arange(self.n_experts, device=xs.device), counts,
+                                            output_size=xs.shape[0])  # each sorted row's expert
         start = counts.cumsum(0) - counts
         slot = torch.arange(xs.shape[0], device=xs.device) - start[expert_of]  # row within its expert
         buf = xs.new_zeros(self.n_experts, capacity, xs.shape[-1]).index_put((expert_of, slot), xs)
