@@ -23,13 +23,15 @@ def test_unknown_kernels_rejected():
         kern.resolve("fast", "cpu")
 
 
-def test_default_kernels_leave_the_hash_as_before():
-    """Results hashed before the setting existed stay cached; choosing Triton is a different run."""
+def test_kernels_leave_the_hash_as_before():
+    """Results hashed before the setting existed stay cached, whichever kernels a profile now trains with."""
     cfg = ex.resolve("gpu", "depth", "L24")
+    assert cfg.model.kernels == "triton" and ex.resolve("cpu", "depth", "L4").model.kernels == "torch"
     d = to_dict(cfg)
     del d["model"]["kernels"]
     assert config_hash(cfg) == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-    assert config_hash(apply_overrides(cfg, {"model.kernels": "triton"})) != config_hash(cfg)
+    assert config_hash(apply_overrides(cfg, {"model.kernels": "torch"})) == config_hash(cfg)
+    assert config_hash(apply_overrides(cfg, {"model.n_layers": 8})) != config_hash(cfg)
 
 
 @pytest.mark.parametrize("family", ["dense", "moe"])

@@ -332,3 +332,20 @@ def test_run_dir_written_before_a_new_setting_is_accepted(tmp_path):
     check_run_dir(tmp_path, cfg)
     with pytest.raises(ConfigError, match=r"model\.n_layers: 16 -> 4"):
         check_run_dir(tmp_path, dataclasses.replace(cfg, model=ModelConfig(n_layers=4)))
+
+
+def test_kernels_are_an_implementation_choice(data_cfg, tmp_path, monkeypatch):
+    """Torch and Triton kernels share a run directory; load_run always gives torch's code (the probes'
+    torch.func transforms need it), even where the Triton kernels would run."""
+    cfg = make_cfg(data_cfg, steps=4)
+    triton_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kernels="triton"))
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    check_run_dir(run, triton_cfg)  # resuming with the other kernels is accepted
+    with pytest.raises(ConfigError, match=r"model\.n_layers"):
+        check_run_dir(run, dataclasses.replace(triton_cfg, model=dataclasses.replace(triton_cfg.model, n_layers=3)))
+    write_config(run, triton_cfg)
+    monkeypatch.setattr("sparsedepth.model.kernels.resolve", lambda name, device: name)  # as on CUDA with Triton
+    assert build_model(triton_cfg.model).kernels == "triton"
+    model, cfg2, _ = load_run(run, device="cpu")
+    assert cfg2.model.kernels == "triton" and model.kernels == "torch"

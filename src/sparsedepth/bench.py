@@ -10,8 +10,9 @@ Groups (``--only``):
 - ``probes``: seconds per probe of ``run_probes`` on the profile's deepest model (gpu: 32 layers) and on the
   recipe's MoE model of that depth, with the profile's probe settings;
 - ``ablation``: the base config with one optimisation undone at a time (whole-forward compile instead of
-  per-block, two micro-batches instead of one), with the cuDNN attention kernel and with the hand-written
-  Triton kernels (CUDA only); ``wall_s`` includes the compilation.
+  per-block, two micro-batches instead of one), with the cuDNN attention kernel and with the kernels the profile
+  does not use (gpu: torch's code instead of the hand-written Triton kernels; smoke: Triton, skipped without
+  CUDA); ``wall_s`` includes the compilation.
 
 Training numbers come from ``sparsedepth.train.train`` itself (summary.json's steady-state tokens/s, which
 leaves out the first log interval: compilation and warm-up), stopped after a few log intervals.
@@ -153,16 +154,17 @@ def bench_configs(profile: str, corpus: str | None = None, cache_dir: str | None
 
 def ablation_configs(c: TrainConfig) -> dict[str, TrainConfig]:
     """One change at a time on the base config ``c`` (the profile's default): how it compiles (whole
-    forward vs per block), two micro-batches instead of one, the attention kernel and the Triton kernels. Where the profile
-    does not compile (CPU) the compile variants coincide and are timed once."""
+    forward vs per block), two micro-batches instead of one, the attention kernel and the kernels the profile does
+    not use (Triton or torch). Where the profile does not compile (CPU) the compile variants coincide and are timed
+    once."""
     rep = dataclasses.replace
     half = rep(c, micro_batch_size=max(1, c.batch_size // 2))
     whole = "model" if c.compile else False
     cudnn = rep(c, model=rep(c.model, attn_backend="cudnn"))
-    triton = rep(c, model=rep(c.model, kernels="triton"))
+    other = "torch" if c.model.kernels == "triton" else "triton"  # the kernels the profile does not use
     return {"default": c, "compile-model": rep(c, compile=whole),
             "compile-model-2-micro": rep(half, compile=whole), "2-micro": half, "attn-cudnn": cudnn,
-            "kernels-triton": triton}
+            f"kernels-{other}": rep(c, model=rep(c.model, kernels=other))}
 
 
 # ------------------------------------------------------------------------------------------- measurements
@@ -256,6 +258,7 @@ def time_probes(cfg: TrainConfig, profile: str, dev: torch.device, prefix: str =
     windows = val_windows(data.val, seqlen, n, seed=0)
     torch.manual_seed(0)
     model = build_model(cfg.model, dev).float()
+    model.set_kernels("torch")  # as the probes of a trained run see it (train.load_run)
     _reset_mem(dev)
     res = run_probes(model, windows.to(dev), **ps)
     mem = _peak_mem_gib(dev)

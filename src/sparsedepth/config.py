@@ -249,18 +249,23 @@ def from_dict(d: dict) -> TrainConfig:
     return TrainConfig(**d)
 
 
-# Fields added after results were committed: at their default they stay out of the hash, so earlier runs keep
-# their hashes (and their cached results); any other value is hashed like every other field.
-_HASH_NEUTRAL_DEFAULTS = {("model", "kernels"): "torch"}
+# How a model computes, not what it trains: a run trained with the Triton kernels tracks its torch twin within
+# rerun noise (docs/performance.md), so both share a hash, a cached result and a resumable run directory.
+# config.json and provenance still say which ran.
+IMPLEMENTATION_KEYS = (("model", "kernels"),)
+
+
+def hashed_fields(d: dict) -> dict:
+    """A config dict (as ``to_dict`` writes) without the implementation choices (``IMPLEMENTATION_KEYS``)."""
+    d = json.loads(json.dumps(d))
+    for section, key in IMPLEMENTATION_KEYS:
+        d.get(section, {}).pop(key, None)
+    return d
 
 
 def config_hash(cfg: TrainConfig) -> str:
-    """Stable short hash of the resolved config (sorted JSON)."""
-    d = to_dict(cfg)
-    for (section, key), default in _HASH_NEUTRAL_DEFAULTS.items():
-        if d[section].get(key) == default:
-            del d[section][key]
-    blob = json.dumps(d, sort_keys=True).encode()
+    """Stable short hash of the resolved config (sorted JSON) without its implementation choices."""
+    blob = json.dumps(hashed_fields(to_dict(cfg)), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

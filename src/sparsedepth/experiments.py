@@ -94,6 +94,7 @@ class Scale:
     depth_seeds: tuple[int, ...] = (0,)
     dtype: str = "auto"
     compile: bool = False
+    kernels: str = "torch"  # ModelConfig.kernels; the hand-written ones only ever run on CUDA
     telemetry_interval: int = 10
     log_interval: int = 10
     eval_interval: int = 0
@@ -149,7 +150,9 @@ SCALES: dict[str, Scale] = {
         lr=1e-3, warmup_frac=0.05,
         vocab_size=50304, tokenizer="gpt-neox", corpus=".data/wiki-en-2019.00.txt.xz", max_docs=None,
         groups=(1, 4, 8), moe_small=MoESize(256, 4, 32, 4, True), moe_large=MoESize(512, 8, 64, 8, False),
-        recipe_moe=(64, 8), depth_seeds=(0, 1), dtype="auto", compile=True, telemetry_interval=10,
+        recipe_moe=(64, 8), depth_seeds=(0, 1), dtype="auto", compile=True,
+        # 9-14 % more tokens/s and a whole run that tracks the torch code within rerun noise (docs/performance.md)
+        kernels="triton", telemetry_interval=10,
         log_interval=10, eval_interval=250, eval_batches=16, ckpt_interval=250,
         probe={"n_windows": 64, "seq_len": 512, "paper_compat": True, "jacobian_windows": 8,
                "jacobian_seq_len": 256, "batch_tokens": 32768},
@@ -199,7 +202,8 @@ def base(profile: str, *, n_layers: int | None = None, seq_len: int | None = Non
     model = ModelConfig(
         vocab_size=vocab, d_model=d, n_layers=n_layers or s.base_depth, n_heads=heads,
         n_kv_heads=heads // group, ffn_hidden=ffn_hidden, max_seq_len=max(t, _probe_len(s)),
-        n_experts=experts, top_k=top_k, expert_hidden=expert_hidden, shared_expert_hidden=shared)
+        n_experts=experts, top_k=top_k, expert_hidden=expert_hidden, shared_expert_hidden=shared,
+        kernels=s.kernels)
     optim = OptimConfig(lr=s.lr, weight_decay=weight_decay, warmup_steps=max(1, round(s.warmup_frac * n_steps)),
                         alpha_f=0.1)
     data = DataConfig(corpus=s.corpus, tokenizer=s.tokenizer, vocab_size=min(vocab, 65536), max_docs=s.max_docs)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_replace_dir, atomic_write_json
-from ..config import ConfigError, TrainConfig, config_hash, from_dict, to_dict
+from ..config import ConfigError, TrainConfig, config_hash, from_dict, hashed_fields, to_dict
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -45,9 +45,10 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
         saved_cfg = to_dict(from_dict(saved.get("config", {})))
     except (ConfigError, TypeError):
         saved_cfg = saved.get("config", {})
-    if saved.get("hash") == config_hash(cfg) and saved_cfg == to_dict(cfg):
+    saved_cfg, cfg_dict = hashed_fields(saved_cfg), hashed_fields(to_dict(cfg))  # kernels may change on resume
+    if saved.get("hash") == config_hash(cfg) and saved_cfg == cfg_dict:
         return
-    old, new = _flatten(saved_cfg), _flatten(to_dict(cfg))
+    old, new = _flatten(saved_cfg), _flatten(cfg_dict)
     diffs = [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
              for k in sorted(set(old) | set(new)) if old.get(k, "<missing>") != new.get(k, "<missing>")]
     raise ConfigError(f"run directory {str(run_dir)!r} holds a different config ({'; '.join(diffs) or 'hash differs'}); "

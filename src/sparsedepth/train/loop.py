@@ -413,7 +413,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
 
 def load_run(run_dir: str | Path, device: str = "auto"):
     """``(model, cfg, data)`` of a run directory: the model from its latest checkpoint, in eval mode, on
-    ``device``; the TrainConfig; the TokenData it was trained on."""
+    ``device``; the TrainConfig; the TokenData it was trained on. The model runs plain torch code whatever
+    kernels it trained with: the probes differentiate through it with torch.func transforms, which the
+    hand-written kernels do not support, and a reading should not depend on how training computed."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
@@ -424,6 +426,7 @@ def load_run(run_dir: str | Path, device: str = "auto"):
         raise FileNotFoundError(f"{str(run_dir)!r} has no checkpoint: train it (or retrain it if its checkpoints "
                                 f"were removed with delete_checkpoints)")
     model = build_model(cfg.model, resolve_device(device))
+    model.set_kernels("torch")
     model.load_state_dict(load_state(ckpt, "model.pt"))
     model.eval()
     return model, cfg, prepare_data(cfg.data, progress=False)
