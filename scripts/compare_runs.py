@@ -1,9 +1,10 @@
-"""Compare two runs of one config step by step: training loss, validation loss and last-layer variance.
+"""Compare two runs of one config step by step (training loss, validation loss, last-layer variance) and, for
+result folders, by their final readings (perplexity, accuracy, the probes' scores).
 
-    PYTHONPATH=src python scripts/compare_runs.py paper_results/gpu/weight_decay/wd0.1 runs/wd0.1-triton
+    PYTHONPATH=src python scripts/compare_runs.py paper_results/gpu/weight_decay/wd0.1 paper_results/gpu/seqlen/T1024
 
-For an implementation change that should not change what is trained (``model.kernels=triton``, a new MoE
-path, another machine): the same config and seed should track the reference within bf16 rounding, far
+For an implementation change that should not change what is trained (``model.kernels``, a new MoE path,
+another machine): the same config and seed should track the reference within bf16 rounding, far
 inside the gap between two seeds (``paper_results/gpu/depth/L16`` against ``L16-seed1``). Either argument is
 a run directory or a result folder holding ``metrics.jsonl``.
 """
@@ -42,6 +43,19 @@ def compare(a: dict[int, dict], b: dict[int, dict]) -> dict[str, dict]:
     return out
 
 
+def readings(folder: Path) -> dict[str, float]:
+    """The scorecard's scalar readings of a result folder (empty for a run directory without probes)."""
+    from sparsedepth.results import load_variant
+    from sparsedepth.scorecard import metrics_of
+
+    res = load_variant(folder)
+    if res is None:
+        return {}
+    m = metrics_of(res)
+    m["jacobian_mean"] = sum(m["jacobian"]) / len(m["jacobian"]) if m.get("jacobian") else None
+    return {k: v for k, v in m.items() if isinstance(v, (int, float)) and k != "useful_layers" and v is not None}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("reference", type=Path)
@@ -56,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
               f"at the last common step {r['end_rel_diff']:.2e}")
         for s, x, y in r["steps"][-3:]:
             print(f"  step {s:>6}: {x:.6g}  vs  {y:.6g}")
+    a, b = readings(args.reference), readings(args.other)
+    for key in [k for k in a if k in b and not k.endswith("_se")]:
+        rel = f", relative {abs(a[key] - b[key]) / abs(a[key]):.2e}" if a[key] else ""
+        se = f" (standard errors {a[f'{key}_se']:.2g}, {b[f'{key}_se']:.2g})" if f"{key}_se" in a and f"{key}_se" in b else ""
+        print(f"{key}: {a[key]:.6g}  vs  {b[key]:.6g}, difference {b[key] - a[key]:+.3g}{rel}{se}")
     return 0
 
 

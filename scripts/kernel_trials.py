@@ -5,8 +5,8 @@ forward + backward at the gpu profile's shapes (the two outliers of docs/perform
     TRITON_INTERPRET=1 PYTHONPATH=src python scripts/kernel_trials.py --check-only --device cpu
                                           # the kernels' arithmetic on CPU (Triton's interpreter), small shapes
 
-The training-step effect (``ModelConfig.kernels = "triton"``) is measured by ``sparsedepth bench --only
-ablation --names default,kernels-triton``; this script isolates each kernel and sweeps its launch parameters.
+The training-step effect (``ModelConfig.kernels``) is measured by ``sparsedepth bench --only ablation
+--names default,kernels-torch`` (the gpu profile trains with the kernels); this script isolates each kernel and sweeps its launch parameters.
 """
 from __future__ import annotations
 

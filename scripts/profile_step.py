@@ -2,7 +2,7 @@
 """Where a training step's device time goes: kernel time per category, per step, for a profile's config.
 
     PYTHONPATH=src python scripts/profile_step.py [--profile gpu] [--layers 16] [--steps 10] [--out FILE]
-                                                  [--kernels triton]
+                                                  [--kernels torch|triton]
 
 Builds the real trainer for ``experiments.base(profile, n_layers=L)`` (data: the packaged corpus, which
 does not change speed), runs ``--warmup`` steps untimed (compilation), then records ``--steps`` steps with
@@ -78,15 +78,16 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--kernels", default="torch", choices=KERNELS,
-                    help="model.kernels: triton runs the hand-written SwiGLU and head + cross-entropy on CUDA")
+    ap.add_argument("--kernels", default=None, choices=KERNELS,
+                    help="model.kernels (default: the profile's): triton runs the hand-written SwiGLU and "
+                         "head + cross-entropy on CUDA")
     ap.add_argument("--top", type=int, default=25, help="kernels listed individually")
     ap.add_argument("--out", default=None, help="write the breakdown as JSON here")
     args = ap.parse_args()
 
     cfg = base(args.profile, n_layers=args.layers)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus="embedded"), telemetry_interval=0,
-                              model=dataclasses.replace(cfg.model, kernels=args.kernels))
+                              model=dataclasses.replace(cfg.model, kernels=args.kernels or cfg.model.kernels))
     dist = init_distributed(args.device)
     dev = dist.device
     if dev.type != "cuda":

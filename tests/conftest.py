@@ -14,7 +14,6 @@ except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sparsedepth.config import ModelConfig  # noqa: E402
-from sparsedepth.model.moe import MoEFeedForward  # noqa: E402
 
 
 def load_script(name: str):
@@ -26,12 +25,6 @@ def load_script(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def force_padded_experts(monkeypatch) -> None:
-    """Run every MoE layer's experts through the padded batched matmul (CUDA's float32 path) on any device."""
-    monkeypatch.setattr(MoEFeedForward, "_experts",
-                        lambda self, xs, counts: self._experts_padded(xs, counts, int(counts.max())))
 
 
 # Tiny models gain nothing from intra-op threads, and two xdist workers on two cores with two threads each

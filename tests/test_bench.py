@@ -104,6 +104,14 @@ def check_probes(records):
         _positive(rows["total"], "seconds")
 
 
+def test_ablation_times_the_kernels_the_profile_does_not_use():
+    from sparsedepth.experiments import base
+
+    gpu = bench.ablation_configs(base("gpu"))
+    assert gpu["default"].model.kernels == "triton" and gpu["kernels-torch"].model.kernels == "torch"
+    assert bench.ablation_configs(base("smoke"))["kernels-triton"].model.kernels == "triton"
+
+
 def test_unknown_group_is_rejected():
     with pytest.raises(SystemExit, match="unknown group.*depth"):
         bench._parse_only("depth,speed")

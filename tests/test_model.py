@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAMILIES, force_padded_experts, tiny_config
+from conftest import FAMILIES, tiny_config
 from sparsedepth.model import build_model
 from sparsedepth.model.attention import Attention, apply_rope, rope_cache
 from sparsedepth.model.moe import MoEFeedForward
@@ -145,12 +145,9 @@ def _naive_moe(moe: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("path", ["default", "padded"])
 @pytest.mark.parametrize("renormalize", [False, True])
 @pytest.mark.parametrize("shared", [0, 16])
-def test_moe_matches_naive_per_token(renormalize, shared, path, monkeypatch):
-    if path == "padded":
-        force_padded_experts(monkeypatch)
+def test_moe_matches_naive_per_token(renormalize, shared):
     moe = _moe(renormalize, shared)
     x = torch.randn(2, 11, 32, requires_grad=True)
     out, aux, load = moe(x)
@@ -161,15 +158,6 @@ def test_moe_matches_naive_per_token(renormalize, shared, path, monkeypatch):
     rx, rw = torch.autograd.grad(ref.square().sum(), (x, moe.w_down))
     torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gw, rw, atol=1e-5, rtol=1e-5)
-
-
-def test_padded_experts_leave_empty_experts_and_padding_out(monkeypatch):
-    """Eight experts, top-1, three tokens: most experts get nothing and one may get two rows."""
-    moe = _moe(e=8, k=1)
-    x = torch.randn(1, 3, 32)
-    ref = _naive_moe(moe, x.reshape(-1, 32)).view_as(x)
-    force_padded_experts(monkeypatch)
-    torch.testing.assert_close(moe(x)[0], ref, atol=1e-5, rtol=1e-5)
 
 
 def test_moe_routes_each_token_to_exactly_top_k():

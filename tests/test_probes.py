@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import force_padded_experts
 from sparsedepth.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from sparsedepth.model import build_model
 from sparsedepth.probes import (PROBES, ActivationCollector, ProbeError, as_adapter, attention_sparsity,
@@ -283,20 +282,6 @@ def test_no_hooks_or_tensors_left_behind():
 
 
 # --------------------------------------------------------------------------------------------------- suites
-
-
-def test_moe_suite_is_the_same_through_the_padded_expert_path(monkeypatch):
-    """CUDA's float32 path (the experts as one padded batched matmul) gives every probe what the expert loop
-    gives, the Jacobian's vjp and vmap included."""
-    model = tiny(n_layers=3, n_experts=4, top_k=2, expert_hidden=32)
-    w = windows(4)
-    ref = run_probes(model, w, **SMALL)
-    force_padded_experts(monkeypatch)
-    pad = run_probes(model, w, **SMALL)
-    torch.testing.assert_close(pad["jacobian"]["jacobian_norm"], ref["jacobian"]["jacobian_norm"])
-    for probe in ("usefulness", "causal", "permutation"):
-        torch.testing.assert_close(pad[probe]["score"], ref[probe]["score"])
-    torch.testing.assert_close(pad["usefulness"]["loss_ratio"], ref["usefulness"]["loss_ratio"])
 
 
 @pytest.mark.parametrize("family", ["gqa", "moe", "lns"])

@@ -236,3 +236,8 @@ def test_compare_runs_reports_the_relative_gap_per_field(tmp_path):
     assert res["train loss"]["max_rel_diff"] == 0 and res["last-layer variance"]["max_rel_diff"] == 0
     with pytest.raises(SystemExit, match="metrics.jsonl"):
         cr.load_metrics(tmp_path / "missing")
+    assert cr.readings(tmp_path / "a") == {}  # a run directory without result files: curves only
+    folder = src.parent
+    r = cr.readings(folder)
+    assert {"ppl", "acc", "acc_se", "permutation", "variance_end", "jacobian_mean"} <= set(r)
+    assert r["ppl"] == pytest.approx(json.loads((folder / "eval.json").read_text())["perplexity"]["ppl"])

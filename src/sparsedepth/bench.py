@@ -286,9 +286,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: torch's choice; 1 is fastest for smoke shapes)")
     parser.add_argument("--no-compile", action="store_true", help="time eager training even where the profile compiles")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override every timed training config, e.g. --set model.kernels=triton (repeatable)")
+                        help="override every timed training config, e.g. --set model.kernels=torch (repeatable)")
     parser.add_argument("--names", default="",
-                        help="only these measurements of the chosen groups, comma-separated (e.g. default,kernels-triton)")
+                        help="only these measurements of the chosen groups, comma-separated (e.g. default,kernels-torch)")
     parser.add_argument("--tag", default=None,
                         help="suffix of the record files (default: made from --set, none without it)")
 

@@ -36,11 +36,6 @@ def _grouped_mm_ok(x: torch.Tensor) -> bool:
     return x.is_cuda and x.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
 
 
-# The padded path computes E x C rows for the M assignments (C = the largest expert's count); above this
-# ratio the waste outweighs the launches it saves and the expert loop runs instead.
-PAD_LIMIT = 4
-
-
 class MoEFeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -90,34 +85,14 @@ class MoEFeedForward(nn.Module):
         return out.reshape(shape), torch.stack([lb, z]), load
 
     def _experts(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """SwiGLU of each expert on its contiguous slice of expert-sorted tokens. Training on CUDA runs bf16
-        grouped GEMMs; other CUDA dtypes (the float32 probes) pad the experts into one batched matmul, since a
-        loop over experts there is bound by kernel launches; the CPU loops over experts, where padding would
-        only add arithmetic."""
+        """SwiGLU of each expert on its contiguous slice of expert-sorted tokens: bf16 grouped GEMMs on CUDA
+        (training), else one matmul triple per expert. One zero-padded batched matmul for all experts was
+        tried for the float32 probes on CUDA and saved 2-3 % of the MoE probe suite (docs/performance.md)."""
         if _grouped_mm_ok(xs):
             offs = counts.cumsum(0).to(torch.int32)
             gate = torch._grouped_mm(xs, self.w_gate.to(xs.dtype), offs=offs)
             up = torch._grouped_mm(xs, self.w_up.to(xs.dtype), offs=offs)
             return torch._grouped_mm(F.silu(gate) * up, self.w_down.to(xs.dtype), offs=offs)
-        if xs.is_cuda:
-            capacity = int(counts.max())  # one host sync, as the loop's split sizes would need
-            if self.n_experts * capacity <= PAD_LIMIT * xs.shape[0]:
-                return self._experts_padded(xs, counts, capacity)
-        return self._experts_looped(xs, counts)
-
-    def _experts_padded(self, xs: torch.Tensor, counts: torch.Tensor, capacity: int) -> torch.Tensor:
-        """All experts as one batched matmul over ``[E, capacity, d]``, each expert's rows zero-padded."""
-        expert_of = torch.repeat_interleave(torch.arange(self.n_experts, device=xs.device), counts,
-                                            output_size=xs.shape[0])  # each sorted row's expert
-        start = counts.cumsum(0) - counts
-        slot = torch.arange(xs.shape[0], device=xs.device) - start[expert_of]  # row within its expert
-        buf = xs.new_zeros(self.n_experts, capacity, xs.shape[-1]).index_put((expert_of, slot), xs)
-        w = lambda p: p.to(xs.dtype)  # noqa: E731
-        hidden = F.silu(torch.bmm(buf, w(self.w_gate))) * torch.bmm(buf, w(self.w_up))
-        return torch.bmm(hidden, w(self.w_down))[expert_of, slot]
-
-    def _experts_looped(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """One matmul triple per expert over its slice."""
         outs = []
         # One host sync for the split sizes; the loop is over experts, never over tokens.
         for e, chunk in enumerate(xs.split(counts.tolist())):
