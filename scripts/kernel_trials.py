@@ -6,7 +6,8 @@ forward + backward at the gpu profile's shapes (the two outliers of docs/perform
                                           # the kernels' arithmetic on CPU (Triton's interpreter), small shapes
 
 The training-step effect (``ModelConfig.kernels``) is measured by ``sparsedepth bench --only ablation
---names default,kernels-torch`` (the gpu profile trains with the kernels); this script isolates each kernel and sweeps its launch parameters.
+--names default,kernels-torch`` (the gpu profile trains with the kernels); this script isolates each kernel
+and sweeps its launch parameters.
 """
 from __future__ import annotations
 
