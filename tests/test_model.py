@@ -1,13 +1,14 @@
 """Decoder: backend agreement, causality, RoPE, MoE routing and aux losses, telemetry, hooks, overfitting."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAMILIES, tiny_config
+from conftest import FAMILIES, load_script, tiny_config
 from sparsedepth.model import build_model
 from sparsedepth.model.attention import Attention, apply_rope, rope_cache
 from sparsedepth.model.moe import MoEFeedForward
@@ -158,6 +159,21 @@ def test_moe_matches_naive_per_token(renormalize, shared):
     rx, rw = torch.autograd.grad(ref.square().sum(), (x, moe.w_down))
     torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gw, rw, atol=1e-5, rtol=1e-5)
+
+
+def test_moe_trials_script_checks_and_times_its_combine_variants(tmp_path):
+    """scripts/moe_trials.py: the atomic-free combine equals the layer's own; every stage gets a time."""
+    mt = load_script("moe_trials")
+    out = tmp_path / "moe.json"
+    assert mt.main(["--device", "cpu", "--d", "16", "--experts", "4", "--top-k", "2", "--hidden", "8",
+                    "--tokens", "64", "--train-tokens", "64", "--reps", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["check"]["out"] < 1e-5 and res["check"]["grad_x"] < 1e-5
+    assert set(res["probe"]["stages_ms"]) == {"route", "dispatch", "experts", "combine index_add",
+                                              "combine unpermute"}
+    for setting in ("probe", "train"):
+        assert set(res[setting]["layer_ms"]) == {"index_add", "unpermute"}
+        assert min(res[setting]["layer_ms"].values()) > 0 and res[setting]["dense_swiglu_ms"] > 0
 
 
 def test_moe_routes_each_token_to_exactly_top_k():

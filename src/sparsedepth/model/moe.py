@@ -13,6 +13,8 @@ Their weights are applied once per layer by the decoder (``ModelConfig.moe_aux_s
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,15 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(kern.swiglu(self.up(x), self.kernels))
+
+
+class Routing(NamedTuple):
+    logits: torch.Tensor  # [N, E] float32
+    probs: torch.Tensor  # [N, E]
+    weights: torch.Tensor  # [N, k] gate weights of the chosen experts
+    order: torch.Tensor  # [N*k] assignment indices (token-major) sorted by expert
+    token_of: torch.Tensor  # [N*k] source token of each sorted assignment
+    counts: torch.Tensor  # [E] assignments per expert
 
 
 def _grouped_mm_ok(x: torch.Tensor) -> bool:
@@ -53,36 +64,45 @@ class MoEFeedForward(nn.Module):
         """x [..., d] -> (output [..., d], aux [lb, z], expert load [E] as assignment fractions)."""
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        n = x.shape[0]
+        r = self.route(x)
+        out = self.combine(x, self._experts(self.dispatch(x, r), r.counts), r)
+        load = r.counts.float() / (x.shape[0] * self.top_k)
+        lb = self.n_experts / self.top_k * (load * self.top_k * r.probs.mean(0)).sum()
+        z = torch.logsumexp(r.logits, dim=-1).pow(2).mean()
+        return out.reshape(shape), torch.stack([lb, z]), load
+
+    # The stages of forward, separate so scripts/moe_trials.py can time each one.
+
+    def route(self, x: torch.Tensor) -> Routing:
+        """Router softmax, top-k choice and the expert-sorted order of the N*k assignments (x is [N, d])."""
         logits = self.router(x).float()
         probs = logits.softmax(-1)
         weights, experts = probs.topk(self.top_k, dim=-1)  # [N, k]
         if self.renormalize:
             weights = weights / weights.sum(-1, keepdim=True)
         self.routing((probs, experts))
-
         flat = experts.reshape(-1)
         order = flat.argsort(stable=True)
-        token_of = order // self.top_k  # source token of each sorted assignment
         # scatter_add into a fixed [E] tensor, not bincount: its output size is data dependent, which breaks
         # the compiled graph in two
         counts = torch.zeros(self.n_experts, dtype=torch.long, device=x.device).scatter_add_(
             0, flat, torch.ones_like(flat))
+        return Routing(logits, probs, weights, order, order // self.top_k, counts)
+
+    def dispatch(self, x: torch.Tensor, r: Routing) -> torch.Tensor:
+        """The token row of every assignment, in expert-sorted order."""
         if x.is_cuda and torch.is_autocast_enabled("cuda"):  # the residual stream is float32 under autocast:
-            x_low = x.to(torch.get_autocast_dtype("cuda"))  # cast once, before the k-fold gather
-        else:
-            x_low = x
-        xs = x_low[token_of]
-        ys = self._experts(xs, counts) * weights.reshape(-1)[order, None].to(xs.dtype)
-        out = torch.zeros_like(x).index_add_(0, token_of, ys.to(x.dtype))
+            x = x.to(torch.get_autocast_dtype("cuda"))  # cast once, before the k-fold gather
+        return x[r.token_of]
+
+    def combine(self, x: torch.Tensor, ys: torch.Tensor, r: Routing) -> torch.Tensor:
+        """Each token's gate-weighted sum of its k expert outputs (plus the shared expert)."""
+        ys = ys * r.weights.reshape(-1)[r.order, None].to(ys.dtype)
+        out = torch.zeros_like(x).index_add_(0, r.token_of, ys.to(x.dtype))
         if self.shared is not None:  # official: shared/(k+1) + k/(k+1) * routed
             k = self.top_k
             out = self.shared(x) / (k + 1) + out * (k / (k + 1))
-
-        load = counts.float() / (n * self.top_k)
-        lb = self.n_experts / self.top_k * (load * self.top_k * probs.mean(0)).sum()
-        z = torch.logsumexp(logits, dim=-1).pow(2).mean()
-        return out.reshape(shape), torch.stack([lb, z]), load
+        return out
 
     def _experts(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """SwiGLU of each expert on its contiguous slice of expert-sorted tokens: bf16 grouped GEMMs on CUDA
