@@ -110,6 +110,9 @@ def test_ablation_times_the_kernels_the_profile_does_not_use():
     gpu = bench.ablation_configs(base("gpu"))
     assert gpu["default"].model.kernels == "triton" and gpu["kernels-torch"].model.kernels == "torch"
     assert bench.ablation_configs(base("smoke"))["kernels-triton"].model.kernels == "triton"
+    # one config hash (the kernels are an implementation choice), two measurements
+    assert bench.measurement_key(gpu["default"]) != bench.measurement_key(gpu["kernels-torch"])
+    assert bench.measurement_key(gpu["default"]) == bench.measurement_key(base("gpu"))
 
 
 def test_unknown_group_is_rejected():

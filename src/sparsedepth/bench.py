@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import math
 import re
 import resource
@@ -328,12 +329,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise SystemExit(f"sparsedepth bench: --set: {e}") from None
     peak: dict = {}  # filled below, before any job runs
-    done: dict[str, dict] = {}  # config hash -> record: a config shared by two groups is trained once
+    done: dict[str, dict] = {}  # measurement_key -> record: a config shared by two groups is trained once
 
     def timed(cfg: TrainConfig, name: str) -> dict:
         if resolve_kernels(cfg.model.kernels, dev) != cfg.model.kernels:
             return {"skipped": f"kernels={cfg.model.kernels} needs CUDA and Triton; this device runs torch's code"}
-        key = config_hash(cfg)
+        key = measurement_key(cfg)
         if key in done:
             return {**done[key], "same_run_as": done[key]["name"]}
         if not done:
@@ -429,6 +430,12 @@ def _jobs(group: str, configs: dict, profile: str, shapes, dev: torch.device, pe
         jobs.append(("probes", lambda: time_probes(deep, profile, dev)))
         jobs.append(("probes-moe", lambda: time_probes(deep_moe, profile, dev, prefix="probe-moe")))
     return jobs
+
+
+def measurement_key(cfg: TrainConfig) -> str:
+    """What makes two timed configs the same measurement: the whole config, the implementation choices that
+    ``config_hash`` leaves out (the kernels) included, since they are what a speed measurement compares."""
+    return json.dumps(to_dict(cfg), sort_keys=True)
 
 
 def _tag(tag: str | None, overrides: list[str]) -> str:
