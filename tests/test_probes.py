@@ -284,6 +284,23 @@ def test_no_hooks_or_tensors_left_behind():
 # --------------------------------------------------------------------------------------------------- suites
 
 
+def test_suite_runs_torch_code_on_a_model_set_to_the_triton_kernels(monkeypatch):
+    """The probes switch the hand-written kernels off while they run and back on after."""
+    model = tiny(n_layers=3)
+    # as on CUDA with Triton: set_kernels keeps "triton", and the hand-written activation would run
+    monkeypatch.setattr("sparsedepth.model.kernels.resolve", lambda name, device: name)
+
+    def called(h):
+        raise RuntimeError("hand-written kernel called")
+
+    monkeypatch.setattr("sparsedepth.model.kernels.swiglu_triton", called)
+    model.set_kernels("triton")
+    with pytest.raises(RuntimeError, match="hand-written kernel called"):
+        model(windows(1)[:, :-1])
+    res = run_probes(model, windows(2), probes=("jacobian", "usefulness"), **SMALL)
+    assert res["jacobian"]["jacobian_norm"] and model.kernels == "triton"
+
+
 @pytest.mark.parametrize("family", ["gqa", "moe", "lns"])
 def test_whole_suite_on_each_family(family):
     kw = {"gqa": dict(n_kv_heads=2), "moe": dict(n_experts=4, top_k=2, expert_hidden=32),

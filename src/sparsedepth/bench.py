@@ -259,7 +259,6 @@ def time_probes(cfg: TrainConfig, profile: str, dev: torch.device, prefix: str =
     windows = val_windows(data.val, seqlen, n, seed=0)
     torch.manual_seed(0)
     model = build_model(cfg.model, dev).float()
-    model.set_kernels("torch")  # as the probes of a trained run see it (train.load_run)
     _reset_mem(dev)
     res = run_probes(model, windows.to(dev), **ps)
     mem = _peak_mem_gib(dev)

@@ -59,6 +59,11 @@ def run_probes(model, windows: torch.Tensor, *, probes=PROBES, paper_compat: boo
     t_start = time.perf_counter()
     was_training = ad.model.training
     ad.model.eval()
+    # our decoder with the hand-written kernels runs torch's code meanwhile: the Jacobian probe's torch.func
+    # transforms have no rules for those custom ops
+    kernels = getattr(ad.model, "kernels", None) if hasattr(ad.model, "set_kernels") else None
+    if kernels is not None:
+        ad.model.set_kernels("torch")
     old_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
@@ -67,6 +72,8 @@ def run_probes(model, windows: torch.Tensor, *, probes=PROBES, paper_compat: boo
                             attention_context)
     finally:
         ad.model.train(was_training)
+        if kernels is not None:
+            ad.model.set_kernels(kernels)
         torch.backends.cuda.matmul.allow_tf32 = old_tf32
     timings["total"] = time.perf_counter() - t_start
     res["timings"] = timings

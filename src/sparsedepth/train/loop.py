@@ -413,9 +413,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
 
 def load_run(run_dir: str | Path, device: str = "auto"):
     """``(model, cfg, data)`` of a run directory: the model from its latest checkpoint, in eval mode, on
-    ``device``; the TrainConfig; the TokenData it was trained on. The model runs plain torch code whatever
-    kernels it trained with: the probes differentiate through it with torch.func transforms, which the
-    hand-written kernels do not support, and a reading should not depend on how training computed."""
+    ``device``; the TrainConfig; the TokenData it was trained on. The model runs torch's code whatever
+    kernels it trained with, so no reading (evaluation, probes) depends on how training computed."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
