@@ -1,20 +1,19 @@
-"""Where an MoE layer's time goes, stage by stage, and a candidate combine without atomic adds.
+"""Where an MoE layer's time goes, stage by stage, and its combine against one with atomic adds.
 
     PYTHONPATH=src python scripts/moe_trials.py --out moe_trials.json     # CUDA: check, then time
-    PYTHONPATH=src python scripts/moe_trials.py --device cpu --tokens 2048 --train-tokens 2048
+    PYTHONPATH=src python scripts/moe_trials.py --device cpu --tokens 2048 --train-tokens 2048 --no-compile
 
 The recipe's +MoE layer (d=512, 64 experts, top-8, expert width 256) in two settings:
 - ``probe``: 32,768 tokens (the gpu probes' batch of 64 windows of 512) in float32 with TF32 matmuls,
-  forward only, as the probes run it: the 32-layer MoE probe suite takes 3-4x the dense one's time
-  (docs/performance.md), and neither the expert loop's launches nor its matmuls explained that;
-- ``train``: 65,536 tokens under bf16 autocast, forward + backward.
+  forward only, as the probes run it;
+- ``train``: 65,536 tokens under bf16 autocast, forward + backward, eagerly and compiled (the trainer
+  compiles each block).
 
-Timed: each stage of ``MoEFeedForward.forward`` on its own (route, dispatch, experts, combine, forward only)
-and the whole layer, with two combines: ``index_add`` (the layer's: k atomic adds into each token row on
-CUDA) and ``unpermute`` (the expert-sorted rows written back to assignment order, a permutation without
-atomics, then each token's gate-weighted sum over its k rows). A dense SwiGLU of the same active width
-(k x expert width) on the same tokens gives the scale. The model keeps its code until a measurement here
-says which combine is faster.
+Timed: each stage of ``MoEFeedForward.forward`` on its own (route, dispatch, experts, combine; forward only) and
+the whole layer, with two combines: ``unpermute`` (the layer's: the expert-sorted rows copied back to assignment
+order, a permutation without atomics, then each token's gate-weighted sum over its k rows) and ``index_add`` (the
+layer's earlier combine: each weighted row added into its token, k atomic adds per token row on CUDA). A dense
+SwiGLU of the same active width (k x expert width) on the same tokens gives the scale.
 """
 from __future__ import annotations
 
@@ -32,25 +31,28 @@ from sparsedepth.config import ModelConfig  # noqa: E402
 from sparsedepth.model.moe import MoEFeedForward, Routing, SwiGLU  # noqa: E402
 
 
-def combine_unpermute(moe: MoEFeedForward, x: torch.Tensor, ys: torch.Tensor, r: Routing) -> torch.Tensor:
-    """``MoEFeedForward.combine`` without index_add_: row i*k + j of the unpermuted rows is token i's j-th."""
-    y = torch.empty_like(ys).index_copy_(0, r.order, ys)
-    out = (y.view(-1, moe.top_k, y.shape[-1]) * r.weights.unsqueeze(-1).to(y.dtype)).sum(1).to(x.dtype)
+def combine_index_add(moe: MoEFeedForward, x: torch.Tensor, ys: torch.Tensor, r: Routing) -> torch.Tensor:
+    """The earlier ``MoEFeedForward.combine``: each weighted row added into its token with ``index_add_``."""
+    ys = ys * r.weights.reshape(-1)[r.order, None].to(ys.dtype)
+    out = torch.zeros_like(x).index_add_(0, r.token_of, ys.to(x.dtype))
     if moe.shared is not None:
         k = moe.top_k
         out = moe.shared(x) / (k + 1) + out * (k / (k + 1))
     return out
 
 
-def layer(d: int, experts: int, top_k: int, hidden: int, dev: torch.device, combine: str) -> MoEFeedForward:
+VARIANTS = ("unpermute", "index_add")
+
+
+def layer(d: int, experts: int, top_k: int, hidden: int, dev: torch.device, variant: str) -> MoEFeedForward:
     cfg = ModelConfig(vocab_size=64, d_model=d, n_layers=1, n_heads=1, n_experts=experts, top_k=top_k,
                       expert_hidden=hidden)
     torch.manual_seed(0)
     moe = MoEFeedForward(cfg)
     for p in moe.parameters():
         torch.nn.init.normal_(p, std=d ** -0.5)
-    if combine == "unpermute":
-        moe.combine = types.MethodType(combine_unpermute, moe)
+    if variant == "index_add":
+        moe.combine = types.MethodType(combine_index_add, moe)
     return moe.to(dev)
 
 
@@ -74,14 +76,14 @@ def best_ms(fn, dev: torch.device, reps: int) -> float:
 
 
 def check(d: int, experts: int, top_k: int, hidden: int, n: int, dev: torch.device) -> dict:
-    """Relative difference of the unpermute combine from the layer's own, output and input gradient, in float32."""
+    """Relative difference of the layer's combine from index_add, output and input gradient, float32."""
     x = torch.randn(n, d, device=dev)
     out = {}
-    for name in ("index_add", "unpermute"):
+    for variant in VARIANTS:
         xi = x.clone().requires_grad_()
-        y = layer(d, experts, top_k, hidden, dev, name)(xi)[0]
+        y = layer(d, experts, top_k, hidden, dev, variant)(xi)[0]
         y.square().sum().backward()
-        out[name] = (y.detach(), xi.grad)
+        out[variant] = (y.detach(), xi.grad)
     rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
     (y0, g0), (y1, g1) = out["index_add"], out["unpermute"]
     return {"out": rel(y1, y0), "grad_x": rel(g1, g0)}
@@ -92,7 +94,7 @@ def time_probe(d: int, experts: int, top_k: int, hidden: int, n: int, dev: torch
     x = torch.randn(n, d, device=dev)
     res = {"tokens": n, "stages_ms": {}, "layer_ms": {}}
     with torch.no_grad():
-        moe = layer(d, experts, top_k, hidden, dev, "index_add")
+        moe = layer(d, experts, top_k, hidden, dev, "unpermute")
         r = moe.route(x)
         xs = moe.dispatch(x, r)
         ys = moe._experts(xs, r.counts)
@@ -100,20 +102,22 @@ def time_probe(d: int, experts: int, top_k: int, hidden: int, n: int, dev: torch
         st["route"] = best_ms(lambda: moe.route(x), dev, reps)
         st["dispatch"] = best_ms(lambda: moe.dispatch(x, r), dev, reps)
         st["experts"] = best_ms(lambda: moe._experts(xs, r.counts), dev, reps)
-        st["combine index_add"] = best_ms(lambda: moe.combine(x, ys, r), dev, reps)
-        st["combine unpermute"] = best_ms(lambda: combine_unpermute(moe, x, ys, r), dev, reps)
-        for name in ("index_add", "unpermute"):
-            m = layer(d, experts, top_k, hidden, dev, name)
-            res["layer_ms"][name] = best_ms(lambda: m(x), dev, reps)
+        st["combine unpermute"] = best_ms(lambda: moe.combine(x, ys, r), dev, reps)
+        st["combine index_add"] = best_ms(lambda: combine_index_add(moe, x, ys, r), dev, reps)
+        for variant in VARIANTS:
+            m = layer(d, experts, top_k, hidden, dev, variant)
+            res["layer_ms"][variant] = best_ms(lambda: m(x), dev, reps)
         dense = SwiGLU(d, top_k * hidden).to(dev)
         res["dense_swiglu_ms"] = best_ms(lambda: dense(x), dev, reps)
     return res
 
 
-def time_train(d: int, experts: int, top_k: int, hidden: int, n: int, dev: torch.device, reps: int) -> dict:
-    """Forward + backward under bf16 autocast on CUDA (float32 elsewhere): the training setting."""
+def time_train(d: int, experts: int, top_k: int, hidden: int, n: int, dev: torch.device, reps: int,
+               compiled: bool) -> dict:
+    """Forward + backward under bf16 autocast on CUDA (float32 elsewhere): the training setting, eager and (with
+    ``compiled``) through torch.compile as the trainer runs each block."""
     x = torch.randn(n, d, device=dev, requires_grad=True)
-    res = {"tokens": n, "layer_ms": {}}
+    res = {"tokens": n, "layer_ms": {}, "compiled_layer_ms": {}}
 
     def fwd_bwd(module):
         def step():
@@ -122,8 +126,12 @@ def time_train(d: int, experts: int, top_k: int, hidden: int, n: int, dev: torch
             (out[0] if isinstance(out, tuple) else out).float().square().mean().backward()
         return step
 
-    for name in ("index_add", "unpermute"):
-        res["layer_ms"][name] = best_ms(fwd_bwd(layer(d, experts, top_k, hidden, dev, name)), dev, reps)
+    for variant in VARIANTS:
+        moe = layer(d, experts, top_k, hidden, dev, variant)
+        res["layer_ms"][variant] = best_ms(fwd_bwd(moe), dev, reps)
+        if compiled:
+            torch._dynamo.reset()  # both variants are one code object to dynamo
+            res["compiled_layer_ms"][variant] = best_ms(fwd_bwd(torch.compile(moe)), dev, reps)
     res["dense_swiglu_ms"] = best_ms(fwd_bwd(SwiGLU(d, top_k * hidden).to(dev)), dev, reps)
     return res
 
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=32768, help="tokens per probe forward")
     ap.add_argument("--train-tokens", type=int, default=65536, help="tokens per training micro-batch")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--no-compile", action="store_true", help="time the training setting eagerly only")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
@@ -150,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"unpermute against index_add (float32): output {res['check']['out']:.1e}, "
           f"input gradient {res['check']['grad_x']:.1e}", flush=True)
     res["probe"] = time_probe(*shape, args.tokens, dev, args.reps)
-    res["train"] = time_train(*shape, args.train_tokens, dev, args.reps)
+    res["train"] = time_train(*shape, args.train_tokens, dev, args.reps, compiled=not args.no_compile)
     for setting in ("probe", "train"):
         r = res[setting]
         parts = [f"{k} {v:.3f}" for k, v in r.get("stages_ms", {}).items()]
-        parts += [f"layer {k} {v:.3f}" for k, v in r["layer_ms"].items()] + [f"dense {r['dense_swiglu_ms']:.3f}"]
+        parts += [f"layer {k} {v:.3f}" for k, v in r["layer_ms"].items()]
+        parts += [f"compiled layer {k} {v:.3f}" for k, v in r.get("compiled_layer_ms", {}).items()]
+        parts += [f"dense {r['dense_swiglu_ms']:.3f}"]
         print(f"{setting} ({r['tokens']} tokens), ms: " + ", ".join(parts), flush=True)
     if args.out:
         atomic_write_json(Path(args.out), res)

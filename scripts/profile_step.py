@@ -1,10 +1,13 @@
 #!/usr/bin/env python
 """Where a training step's device time goes: kernel time per category, per step, for a profile's config.
 
-    PYTHONPATH=src python scripts/profile_step.py [--profile gpu] [--layers 16] [--steps 10] [--out FILE]
-                                                  [--kernels torch|triton]
+    PYTHONPATH=src python scripts/profile_step.py [--profile gpu] [--layers 16 | --run recipe/+MoE] [--steps 10]
+                                                  [--out FILE]
+                                                  [--kernels torch|triton] [--sdpa flash]
+                                                  [--inductor max_autotune=True ...]
 
-Builds the real trainer for ``experiments.base(profile, n_layers=L)`` (data: the packaged corpus, which
+Builds the real trainer for ``experiments.base(profile, n_layers=L)``, or for one run of an experiment
+(``--run EXPERIMENT/VARIANT``) (data: the packaged corpus, which
 does not change speed), runs ``--warmup`` steps untimed (compilation), then records ``--steps`` steps with
 ``torch.profiler`` and sums each kernel's device time. Kernels are grouped by name:
 
@@ -17,6 +20,11 @@ does not change speed), runs ``--warmup`` steps untimed (compilation), then reco
 
 Also printed: the step's wall time, the time its matmul FLOPs would take at the measured peak, and the top
 kernels. This explains an MFU number; it is not a benchmark (``sparsedepth bench`` is).
+
+Two knobs try what the model's config does not expose, before anything is built on them: ``--sdpa`` restricts
+the kernels SDPA may choose from (torch's ``enable_*_sdp`` switches, read when the compiled graph is traced),
+and ``--inductor KEY=VALUE`` sets a ``torch._inductor.config`` option (for example ``max_autotune=True``:
+Triton matmul templates with the surrounding pointwise work fused into their epilogues).
 """
 from __future__ import annotations
 
@@ -36,8 +44,8 @@ except ImportError:  # run from a checkout: PYTHONPATH=src is the documented way
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sparsedepth.atomic import atomic_write_json  # noqa: E402
-from sparsedepth.config import KERNELS  # noqa: E402
-from sparsedepth.experiments import base  # noqa: E402
+from sparsedepth.config import KERNELS, ConfigError  # noqa: E402
+from sparsedepth.experiments import base, resolve  # noqa: E402
 from sparsedepth.train.distributed import init_distributed  # noqa: E402
 from sparsedepth.train.loop import Trainer  # noqa: E402
 from sparsedepth.train.telemetry import peak_flops  # noqa: E402
@@ -71,21 +79,75 @@ def kernel_times(prof: torch.profiler.profile) -> dict[str, tuple[float, int]]:
     return out
 
 
+SDPA_KERNELS = {"flash": "enable_flash_sdp", "cudnn": "enable_cudnn_sdp", "efficient": "enable_mem_efficient_sdp",
+                "math": "enable_math_sdp"}
+
+
+def restrict_sdpa(only: str) -> None:
+    """Switch off every SDPA kernel but ``only`` ("auto": leave torch's choice)."""
+    if only != "auto":
+        for name, switch in SDPA_KERNELS.items():
+            getattr(torch.backends.cuda, switch)(name == only)
+        # the compile caches do not key on these switches: a cached graph would bring back the kernel it was
+        # traced with (seen on the H200: "--sdpa efficient" ran cuDNN's kernels from the cache)
+        import torch._functorch.config as functorch_config
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = False
+        functorch_config.enable_autograd_cache = False
+
+
+def set_inductor_options(pairs: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` pairs to ``torch._inductor.config``; an unknown key is an error, not a no-op."""
+    import ast
+
+    import torch._inductor.config as inductor_config
+
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not hasattr(inductor_config, key):
+            raise SystemExit(f"--inductor {pair!r}: expected KEY=VALUE with KEY a torch._inductor.config option")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare string such as TRITON,ATEN
+        setattr(inductor_config, key, value)
+        out[key] = value
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="gpu")
     ap.add_argument("--layers", type=int, default=None, help="depth (default: the profile's base depth)")
+    ap.add_argument("--run", default=None, metavar="EXPERIMENT/VARIANT",
+                    help="profile this run's config instead (e.g. recipe/+MoE); --layers then does not apply")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--kernels", default=None, choices=KERNELS,
                     help="model.kernels (default: the profile's): triton runs the hand-written SwiGLU and "
                          "head + cross-entropy on CUDA")
+    ap.add_argument("--sdpa", default="auto", choices=tuple(SDPA_KERNELS) + ("auto",),
+                    help="the only kernel SDPA may use (default: torch's choice)")
+    ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                    help="a torch._inductor.config option (repeatable); VALUE is parsed as a Python literal")
     ap.add_argument("--top", type=int, default=25, help="kernels listed individually")
     ap.add_argument("--out", default=None, help="write the breakdown as JSON here")
     args = ap.parse_args()
 
-    cfg = base(args.profile, n_layers=args.layers)
+    restrict_sdpa(args.sdpa)
+    inductor = set_inductor_options(args.inductor)
+    if args.run:
+        if args.layers is not None or "/" not in args.run:
+            raise SystemExit("--run takes EXPERIMENT/VARIANT (e.g. recipe/+MoE) and excludes --layers")
+        try:
+            cfg = resolve(args.profile, *args.run.split("/", 1))
+        except ConfigError as e:
+            raise SystemExit(f"--run {args.run}: {e}") from None
+    else:
+        cfg = base(args.profile, n_layers=args.layers)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus="embedded"), telemetry_interval=0,
                               model=dataclasses.replace(cfg.model, kernels=args.kernels or cfg.model.kernels))
     dist = init_distributed(args.device)
@@ -119,8 +181,8 @@ def main() -> int:
     mm_ms = (cfg.model.flops_per_token(cfg.seq_len) * cfg.tokens_per_step / peak * 1e3) if peak else None
 
     print(f"{args.profile} L={cfg.model.n_layers} d={cfg.model.d_model} T={cfg.seq_len} batch {cfg.batch_size} "
-          f"({cfg.tokens_per_step} tokens/step), compile {cfg.compile_mode}, kernels {kernels_run}, on {dev}; "
-          f"warm-up {warm_s:.1f} s")
+          f"({cfg.tokens_per_step} tokens/step), compile {cfg.compile_mode}, kernels {kernels_run}, on {dev}, "
+          f"sdpa {args.sdpa}, inductor {inductor or 'defaults'}; warm-up {warm_s:.1f} s")
     print(f"step wall {step_s * 1e3:.1f} ms, kernels busy {busy:.1f} ms"
           + (f", model FLOPs at peak {mm_ms:.1f} ms ({peak / 1e12:.0f} TFLOP/s)" if mm_ms else ""))
     for cat, ms in sorted(cats.items(), key=lambda kv: -kv[1]):
@@ -131,11 +193,11 @@ def main() -> int:
         print(f"  {ms:8.3f} ms {n:5d}x  [{category(name)}] {name[:110]}")
     if args.out:
         atomic_write_json(args.out, {
-            "profile": args.profile, "device": str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev),
+            "profile": args.profile, "run": args.run, "device": str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev),
             "torch": torch.__version__, "n_layers": cfg.model.n_layers, "d_model": cfg.model.d_model,
             "seq_len": cfg.seq_len, "tokens_per_step": cfg.tokens_per_step, "compile": cfg.compile_mode,
-            "kernels": kernels_run,
-            "step_ms": step_s * 1e3, "busy_ms": busy, "model_flops_at_peak_ms": mm_ms, "peak_flops": peak,
+            "kernels": kernels_run, "sdpa": args.sdpa, "inductor": inductor,
+            "warmup_s": warm_s, "step_ms": step_s * 1e3, "busy_ms": busy, "model_flops_at_peak_ms": mm_ms, "peak_flops": peak,
             "categories_ms": cats,
             "top_kernels": [{"name": n, "ms": ms, "calls": c, "category": category(n)} for n, (ms, c) in top]})
     return 0

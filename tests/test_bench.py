@@ -154,6 +154,23 @@ def test_profile_step_categories_and_cpu_run(tmp_path, monkeypatch, capsys):
     assert "step wall" in capsys.readouterr().out
 
 
+def test_profile_step_profiles_a_named_run_and_rejects_bad_options(tmp_path, monkeypatch):
+    ps = load_script("profile_step")
+    out = tmp_path / "profile.json"
+    argv = ["profile_step.py", "--profile", "smoke", "--warmup", "1", "--steps", "1", "--device", "cpu"]
+    monkeypatch.setattr("sys.argv", argv + ["--run", "recipe/+MoE", "--inductor", "coordinate_descent_tuning=False",
+                                            "--out", str(out)])
+    assert ps.main() == 0
+    rec = json.loads(out.read_text())
+    assert rec["run"] == "recipe/+MoE" and rec["n_layers"] == 6 and rec["seq_len"] == 256
+    assert rec["inductor"] == {"coordinate_descent_tuning": False} and rec["sdpa"] == "auto"
+    for bad in (["--inductor", "no_such_option=1"], ["--inductor", "max_autotune"], ["--run", "recipe"],
+                ["--run", "recipe/+MoE", "--layers", "4"], ["--run", "recipe/no-such-variant"]):
+        monkeypatch.setattr("sys.argv", argv + bad)
+        with pytest.raises(SystemExit, match="--inductor|--run"):
+            ps.main()
+
+
 def _bench(out, *extra) -> int:
     threads = torch.get_num_threads()
     try:

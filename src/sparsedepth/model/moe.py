@@ -96,9 +96,14 @@ class MoEFeedForward(nn.Module):
         return x[r.token_of]
 
     def combine(self, x: torch.Tensor, ys: torch.Tensor, r: Routing) -> torch.Tensor:
-        """Each token's gate-weighted sum of its k expert outputs (plus the shared expert)."""
-        ys = ys * r.weights.reshape(-1)[r.order, None].to(ys.dtype)
-        out = torch.zeros_like(x).index_add_(0, r.token_of, ys.to(x.dtype))
+        """Each token's gate-weighted sum of its k expert outputs (plus the shared expert).
+
+        The expert-sorted rows are put back in assignment order (a permutation: no two rows land on one
+        place), then each token sums its k rows in the stream's dtype. Adding the rows straight into their
+        tokens with ``index_add_`` needs atomic adds on CUDA: not deterministic, and 1.6-1.8 % slower in
+        training on the H200 (docs/performance.md, scripts/moe_trials.py)."""
+        rows = torch.empty_like(ys).index_copy_(0, r.order, ys).view(-1, self.top_k, ys.shape[-1])
+        out = (rows.to(x.dtype) * r.weights.unsqueeze(-1).to(x.dtype)).sum(1)
         if self.shared is not None:  # official: shared/(k+1) + k/(k+1) * routed
             k = self.top_k
             out = self.shared(x) / (k + 1) + out * (k / (k + 1))
