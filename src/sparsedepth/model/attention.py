@@ -5,14 +5,17 @@ Backends (``ModelConfig.attn_backend``):
   fused CPU kernel elsewhere). Available everywhere. GQA goes through SDPA's ``enable_gqa``: on the H200 expanding
   K/V heads first (``repeat_interleave``) made a G=4 layer 33 % slower (3.41 vs 2.57 ms forward+backward).
 - ``cudnn``: the same SDPA call restricted to NVIDIA's cuDNN fused attention kernel (CUDA only; K/V heads
-  expanded for GQA). On the H200 it was 16-25 % slower than ``sdpa`` for MHA (bench ``attention``).
+  expanded for GQA). In the compiled training step on the H200 SDPA already picks cuDNN's kernels, so both
+  train at one speed (651k tokens/s); a single eager layer timed cuDNN 16-25 % slower in one round and
+  within 8 % either way in another (bench ``attention``).
 - ``xformers``: ``xformers.ops.memory_efficient_attention`` (CUDA only: xformers has no CPU kernels). Its
   grouped 5-D form has no backward kernel, so K/V heads are expanded to the query heads first.
 - ``math``: explicit softmax(QK^T/sqrt(d))V in float32. The reference for tests, and the only path that
   exposes attention probabilities (through the ``probs`` identity module, for forward hooks).
 - ``auto``: a documented rule, not a guess: ``sdpa`` everywhere. On the H200 SDPA measured 1.5-1.8x faster
-  than xformers 0.0.35 and 1.16-1.25x faster than cuDNN for forward+backward (``sparsedepth bench``
-  re-measures it); on CPU neither can run. The resolved name is stored in ``Attention.backend`` and reported by the trainer.
+  than xformers 0.0.35 for forward+backward, and restricting it to FlashAttention-2 or memory-efficient
+  attention slowed the L=16 training step by 5 % and 24 % (``sparsedepth bench``, ``scripts/profile_step.py
+  --sdpa``); on CPU neither xformers nor cuDNN can run. The resolved name is stored in ``Attention.backend`` and reported by the trainer.
 """
 from __future__ import annotations
 
