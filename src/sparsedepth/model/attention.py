@@ -15,7 +15,8 @@ Backends (``ModelConfig.attn_backend``):
 - ``auto``: a documented rule, not a guess: ``sdpa`` everywhere. On the H200 SDPA measured 1.5-1.8x faster
   than xformers 0.0.35 for forward+backward, and restricting it to FlashAttention-2 or memory-efficient
   attention slowed the L=16 training step by 5 % and 24 % (``sparsedepth bench``, ``scripts/profile_step.py
-  --sdpa``); on CPU neither xformers nor cuDNN can run. The resolved name is stored in ``Attention.backend`` and reported by the trainer.
+  --sdpa``); on CPU neither xformers nor cuDNN can run. The resolved name is stored in ``Attention.backend``
+  and reported by the trainer.
 """
 from __future__ import annotations
 
