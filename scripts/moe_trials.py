@@ -34,11 +34,7 @@ from sparsedepth.model.moe import MoEFeedForward, Routing, SwiGLU  # noqa: E402
 def combine_index_add(moe: MoEFeedForward, x: torch.Tensor, ys: torch.Tensor, r: Routing) -> torch.Tensor:
     """The earlier ``MoEFeedForward.combine``: each weighted row added into its token with ``index_add_``."""
     ys = ys * r.weights.reshape(-1)[r.order, None].to(ys.dtype)
-    out = torch.zeros_like(x).index_add_(0, r.token_of, ys.to(x.dtype))
-    if moe.shared is not None:
-        k = moe.top_k
-        out = moe.shared(x) / (k + 1) + out * (k / (k + 1))
-    return out
+    return moe.mix_shared(x, torch.zeros_like(x).index_add_(0, r.token_of, ys.to(x.dtype)))
 
 
 VARIANTS = ("unpermute", "index_add")

@@ -28,6 +28,7 @@ Triton matmul templates with the surrounding pointwise work fused into their epi
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import re
 import sys
@@ -98,8 +99,6 @@ def restrict_sdpa(only: str) -> None:
 
 def set_inductor_options(pairs: list[str]) -> dict:
     """Apply ``KEY=VALUE`` pairs to ``torch._inductor.config``; an unknown key is an error, not a no-op."""
-    import ast
-
     import torch._inductor.config as inductor_config
 
     out = {}

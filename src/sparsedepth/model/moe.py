@@ -103,11 +103,14 @@ class MoEFeedForward(nn.Module):
         tokens with ``index_add_`` needs atomic adds on CUDA: not deterministic, and 1.6-1.8 % slower in
         training on the H200 (docs/performance.md, scripts/moe_trials.py)."""
         rows = torch.empty_like(ys).index_copy_(0, r.order, ys).view(-1, self.top_k, ys.shape[-1])
-        out = (rows.to(x.dtype) * r.weights.unsqueeze(-1).to(x.dtype)).sum(1)
-        if self.shared is not None:  # official: shared/(k+1) + k/(k+1) * routed
-            k = self.top_k
-            out = self.shared(x) / (k + 1) + out * (k / (k + 1))
-        return out
+        return self.mix_shared(x, (rows.to(x.dtype) * r.weights.unsqueeze(-1).to(x.dtype)).sum(1))
+
+    def mix_shared(self, x: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
+        """The routed output blended with the shared expert's, where there is one."""
+        if self.shared is None:
+            return routed
+        k = self.top_k  # official: shared/(k+1) + k/(k+1) * routed
+        return self.shared(x) / (k + 1) + routed * (k / (k + 1))
 
     def _experts(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """SwiGLU of each expert on its contiguous slice of expert-sorted tokens: bf16 grouped GEMMs on CUDA
