@@ -29,21 +29,26 @@ def test_every_experiment_has_valid_variants(profile, experiment):
         assert meta["paper_key"] in paper.rows(experiment), f"{name} maps to no paper row"
         assert ex.resolve(profile, experiment, name) == cfg
     assert ex.profile_note(profile, experiment).startswith(profile)
-    # every paper row is covered once (per seed of the depth sweep)
-    seeds = len(ex.scale(profile).depth_seeds) if experiment == "depth" else 1
+    # every paper row is covered once per seed
+    seeds = len(ex.scale(profile).seeds_for(experiment))
     keys = [str(m["paper_key"]) for m in metas.values()]
     assert sorted(keys) == sorted(map(str, list(paper.rows(experiment)) * seeds))
 
 
+def seed0(vs: dict) -> dict:
+    """The seed-0 sweep of a variants dict (a profile may repeat every sweep at further seeds)."""
+    return {n: c for n, c in vs.items() if c.seed == 0}
+
+
 @pytest.mark.parametrize("profile", ex.PROFILES)
 def test_swept_values_follow_the_paper_order(profile):
-    for seed in ex.scale(profile).depth_seeds:  # each seed's sweep in the paper's order
+    for seed in ex.scale(profile).seeds_for("depth"):  # each seed's sweep in the paper's order
         depth = [c for c in ex.variants(profile, "depth").values() if c.seed == seed]
         assert [c.model.n_layers for c in depth] == sorted(c.model.n_layers for c in depth)
         assert len({c.model.n_layers for c in depth}) == len(depth) == 4
-    wd = ex.variants(profile, "weight_decay")
+    wd = seed0(ex.variants(profile, "weight_decay"))
     assert [c.optim.weight_decay for c in wd.values()] == [0.0, 0.01, 0.1, 1.0, 3.0]
-    gqa = ex.variants(profile, "gqa")
+    gqa = seed0(ex.variants(profile, "gqa"))
     groups = [c.model.group_size for c in gqa.values()]
     assert groups[0] == 1 and groups == sorted(groups) and len(set(groups)) == 3
     assert groups[-1] == next(iter(gqa.values())).model.n_heads  # the last one is MQA, as the paper's G=16
@@ -51,7 +56,7 @@ def test_swept_values_follow_the_paper_order(profile):
 
 @pytest.mark.parametrize("profile", ex.PROFILES)
 def test_seqlen_variants_see_equal_tokens(profile):
-    vs = ex.variants(profile, "seqlen")
+    vs = seed0(ex.variants(profile, "seqlen"))
     ts = [c.seq_len for c in vs.values()]
     assert ts == sorted(ts) and len(set(ts)) == 6
     assert len({c.tokens_per_step for c in vs.values()}) == 1
@@ -94,7 +99,7 @@ def test_recipe_is_cumulative_in_paper_order(profile):
 
 @pytest.mark.parametrize("profile", ex.PROFILES)
 def test_moe_pairs_have_equal_active_parameters(profile):
-    vs, metas = ex.variants(profile, "moe"), ex.variant_meta(profile, "moe")
+    vs, metas = seed0(ex.variants(profile, "moe")), ex.variant_meta(profile, "moe")
     assert list(vs) == list(ex.MOE_VARIANTS)
     for size in ("small", "large"):
         dense, moe = vs[f"dense-{size}"].model, vs[f"moe-{size}"].model
@@ -115,7 +120,10 @@ def test_shared_runs_are_deduplicated(profile):
     total = sum(len(ex.variants(profile, e)) for e in ex.EXPERIMENTS)
     assert total == 30 and len(runs) == 25
     gpu = ex.scale("gpu")
-    assert len(ex.unique_runs("gpu")) == 27 + len(gpu.depths) * (len(gpu.depth_seeds) - 1)  # seeds share nothing
+    # seeds 1 and 2 repeat 15 distinct component runs each (wd0.1 = T1024 = G1 = dense-large at every seed) and
+    # the depth sweep's second seed its 4 depths; runs of different seeds share nothing
+    assert [len(gpu.seeds_for(e)) for e in ex.EXPERIMENTS] == [2, 3, 3, 3, 3, 1]
+    assert len(ex.unique_runs("gpu")) == 27 + 4 + 2 * 15
     s = ex.scale(profile)
     base = ex.variants(profile, "depth")[f"L{s.base_depth}"]
     for exp, name in [("weight_decay", "wd0.1"), ("seqlen", f"T{s.seq_len}"), ("gqa", "G1"), ("moe", "dense-large")]:
@@ -138,8 +146,8 @@ def test_gpu_profile_is_paper_lite():
 
 def test_gpu_depth_sweep_has_a_second_seed():
     s = ex.scale("gpu")
-    assert s.depth_seeds == (0, 1)
-    assert ex.scale("smoke").depth_seeds == ex.scale("cpu").depth_seeds == (0,)
+    assert s.seeds_for("depth") == (0, 1)
+    assert all(ex.scale(p).seeds_for(e) == (0,) for p in ("smoke", "cpu") for e in ex.EXPERIMENTS)
     vs, metas = ex.variants("gpu", "depth"), ex.variant_meta("gpu", "depth")
     assert list(vs) == [f"L{L}" for L in s.depths] + [f"L{L}-seed1" for L in s.depths]  # seed 0 first
     assert [m["order"] for m in metas.values()] == list(range(len(vs)))
@@ -169,11 +177,32 @@ def test_single_seed_profiles_keep_their_depth_configs():
             assert cfg == ex.base(profile, n_layers=L, steps=ex.scale(profile).depth_steps)
 
 
-def test_depth_seeds_must_start_with_zero(monkeypatch):
+def test_seeds_must_start_with_zero(monkeypatch):
     for bad in ((1, 2), (0, 0), ()):
-        monkeypatch.setitem(ex.SCALES, "smoke", dataclasses.replace(ex.scale("smoke"), depth_seeds=bad))
-        with pytest.raises(ConfigError, match="depth_seeds must be distinct and start with 0"):
-            ex.variants("smoke", "depth")
+        monkeypatch.setitem(ex.SCALES, "smoke", dataclasses.replace(ex.scale("smoke"), seeds={"gqa": bad}))
+        with pytest.raises(ConfigError, match="seeds of 'gqa' must be distinct and start with 0"):
+            ex.variants("smoke", "gqa")
+
+
+@pytest.mark.parametrize("experiment", ["weight_decay", "seqlen", "gqa", "moe"])
+def test_gpu_component_sweeps_have_three_seeds(experiment):
+    vs, metas = ex.variants("gpu", experiment), ex.variant_meta("gpu", experiment)
+    names = [n for n in vs if "-seed" not in n]
+    assert list(vs) == names + [f"{n}-seed1" for n in names] + [f"{n}-seed2" for n in names]
+    for n in names:
+        for s in (1, 2):
+            other = f"{n}-seed{s}"
+            assert vs[other].seed == s and metas[other]["seed"] == s
+            assert dataclasses.replace(vs[other], seed=0) == vs[n]
+            assert metas[other]["paper_key"] == metas[n]["paper_key"] and metas[other]["label"] == metas[n]["label"]
+    assert "seeds 0, 1, 2" in ex.profile_note("gpu", experiment)
+
+
+def test_recipe_seeds_follow_their_own_parents(monkeypatch):
+    monkeypatch.setitem(ex.SCALES, "smoke", dataclasses.replace(ex.scale("smoke"), seeds={"recipe": (0, 1)}))
+    metas = ex.variant_meta("smoke", "recipe")
+    assert metas["+T256-seed1"]["parent"] == "baseline-seed1" and metas["+T256"]["parent"] == "baseline"
+    assert metas["baseline-seed1"]["parent"] is None
 
 
 def test_small_profiles_shrink_everything():

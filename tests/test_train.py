@@ -349,3 +349,21 @@ def test_kernels_are_an_implementation_choice(data_cfg, tmp_path, monkeypatch):
     assert build_model(triton_cfg.model).kernels == "triton"
     model, cfg2, _ = load_run(run, device="cpu")
     assert cfg2.model.kernels == "triton" and model.kernels == "torch"
+
+
+def test_provenance_names_the_source_that_ran(tmp_path):
+    """A copy of the tree without .git still records which code ran: the hash of the package's sources."""
+    from sparsedepth.provenance import git_info, source_hash
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    (pkg / "notes.txt").write_text("not code")
+    first = source_hash(pkg)
+    assert len(first) == 64 and source_hash(pkg) == first
+    (pkg / "notes.txt").write_text("changed, still not code")
+    assert source_hash(pkg) == first
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    assert source_hash(pkg) != first
+    assert git_info()["src_sha256"] == source_hash()

@@ -89,9 +89,9 @@ class Scale:
     moe_small: MoESize
     moe_large: MoESize
     recipe_moe: tuple[int, int]  # (experts, top_k) of the recipe's last step
-    # Seeds (init and data order) of the depth sweep: each seed after the first repeats every depth, so the
-    # headline depth figures show the spread between runs.
-    depth_seeds: tuple[int, ...] = (0,)
+    # Seeds (init and data order) per experiment (others: seed 0 alone). Each seed after the first repeats the
+    # whole sweep as ``<variant>-seed<s>``, so figures show the mean and range and claims a seed spread.
+    seeds: dict = field(default_factory=dict)
     dtype: str = "auto"
     compile: bool = False
     kernels: str = "torch"  # ModelConfig.kernels; the hand-written ones only ever run on CUDA
@@ -114,6 +114,14 @@ class Scale:
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
+
+    def seeds_for(self, experiment: str) -> tuple[int, ...]:
+        """The seeds ``experiment`` runs at this profile; the first is 0, whose variants keep the plain names."""
+        seeds = tuple(self.seeds.get(experiment, (0,)))
+        if not seeds or seeds[0] != 0 or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"profile {self.name!r}: seeds of {experiment!r} must be distinct and start with 0, "
+                              f"got {seeds}")
+        return seeds
 
     def seq_for(self, paper_t: int) -> int:
         return max(8, paper_t * self.seq_len // PAPER_BASE_T)
@@ -150,7 +158,8 @@ SCALES: dict[str, Scale] = {
         lr=1e-3, warmup_frac=0.05,
         vocab_size=50304, tokenizer="gpt-neox", corpus=".data/wiki-en-2019.00.txt.xz", max_docs=None,
         groups=(1, 4, 8), moe_small=MoESize(256, 4, 32, 4, True), moe_large=MoESize(512, 8, 64, 8, False),
-        recipe_moe=(64, 8), depth_seeds=(0, 1), dtype="auto", compile=True,
+        recipe_moe=(64, 8), dtype="auto", compile=True,
+        seeds={"depth": (0, 1), "weight_decay": (0, 1, 2), "seqlen": (0, 1, 2), "gqa": (0, 1, 2), "moe": (0, 1, 2)},
         # 9-14 % more tokens/s and a whole run that tracks the torch code within rerun noise (docs/performance.md)
         kernels="triton", telemetry_interval=10,
         log_interval=10, eval_interval=250, eval_batches=16, ckpt_interval=250,
@@ -218,27 +227,38 @@ def _fmt(v: float) -> str:
 
 
 def _build(profile: str, experiment: str) -> list[tuple[str, TrainConfig, dict]]:
-    """(name, config, meta) of every variant, in the paper's order."""
+    """(name, config, meta) of every variant, in the paper's order, one whole sweep per seed.
+
+    Seed 0 keeps the plain names (and so its results); each later seed repeats the sweep as
+    ``<name>-seed<s>`` with the same label and paper_key, which is how figures, tables and claims know to
+    aggregate them (mean and spread). Only the seed differs between a variant and its repeats.
+    """
     s = _scale(profile)
     _check_experiment(experiment)
+    sweep = _recipe(profile, s) if experiment == "recipe" else _sweep(profile, s, experiment)
+    out: list[tuple[str, TrainConfig, dict]] = []
+    for seed in s.seeds_for(experiment):
+        suffix = "" if seed == 0 else f"-seed{seed}"
+        for name, cfg, meta in sweep:
+            meta = {**meta, "order": len(out), "seed": seed}
+            if meta.get("parent"):  # the recipe's parent is the same seed's kept step
+                meta["parent"] += suffix
+            out.append((name + suffix, replace(cfg, seed=seed), meta))
+    return out
+
+
+def _sweep(profile: str, s: Scale, experiment: str) -> list[tuple[str, TrainConfig, dict]]:
+    """One seed's variants of a component sweep (everything but the recipe), in the paper's order."""
     out: list[tuple[str, TrainConfig, dict]] = []
 
     def add(name: str, cfg: TrainConfig, label: str, value: Any, paper_key: Any, paper_label: str, **extra: Any):
-        meta = {"label": label, "value": value, "paper_key": paper_key, "paper_label": paper_label,
-                "order": len(out), **extra}
+        meta = {"label": label, "value": value, "paper_key": paper_key, "paper_label": paper_label, **extra}
         out.append((name, cfg, meta))
 
     if experiment == "depth":
-        # Seed 0 keeps the names L{L} (and so its results); later seeds follow as L{L}-seed{s}, with the same
-        # label and paper_key, which is how figures and tables know to aggregate them (mean and spread).
-        if not s.depth_seeds or s.depth_seeds[0] != 0 or len(set(s.depth_seeds)) != len(s.depth_seeds):
-            raise ConfigError(f"profile {profile!r}: depth_seeds must be distinct and start with 0, "
-                              f"got {s.depth_seeds}")
-        for seed in s.depth_seeds:
-            for L, pL in zip(s.depths, PAPER_DEPTHS):
-                cfg = replace(base(profile, n_layers=L, steps=s.depth_steps), seed=seed)
-                add(f"L{L}" if seed == 0 else f"L{L}-seed{seed}", cfg, f"L={L}", L, pL, f"L={pL}",
-                    param="model.n_layers", seed=seed)
+        for L, pL in zip(s.depths, PAPER_DEPTHS):
+            add(f"L{L}", base(profile, n_layers=L, steps=s.depth_steps), f"L={L}", L, pL, f"L={pL}",
+                param="model.n_layers")
     elif experiment == "weight_decay":
         for wd in PAPER_WEIGHT_DECAYS:
             add(f"wd{_fmt(wd)}", base(profile, weight_decay=wd), f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}",
@@ -266,8 +286,6 @@ def _build(profile: str, experiment: str) -> list[tuple[str, TrainConfig, dict]]
             add(f"moe-{size}", moe, f"MoE {m.n_experts}x top-{m.top_k}" + (" + shared" if m.shared else "")
                 + f" ({size})", "moe", f"moe-{size}", MOE_PAPER_LABELS[f"moe-{size}"], size=size, moe=True,
                 pair=pair, n_experts=m.n_experts, top_k=m.top_k, density=m.top_k / m.n_experts)
-    elif experiment == "recipe":
-        out.extend(_recipe(profile, s))
     return out
 
 
@@ -367,9 +385,6 @@ def profile_note(profile: str, experiment: str) -> str:
         m = ", ".join(f"{p}->{o}" for p, o in zip(PAPER_DEPTHS, s.depths))
         ratio = "as the paper" if s.base_depth == 16 else f"about L/{16 / s.base_depth:.3g}"
         spec = f"L {m} ({ratio}); {s.depth_steps} steps = {s.depth_steps * s.tokens_per_step:,} tokens"
-        if len(s.depth_seeds) > 1:
-            spec += (f"; seeds {', '.join(map(str, s.depth_seeds))} at every depth (figures and tables show the "
-                     f"seed mean, bands and error bars the min-max range)")
     elif experiment == "weight_decay":
         spec = (f"{base_l}; λ as the paper (0, 0.01, 0.1, 1, 3), decoupled AdamW with the trainer's decay groups; "
                 f"{s.steps} steps: the total decay lr·λ·steps is far smaller than the paper's ~9.5k steps, "
@@ -393,6 +408,10 @@ def profile_note(profile: str, experiment: str) -> str:
                 f"{s.recipe_steps or s.depth_steps} steps each"
                 + ("; baseline = the depth sweep's deepest run" if s.recipe_steps in (None, s.depth_steps) else
                    f" (the depth sweep's L={s.deep_depth} run has {s.depth_steps})"))
+    seeds = s.seeds_for(experiment)
+    if len(seeds) > 1:
+        spec += (f"; seeds {', '.join(map(str, seeds))} of every setting (figures and tables show the seed mean, "
+                 f"bands and error bars the min-max range)")
     return f"{common}. {experiment}: {spec}."
 
 

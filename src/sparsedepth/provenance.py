@@ -1,6 +1,7 @@
 """Where a result came from: code version, library versions and hardware, as a JSON-ready dict."""
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -12,8 +13,21 @@ from typing import Any
 _PACKAGES = ("sparsedepth", "torch", "numpy", "tokenizers", "datasets", "transformers", "xformers", "wandb")
 
 
+def source_hash(package: str | os.PathLike | None = None) -> str:
+    """SHA-256 over the package's Python sources (relative path and bytes of every ``*.py``, sorted).
+
+    Names the code that ran even where the commit cannot: a copy of the tree without ``.git``, or a checkout
+    whose dirty flag is set only because untracked outputs or left-behind files differ."""
+    root = Path(package) if package else Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the git checkout holding ``path`` (default: this package); nulls outside git."""
+    """Commit and dirty flag of the git checkout holding ``path`` (default: this package; nulls outside git),
+    and ``src_sha256``, the hash of the package's sources (:func:`source_hash`), always."""
     where = Path(path) if path else Path(__file__).resolve().parent
 
     def git(*args: str) -> str | None:
@@ -23,11 +37,12 @@ def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
             return None
         return r.stdout.strip() if r.returncode == 0 else None
 
+    src = source_hash()
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        return {"commit": None, "dirty": None}
+        return {"commit": None, "dirty": None, "src_sha256": src}
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    return {"commit": commit, "dirty": bool(status) if status is not None else None, "src_sha256": src}
 
 
 def versions() -> dict[str, str | None]:
