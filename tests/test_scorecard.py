@@ -213,17 +213,20 @@ def test_paired_seeds_resolve_what_unpaired_ones_cannot():
     assert c.status == "inconclusive" and "unpaired" in c.noise
 
 
-def test_single_runs_borrow_the_spread_of_the_nearest_seeded_experiment():
-    res = {"weight_decay": _seeded_weight_decay(lambda name, s: 100.0 * (1 + 0.05 * s) * (0.9 if name == "wd0.1" else 1))}
+def test_single_runs_borrow_the_spread_of_the_nearest_seeded_experiment(tmp_path):
+    res = {e: {} for e in ex.EXPERIMENTS}  # every experiment given: nothing is read from disk
+    jitter = {0: 1.0, 1: 1.01, 2: 0.995}  # λ=0.1 moves with each seed a little on its own
+    res["weight_decay"] = _seeded_weight_decay(
+        lambda name, s: 100.0 * (1 + 0.05 * s) * (0.9 * jitter[s] if name == "wd0.1" else 1))
     res["gqa"] = {name: {"metrics": [], "probes": {}, "eval": {"perplexity": {"ppl": p}}}
                   for name, p in (("G1", 100.0), ("G4", 100.5), ("G8", 99.0))}
-    checks = by_id(sc.checks("gpu", res))
+    checks = by_id(sc.checks("gpu", res, root=tmp_path))
     c = checks["gqa.ppl"]
     assert "gpu/weight_decay seeds" in c.noise and "single runs" in c.noise
     wd = sc.our_rows("gpu", "weight_decay", res["weight_decay"])
     spread = sc.measured_spread(wd, "ppl", "here")
-    assert c.se == pytest.approx(spread.sd_diff) and spread.sd == pytest.approx(
-        statistics.stdev([math.log(1.0), math.log(1.05), math.log(1.1)]))
+    assert spread.sd_diff > 1e-3 and c.se == pytest.approx(spread.sd_diff)
+    assert spread.sd == pytest.approx(statistics.stdev([math.log(1.0), math.log(1.05), math.log(1.1)]), rel=0.2)
 
 
 def test_perplexity_spread_from_a_committed_seed_spread_csv(tmp_path):

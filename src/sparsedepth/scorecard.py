@@ -427,10 +427,10 @@ class Claim:
     @property
     def rule(self) -> str:
         word = "> 0" if self.direction > 0 else "< 0"
-        tol = f" (within a tolerance of {self.margin:.3g})" if self.margin else ""
-        on = ", ".join(STAT_WORDS.get(m, m) for m in self.readings)
-        return (f"{self.statistic()} {word}{tol} by more than {noise.Z:g} s.e.; on {on}; "
-                f"holds if every comparison does, contradicted if any is")
+        tol = f" (tolerance {self.margin:.3g})" if self.margin else ""
+        on = "; ".join(STAT_WORDS.get(m, m) for m in self.readings)
+        return (f"{self.statistic()} {word}{tol} by more than {noise.Z:g} s.e., M = {on}; "
+                f"holds if every comparison does, contradicted if any does")
 
     # evaluation
     def evaluate(self, rows: list[dict], ref: NoiseReference) -> Check:
@@ -508,7 +508,7 @@ class Trend(Claim):
 
     def statistic(self):
         only = f" (settings up to {self.upto:g})" if self.upto is not None else ""
-        return f"least-squares slope against the setting's position in the sweep{only}, seeds paired"
+        return f"slope of M over the sweep's settings in order{only}"
 
 
 @dataclass(frozen=True)
@@ -522,7 +522,7 @@ class AtEvery(Claim):
         return noise.level(series[0], None if spread is None else spread.sd)
 
     def statistic(self):
-        return "the statistic at every setting"
+        return "M at every setting"
 
 
 @dataclass(frozen=True)
@@ -539,7 +539,7 @@ class Versus(Claim):
         return noise.difference(a, b, *(None, None) if spread is None else (spread.sd, spread.sd_diff))
 
     def statistic(self):
-        return f"M(A) - M(B) for {self.names}, paired by seed"
+        return f"M(A) - M(B) for {self.names}"
 
 
 def _key(rows: list[dict], key: Any) -> dict:
@@ -648,13 +648,17 @@ def checks(profile: str, results: dict[str, dict[str, dict]] | None = None, root
            ref: NoiseReference | None = None) -> list[Check]:
     """The claims on our results at ``profile`` (``results``: {experiment: load_results(...)}, loaded when
     None), each with the paper's numbers beside ours. ``ref``: where single runs take their errors
-    (default :func:`noise_reference` of the profile)."""
-    if results is None:
-        from .results import load_results
+    (default :func:`noise_reference` of the profile, from every experiment's results: those not given are
+    loaded, so one experiment's verdicts do not depend on which others were passed)."""
+    from .results import load_results
 
+    if results is None:
         results = {e: load_results(profile, e, root=root) for e in ex.EXPERIMENTS}
     rows = {e: our_rows(profile, e, results.get(e)) for e in ex.EXPERIMENTS}
-    ref = ref if ref is not None else noise_reference(profile, rows.__getitem__, root)
+    if ref is None:
+        seen = {e: rows[e] if e in results else our_rows(profile, e, load_results(profile, e, root=root))
+                for e in ex.EXPERIMENTS}
+        ref = noise_reference(profile, seen.__getitem__, root)
     out = run_checks(rows.__getitem__, ref)
     theirs = {c.id: c for c in paper_checks()}
     for c in out:
