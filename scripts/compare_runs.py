@@ -51,8 +51,7 @@ def readings(folder: Path) -> dict[str, float]:
     res = load_variant(folder)
     if res is None:
         return {}
-    m = metrics_of(res)
-    m["jacobian_mean"] = sum(m["jacobian"]) / len(m["jacobian"]) if m.get("jacobian") else None
+    m = metrics_of(res)  # jacobian_mean among them
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and k != "useful_layers" and v is not None}
 
 

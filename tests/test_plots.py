@@ -243,13 +243,18 @@ def test_probe_profile_and_scorecard_charts(results, tmp_path):
 
     card = pd.DataFrame({"id": ["a.x", "a.y", "b.z"], "experiment": ["a", "a", "b"],
                          "claim": ["grows", "falls", "lowers"], "rule": ["r"] * 3,
-                         "status": ["pass", "fail", "missing"], "ours": ["1, 2", "3", ""], "paper": ["x"] * 3,
-                         "detail": ["rho = +1.00", "", "no ppl for G4"]})
+                         "status": ["holds", "contradicted", "missing"], "effect": [0.5, -0.3, None],
+                         "se": [0.1, 0.1, None], "noise": ["paired by seed, 2 seeds", "single runs", ""],
+                         "N_f(h_L) after final norm": ["inconclusive: +0.01 ± 0.02", "", ""],
+                         "ours": ["1, 2", "3", ""], "paper": ["x"] * 3,
+                         "detail": ["slope: +0.5 ± 0.1 holds", "", "no ppl for G4"]})
     ch = plots.scorecard_chart(card, title="Scorecard")
     _check_files(plots.save_chart(ch, "scorecard", "synthetic", root=tmp_path), {"id", "status"})
     md = tables.claims_markdown(card, what="the claims", profile="smoke")
-    assert md.startswith("**1 of 3** of the claims hold in our results at profile `smoke` (1 fail, 1 missing")
-    assert "✘ **fail**: falls" in md and "no ppl for G4" in md
+    assert md.startswith("**1 of 3** of the claims hold in our results at profile `smoke` (1 contradicted, "
+                         "0 inconclusive, 1 missing")
+    assert "✘ **contradicted**: falls" in md and "no ppl for G4" in md
+    assert "+0.5 ± 0.1 (paired by seed, 2 seeds)" in md and "N_f(h_L) after final norm: inconclusive" in md
     with pytest.raises(ValueError, match="scorecard"):
         tables.claims_markdown(card.drop(columns="rule"))
 

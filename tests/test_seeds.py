@@ -78,15 +78,19 @@ def test_a_missing_seed_counts_one(two_seeds):
 def test_claims_use_the_seed_mean_and_show_the_range(two_seeds):
     checks = {c.id: c for c in sc.checks(PROFILE, {"depth": two_seeds})}
     use = checks["depth.usefulness"]
-    assert use.status == "pass" and use.ours.count("n=2") == 4
+    assert use.status == "holds" and use.ours.count("n=2") == 4 and "paired by seed, 2 seeds" in use.noise
     mean16 = sc.setting_row(PROFILE, "depth", two_seeds, 16)["usefulness"]
     assert f"L=16: {mean16:.4g} [" in use.ours
-    # the rule sees the means: seed 1 rising steeply with depth makes the mean rise, and the claim fail
+    # the rule sees each seed's slope: seed 1 rising steeply against seed 0's fall leaves their mean within
+    # its standard error, and both rising contradicts the claim
     flipped = copy.deepcopy(two_seeds)
     for name, r in flipped.items():
         if r["meta"]["seed"] == 1:
             r["probes"]["usefulness"]["score"] = 10.0 * r["meta"]["value"]
-    assert {c.id: c for c in sc.checks(PROFILE, {"depth": flipped})}["depth.usefulness"].status == "fail"
+    assert {c.id: c for c in sc.checks(PROFILE, {"depth": flipped})}["depth.usefulness"].status == "inconclusive"
+    for name, r in flipped.items():
+        r["probes"]["usefulness"]["score"] = (10.0 + r["meta"]["seed"]) * r["meta"]["value"]
+    assert {c.id: c for c in sc.checks(PROFILE, {"depth": flipped})}["depth.usefulness"].status == "contradicted"
 
 
 def test_compare_has_range_columns_only_with_several_seeds(two_seeds):
@@ -104,7 +108,7 @@ def test_compare_has_range_columns_only_with_several_seeds(two_seeds):
     one = sc.compare("smoke", "depth", smoke)
     assert not any(c.endswith(("_min", "_max")) for c in one.columns) and "seeds" not in one.columns
     assert list(one["ours_usefulness"]) == [sc.metrics_of(r)["usefulness"] for r in smoke.values()]
-    assert [r.get("spread") for r in sc.our_rows("smoke", "depth", smoke)] == [None] * 4
+    assert [(r["variants"], r["spread"]["usefulness"][2]) for r in sc.our_rows("smoke", "depth", smoke)] == [(1, 1)] * 4
 
 
 # ------------------------------------------------------------------------------------------ tables

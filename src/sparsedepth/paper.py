@@ -3,7 +3,8 @@
 ``PAPER[experiment]["rows"]`` maps the paper's swept value (the ``paper_key`` of
 ``experiments.variant_meta``) to that row's numbers. Table values are the project page's; figure values
 (variance peaks and ends, Jacobian curves, recipe usefulness) were read off the published PNGs and are
-approximate (``approx: True`` beside them). ``None`` = not reported.
+approximate (the comment above each experiment names its sources). ``None`` = not reported. The claims
+the paper makes from these numbers are defined in :mod:`sparsedepth.scorecard` (``CLAIMS``).
 
 Keys of a row: ``ppl`` (validation perplexity), ``usefulness`` (fraction of useful layers), ``causal``,
 ``permutation`` (depth only), ``variance_peak`` / ``variance_end`` (last-layer variance during training,
@@ -16,10 +17,8 @@ from typing import Any
 
 PAPER: dict[str, dict[str, Any]] = {
     "depth": {
-        "title": "Depth scaling (dense)",
-        "source": "scores_comparison.png, final_layer_variance.png, jacobian_depth_comparison.png (paper-spec 3.1)",
-        "setup": "d=2048, T=1024, 5B tokens, ~19k steps [inferred]",
-        "approx": ["variance_peak", "variance_end", "jacobian"],
+        # from scores_comparison.png, final_layer_variance.png, jacobian_depth_comparison.png (paper-spec 3.1)
+        # setup: d=2048, T=1024, 5B tokens, ~19k steps [inferred]
         "rows": {
             12: {"causal": 0.355, "permutation": 0.985, "usefulness": 1.000, "useful_layers": 12,
                  "variance_peak": 1.6e3, "variance_end": 400.0},
@@ -40,15 +39,10 @@ PAPER: dict[str, dict[str, Any]] = {
                  .0048, .0042, .0046, .0042, .0041, .0037, .0035, .0030, .0029, .0027, .0025, .0022, .0019, .0018,
                  .0018, .0021],
         },
-        "claims": ["last-layer variance grows with depth (sub-exponentially)",
-                   "usefulness, causal and permutation scores fall with depth",
-                   "||J - I|| falls with layer index and is lower for deeper models"],
     },
     "weight_decay": {
-        "title": "Weight decay (L=16 dense)",
-        "source": "table and WD.png (paper-spec 3.2)",
-        "setup": "L=16 dense, ~9.5k steps",
-        "approx": ["variance_peak", "variance_end"],
+        # from table and WD.png (paper-spec 3.2)
+        # setup: L=16 dense, ~9.5k steps
         "rows": {
             0.0: {"ppl": 15.63, "usefulness": 0.75, "variance_peak": 355.0, "variance_end": 320.0},
             0.01: {"ppl": 15.20, "usefulness": 0.75, "variance_peak": 325.0, "variance_end": 285.0},
@@ -56,15 +50,10 @@ PAPER: dict[str, dict[str, Any]] = {
             1.0: {"ppl": 15.55, "usefulness": 0.69, "variance_peak": 100.0, "variance_end": 0.0},
             3.0: {"ppl": 773.42, "usefulness": 0.63, "variance_peak": None, "variance_end": 0.0},
         },
-        "best": 0.1,
-        "claims": ["λ=0.1 gives the best PPL and usefulness", "λ=0.1 lowers last-layer variance versus λ=0",
-                   "λ=3 collapses (PPL 773)"],
     },
     "seqlen": {
-        "title": "Sequence length (L=16 dense)",
-        "source": "table and Length.png (paper-spec 3.3)",
-        "setup": "L=16 dense, ~2.4k steps",
-        "approx": ["variance_peak", "variance_end"],
+        # from table and Length.png (paper-spec 3.3)
+        # setup: L=16 dense, ~2.4k steps
         "rows": {
             256: {"ppl": 18.51, "usefulness": 0.69, "variance_peak": None, "variance_end": 2.8e4},
             512: {"ppl": 15.71, "usefulness": 0.75, "variance_peak": None, "variance_end": 7.5e3},
@@ -73,28 +62,19 @@ PAPER: dict[str, dict[str, Any]] = {
             4096: {"ppl": 14.52, "usefulness": 0.81, "variance_peak": None, "variance_end": 720.0},
             8192: {"ppl": 16.30, "usefulness": 0.75, "variance_peak": 110.0, "variance_end": 70.0},
         },
-        "best": 2048,
-        "claims": ["longer context lowers last-layer variance (monotone)",
-                   "usefulness rises with context up to T=2048-4096"],
     },
     "gqa": {
-        "title": "Grouped-query attention (L=16, 16 heads)",
-        "source": "table and GQA.png (paper-spec 3.4)",
-        "setup": "L=16, d=2048, 16 heads, ~4.8k steps, T=4096 [inferred]",
-        "approx": ["variance_peak", "variance_end"],
+        # from table and GQA.png (paper-spec 3.4)
+        # setup: L=16, d=2048, 16 heads, ~4.8k steps, T=4096 [inferred]
         "rows": {
             1: {"ppl": 14.52, "usefulness": 0.81, "variance_peak": 345.0, "variance_end": 220.0},
             4: {"ppl": 14.50, "usefulness": 0.87, "variance_peak": 240.0, "variance_end": 122.0},
             16: {"ppl": 14.47, "usefulness": 0.87, "variance_peak": 200.0, "variance_end": 102.0},
         },
-        "best": 16,
-        "claims": ["G > 1 lowers last-layer variance", "G > 1 raises usefulness (7 %) at equal or better PPL"],
     },
     "moe": {
-        "title": "Mixture of experts versus dense",
-        "source": "table, MoE-400M.png and MoE-1B.png (paper-spec 3.5)",
-        "setup": "~4.8k steps; top-k/E = 1/8 in both MoEs",
-        "approx": ["variance_peak", "variance_end"],
+        # from table, MoE-400M.png and MoE-1B.png (paper-spec 3.5)
+        # setup: ~4.8k steps; top-k/E = 1/8 in both MoEs
         "rows": {
             "dense-small": {"label": "Dense-400M", "ppl": 17.56, "usefulness": 0.87, "variance_peak": 152.0,
                             "variance_end": 103.0},
@@ -105,14 +85,10 @@ PAPER: dict[str, dict[str, Any]] = {
             "moe-large": {"label": "MoE-7B/1B", "ppl": 13.82, "usefulness": 0.94, "variance_peak": 120.0,
                           "variance_end": 73.0},
         },
-        "claims": ["MoE lowers last-layer variance versus dense at both sizes",
-                   "MoE has lower PPL and higher usefulness than the dense model of equal active size"],
     },
     "recipe": {
-        "title": "Recipe ablation at L=32 (cumulative)",
-        "source": "assets/leading.png (paper-spec 3.6); usefulness read from star positions (+-0.005)",
-        "setup": "32-layer ~1.2B dense baseline; rejected steps are not carried forward",
-        "approx": ["usefulness"],
+        # from assets/leading.png (paper-spec 3.6); usefulness read from star positions (+-0.005)
+        # setup: 32-layer ~1.2B dense baseline; rejected steps are not carried forward
         "reference": {"label": "L=16 reference", "acc": 40.1, "usefulness": 0.75, "useful_layers": 12},
         "rows": {
             "baseline": {"acc": 39.5, "usefulness": 0.53, "useful_layers": 17, "kept": True},
@@ -124,9 +100,6 @@ PAPER: dict[str, dict[str, Any]] = {
             "+G2": {"acc": 42.1, "usefulness": 0.66, "useful_layers": 21, "kept": True},
             "+MoE": {"acc": 44.1, "usefulness": 0.75, "useful_layers": 24, "kept": True},
         },
-        "gain": 4.6,  # 44.1 - 39.5 absolute points ("+4.6 %")
-        "claims": ["each kept step raises average downstream accuracy", "rejected steps do not",
-                   "the full recipe gains +4.6 points and raises usefulness from 0.53 to 0.75"],
     },
 }
 

@@ -48,7 +48,7 @@ __all__ = [
 MAX_POINTS = 300  # per curve, after aggregation
 OURS, PAPER = "ours", "paper"
 SOURCE_COLORS = {OURS: "#d95f02", PAPER: "#7f7f7f"}
-STATUS_COLORS = {"pass": "#1b9e77", "fail": "#d62728", "inconclusive": "#e6ab02", "missing": "#bbbbbb"}
+STATUS_COLORS = {"holds": "#1b9e77", "contradicted": "#d62728", "inconclusive": "#e6ab02", "missing": "#bbbbbb"}
 _SEQ = {"name": "viridis", "extent": [0.0, 0.85]}  # ordered sweeps; drop viridis' pale yellow end
 # A five-pointed star (unit size) for usefulness markers: Vega has no built-in star symbol.
 STAR = ("M0,-1L0.224,-0.309L0.951,-0.309L0.363,0.118L0.588,0.809L0,0.382L-0.588,0.809L-0.363,0.118"
@@ -57,7 +57,11 @@ RESIDUAL, POSTNORM = "residual stream h_L (layer_var[-1])", "after final norm (f
 LAYER_TITLE = "layer ℓ (output of block ℓ, 1-based)"
 METRIC_TITLES = {"ppl": "validation perplexity", "usefulness": "usefulness (fraction of useful layers)",
                  "causal": "causal score", "permutation": "permutation score",
-                 "variance_end": "last-layer variance (end)", "variance_peak": "last-layer variance (peak)",
+                 "variance_end": "last-layer variance, raw h_L (end)",
+                 "variance_peak": "last-layer variance, raw h_L (peak)",
+                 "postnorm_end": "last-layer variance after final norm, N_f(h_L) (end)",
+                 "postnorm_peak": "last-layer variance after final norm, N_f(h_L) (peak)",
+                 "loss_ratio": "mean per-layer loss ratio (usefulness probe)",
                  "jacobian_mean": "mean ||J − I||_F / d", "acc": "average accuracy (%)"}
 
 
@@ -802,7 +806,7 @@ def theory_chart(df: pd.DataFrame, *, y_title: str, title: str, subtitle: str | 
 
 def scorecard_chart(df: pd.DataFrame, *, title: str, subtitle: str | None = None) -> alt.TopLevelMixin:
     """The claims scorecard (``scorecard.scorecard``): one row per claim, grouped by experiment, coloured by
-    status (pass / fail / inconclusive / missing)."""
+    status (holds / contradicted / inconclusive / missing)."""
     need = {"experiment", "claim", "status"}
     if not need <= set(df.columns) or df.empty:
         raise ValueError(f"scorecard chart needs a non-empty frame with columns {sorted(need)}")
@@ -813,7 +817,8 @@ def scorecard_chart(df: pd.DataFrame, *, title: str, subtitle: str | None = None
                 axis=alt.Axis(labelAngle=0, labelOverlap=False, orient="top")),  # every column, even an empty one
         color=alt.Color("status:N", scale=alt.Scale(domain=list(STATUS_COLORS), range=list(STATUS_COLORS.values())),
                         title="status"),
-        tooltip=[c for c in ("id", "claim", "rule", "status", "ours", "paper", "detail") if c in data.columns],
+        tooltip=[c for c in ("id", "claim", "rule", "status", "effect", "se", "noise", "ours", "paper", "detail")
+                 if c in data.columns],
     ).properties(width=300, height=alt.Step(16), title=_title(title, subtitle))
 
 

@@ -1,54 +1,78 @@
 """The paper's qualitative claims, checked against our results; and paper-vs-ours tables.
 
-Each claim is a :class:`Check` with the numbers it compared and a status: ``pass``, ``fail``,
-``inconclusive`` (the comparison cannot decide: gaps within noise, or a degenerate usefulness score) or
-``missing`` (a needed result or metric is absent; never an exception). The same checks run on the paper's
-own numbers (:func:`paper_checks`), which all pass: that is what "reproduced" means here.
+Each claim is one :class:`Claim` object: its text, the settings it compares, the statistic, the paper's
+direction, the rule (``Claim.rule``, written from those) and :meth:`Claim.evaluate`. Evaluating gives a
+:class:`Check` with a verdict: ``holds``, ``contradicted``, ``inconclusive`` or ``missing`` (a needed result
+or metric is absent; never an exception). The verdict rule is the one noise model of
+:mod:`sparsedepth.noise` for every statistic: the effect in the paper's direction must exceed two standard
+errors (holds) or its opposite must (contradicted). Effects of positive quantities (perplexity, variance,
+||J - I||) are differences of natural logs (0.05 ≈ 5 %); scores and accuracy are plain differences.
 
-Rules (written into each check's ``rule``):
-- "grows / falls with X": Spearman rank correlation rho between X and the metric, rho >= +0.8 (grows) or
-  rho <= -0.8 (falls); with four points that allows at most one adjacent swap. Ties count against the claim
-  (a constant metric has no rank correlation and fails).
-- "A lowers / raises M versus B": M(A) < M(B) / M(A) > M(B), strictly, for every pair named (a tie fails:
-  the paper's differences are all strict). Mean zero-shot accuracy carries a standard error (each task's
-  binomial error, :func:`acc_standard_error`): a gap under NOISE_Z = 2 standard errors of the difference
-  decides nothing, so a claim is inconclusive when it has such a gap and no clearly contrary one.
-- last-layer variance = the raw residual output variance of the last block, mean over tokens of the
-  variance across the hidden dimension (paper-spec 1.1; our ``layer_var[-1]``), at the end of training
-  (``variance_end``) and its maximum over training (``variance_peak``). The paper's figures show the
-  post-final-norm statistic of the official code; both rise and fall together in our runs.
-- several seeds of one setting (the gpu depth sweep): every rule applies to the seed means; ``ours`` shows
-  each mean with its range across seeds, ``[min–max, n=seeds]``.
+Standard errors come from the seeds of each setting (paired by seed index: same initialisation and data
+order). A setting with a single run takes the measured seed spread of the nearest experiment with seeds
+(:class:`NoiseReference`: the experiment itself, then the depth sweep, then the others; then the
+committed ``seed_spread/<experiment>.csv`` losses of ``scripts/seed_spread.py`` for perplexity; for the cpu
+profile, last, the gpu profile's spread), and the ``noise`` column names where it came from. Accuracy adds
+each task's binomial error. The paper's own numbers are taken as exact (:func:`paper_checks`): all its claims
+hold on them, which is what "reproduced" means here.
+
+Readings. Every variance claim is judged on two readings of "last-layer variance", each in its own column:
+the raw residual stream ``h_L`` (``layer_var[-1]``, paper-spec 1.1; the headline) and ``N_f(h_L)``, the
+output of the final norm with its gain (``final_var``), which the official code logged as the last layer's
+variance and the paper's figures show. They do not rise and fall together. In the committed gpu and cpu
+results ``N_f(h_L)`` stays within about 1.1-1.8 (a normalised tensor: it mostly follows the final norm's
+gain) and goes the other way from ``h_L`` on three sweeps: with depth ``h_L`` grows 3.5-7x while
+``N_f(h_L)`` falls a few per cent; with longer context ``h_L`` grows while ``N_f(h_L)`` falls; with more
+weight decay ``h_L`` falls (to 2 % of its λ=0 value at λ=3) while ``N_f(h_L)`` rises. Every usefulness
+claim is judged on the thresholded fraction of useful layers (the paper's number) and on the mean
+per-layer loss ratio of the fixed and of the ``paper_compat`` probe, which carry the signal when no layer
+crosses 1.1; the headline is the fixed probe's ratio where present (the paper reports only the fraction).
 """
 from __future__ import annotations
 
+import csv
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from . import experiments as ex
+from . import noise
 from . import paper
 
-RHO = 0.8
-STATUSES = ("pass", "fail", "inconclusive", "missing")
+STATUSES = noise.VERDICTS
 PPL_TOLERANCE = 0.01  # "equal or better PPL" allows 1 % (GQA removes K/V parameters)
 ACC_METRIC = "mean_acc"  # unweighted mean zero-shot accuracy over tasks (paper-spec 3.7)
-# A gap smaller than NOISE_Z standard errors of the difference decides nothing: the pair is "within noise"
-# and a claim whose pairs are all passing or within noise is inconclusive (about 95 % two-sided).
-NOISE_Z = 2.0
+# Positive quantities compared on a log scale (effects are relative); the others as plain differences.
+LOG_METRICS = ("ppl", "variance_end", "variance_peak", "postnorm_end", "postnorm_peak", "jacobian_mean")
+# Readings that get a column of their own in the scorecard, named plainly.
+READINGS = {
+    "variance_end": "h_L raw residual stream",
+    "postnorm_end": "N_f(h_L) after final norm",
+    "usefulness": "useful-layer fraction (ratio > 1.1)",
+    "loss_ratio": "mean loss ratio (fixed probe)",
+    "loss_ratio_compat": "mean loss ratio (paper_compat probe)",
+}
+# A profile whose own seeds measure no spread of a metric borrows it from this profile's results.
+BORROW_NOISE_FROM = {"cpu": "gpu"}
 
 
 @dataclass
 class Check:
+    """One claim evaluated: the headline verdict with its effect (in the paper's direction; > 0 agrees) and
+    standard error, how the error was obtained, every reading's verdict, and the numbers compared."""
     id: str
     experiment: str
     claim: str
     rule: str
-    status: str = "missing"  # pass | fail | inconclusive | missing
+    status: str = noise.MISSING
+    effect: float | None = None
+    se: float | None = None
+    noise: str = ""
+    readings: dict[str, str] = field(default_factory=dict)
     ours: str = ""
     paper: str = ""
     detail: str = ""
-    values: dict = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------ metric extraction
@@ -70,16 +94,27 @@ def _get(d: Any, *path: str) -> Any:
     return d
 
 
-def last_layer_variance(result: dict) -> tuple[float | None, float | None]:
-    """(end, peak) of the last block's raw output variance over training; probes' value as a fallback."""
-    series = [r["layer_var"][-1] for r in result.get("metrics") or [] if isinstance(r.get("layer_var"), list)
-              and r["layer_var"]]
-    series = [v for v in (_num(x) for x in series) if v is not None]
-    if series:
-        return series[-1], max(series)
-    lv = _get(result.get("probes"), "variance", "layer_var")
-    v = _num(lv[-1]) if isinstance(lv, list) and lv else None
+def _end_and_peak(series: list[Any], fallback: Any) -> tuple[float | None, float | None]:
+    vals = [v for v in (_num(x) for x in series) if v is not None]
+    if vals:
+        return vals[-1], max(vals)
+    v = _num(fallback)
     return v, v
+
+
+def last_layer_variance(result: dict) -> tuple[float | None, float | None]:
+    """(end, peak) over training of the raw residual stream h_L (``layer_var[-1]``); probes as a fallback."""
+    rows = result.get("metrics") or []
+    series = [r["layer_var"][-1] for r in rows if isinstance(r.get("layer_var"), list) and r["layer_var"]]
+    lv = _get(result.get("probes"), "variance", "layer_var")
+    return _end_and_peak(series, lv[-1] if isinstance(lv, list) and lv else None)
+
+
+def postnorm_variance(result: dict) -> tuple[float | None, float | None]:
+    """(end, peak) over training of N_f(h_L), the final norm's output (``final_var``, the official log's
+    last-layer variance); the probes' ``final_norm_var`` as a fallback."""
+    series = [r.get("final_var") for r in result.get("metrics") or [] if "final_var" in r]
+    return _end_and_peak(series, _get(result.get("probes"), "variance", "final_norm_var"))
 
 
 def inner_layers(values: list[float]) -> list[float]:
@@ -87,87 +122,76 @@ def inner_layers(values: list[float]) -> list[float]:
     return list(values[1:-1]) if len(values) >= 5 else list(values)
 
 
+def curve_stats(curve: list[float] | None) -> dict[str, float | None]:
+    """Mean of a per-layer ||J - I|| curve and the least-squares slope of its log against the layer index."""
+    ok = bool(curve) and all(v > 0 for v in curve)
+    return {"jacobian_mean": sum(curve) / len(curve) if curve else None,
+            "jacobian_slope": noise.slope([math.log(v) for v in curve]) if ok and len(curve) >= 3 else None}
+
+
+def acc_standard_error(result: dict) -> float | None:
+    """Binomial standard error (percentage points) of the unweighted task mean of zero-shot accuracy
+    (:func:`noise.binomial_se`); None without per-task counts (older results, the paper's rows)."""
+    tasks = _get(result.get("eval"), "tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        return None
+    pairs = [(_num(_get(t, "acc")), _num(_get(t, "n"))) for t in tasks.values()]
+    if any(p is None or not n or n <= 0 or not 0 <= p <= 1 for p, n in pairs):
+        return None
+    return 100 * noise.binomial_se(pairs)
+
+
 def metrics_of(result: dict) -> dict[str, Any]:
     """The numbers the claims use, from one load_results entry (None where absent)."""
     end, peak = last_layer_variance(result)
+    post_end, post_peak = postnorm_variance(result)
     ppl = _num(_get(result.get("eval"), "perplexity", "ppl"))
     if ppl is None:
         ppl = _num(_get(result.get("summary"), "val_ppl"))
     acc = _num(_get(result.get("eval"), ACC_METRIC))
-    jac = _get(result.get("probes"), "jacobian", "jacobian_norm")
+    probes = result.get("probes")
+    jac = _get(probes, "jacobian", "jacobian_norm")
     jac = [_num(x) for x in jac] if isinstance(jac, list) else None
-    return {"variance_end": end, "variance_peak": peak, "ppl": ppl,
-            "usefulness": _num(_get(result.get("probes"), "usefulness", "score")),
-            "useful_layers": _useful_layers(result),
-            "causal": _num(_get(result.get("probes"), "causal", "score")),
-            "permutation": _num(_get(result.get("probes"), "permutation", "score")),
-            "jacobian": inner_layers(jac) if jac and None not in jac else None,
+    jac = inner_layers(jac) if jac and None not in jac else None
+    useful = _get(probes, "usefulness", "useful")
+    return {"variance_end": end, "variance_peak": peak, "postnorm_end": post_end, "postnorm_peak": post_peak,
+            "ppl": ppl, "usefulness": _num(_get(probes, "usefulness", "score")),
+            "useful_layers": sum(bool(u) for u in useful) if isinstance(useful, list) else None,
+            "loss_ratio": _num(_get(probes, "usefulness", "mean_ratio")),
+            "loss_ratio_compat": _num(_get(probes, "usefulness", "paper_compat", "mean_ratio")),
+            "causal": _num(_get(probes, "causal", "score")),
+            "permutation": _num(_get(probes, "permutation", "score")),
+            "jacobian": jac, **curve_stats(jac),
             "acc": None if acc is None else 100 * acc if acc <= 1 else acc, "acc_se": acc_standard_error(result)}
 
 
-def acc_standard_error(result: dict) -> float | None:
-    """Standard error (percentage points) of the unweighted task mean of zero-shot accuracy: each task's
-    binomial error sqrt(p (1 - p) / n), combined as for a mean of independent tasks. None without per-task
-    counts (older results, the paper's rows)."""
-    tasks = _get(result.get("eval"), "tasks")
-    if not isinstance(tasks, dict) or not tasks:
-        return None
-    var = 0.0
-    for t in tasks.values():
-        p, n = _num(_get(t, "acc")), _num(_get(t, "n"))
-        if p is None or not n or n <= 0:
-            return None
-        var += p * (1 - p) / n
-    return 100 * math.sqrt(var) / len(tasks)
+# Scalar metrics a row carries per seed (``by_seed``) and with their range across seeds (``spread``).
+SCALARS = ("variance_end", "variance_peak", "postnorm_end", "postnorm_peak", "ppl", "usefulness", "useful_layers",
+           "loss_ratio", "loss_ratio_compat", "causal", "permutation", "jacobian_mean", "jacobian_slope", "acc",
+           "acc_se")
 
 
-def _useful_layers(result: dict) -> int | None:
-    """How many layers the usefulness probe found useful (None without probes)."""
-    useful = _get(result.get("probes"), "usefulness", "useful")
-    return sum(bool(u) for u in useful) if isinstance(useful, list) else None
-
-
-# Scalar metrics whose range across seeds is reported (``spread``) where a setting has several seeds.
-SPREAD_METRICS = ("variance_end", "variance_peak", "ppl", "usefulness", "causal", "permutation", "acc",
-                  "jacobian_mean")
-
-
-def _jacobian_mean(curve: list[float] | None) -> float | None:
-    return sum(curve) / len(curve) if curve else None
-
-
-def mean_over_seeds(runs: list[dict]) -> tuple[dict[str, Any], dict[str, tuple]]:
-    """Metrics (``metrics_of``) of several seeds of one setting -> (means, spread).
-
-    Each metric is the mean over the seeds that have it (None when none has); the per-layer Jacobian is the
-    layer-wise mean (None when the curves differ in length: then they are not seeds of one depth, and the
-    claims report the Jacobian missing rather than average unlike layers). ``spread[m] = (min, max, n)``
-    over those seeds for every metric in SPREAD_METRICS (``jacobian_mean`` from each seed's own mean curve),
-    ``(None, None, 0)`` when no seed has it."""
-    means: dict[str, Any] = {}
-    for m in dict.fromkeys(k for r in runs for k in r):
-        vals = [r[m] for r in runs if r.get(m) is not None]
-        if m == "jacobian":
-            same = vals and len({len(v) for v in vals}) == 1
-            means[m] = [sum(col) / len(col) for col in zip(*vals)] if same else None
-        else:
-            means[m] = sum(vals) / len(vals) if vals else None
-    spread = {}
-    for m in SPREAD_METRICS:
-        vals = [_jacobian_mean(r.get("jacobian")) if m == "jacobian_mean" else r.get(m) for r in runs]
-        vals = [v for v in vals if v is not None]
-        spread[m] = (min(vals), max(vals), len(vals)) if vals else (None, None, 0)
-    return means, spread
+def _row(runs: dict[int, dict], **head: Any) -> dict:
+    """A setting's row from its runs' metrics ``{seed: metrics_of(...)}``: each scalar's mean over the seeds
+    that have it, ``by_seed[m] = {seed: value}``, ``spread[m] = (min, max, n)``; the per-layer Jacobian is the
+    layer-wise mean (None when the curves differ in length: then they are not seeds of one depth)."""
+    row = {**head, "present": bool(runs), "seeds": len(runs), "by_seed": {}, "spread": {}}
+    for m in SCALARS:
+        vals = {s: r[m] for s, r in runs.items() if r.get(m) is not None}
+        row["by_seed"][m] = vals
+        row[m] = sum(vals.values()) / len(vals) if vals else None
+        row["spread"][m] = (min(vals.values()), max(vals.values()), len(vals)) if vals else (None, None, 0)
+    curves = [r["jacobian"] for r in runs.values() if r.get("jacobian")]
+    same = curves and len({len(c) for c in curves}) == 1
+    row["jacobian"] = [sum(col) / len(col) for col in zip(*curves)] if same else None
+    return row
 
 
 def our_rows(profile: str, experiment: str, results: dict[str, dict] | None) -> list[dict]:
-    """One row per paper setting (``paper_key``), in the experiment's order (missing results give None
-    metrics): name (the setting's first variant), label, key (paper value), x (ours), present, seeds (how
-    many of its variants have results) and the metrics of :func:`metrics_of`.
-
-    A setting with several variants (the depth sweep's seeds) is aggregated by :func:`mean_over_seeds`: the
-    metrics are seed means, so every claim and table uses the mean, and ``spread`` holds each metric's
-    (min, max, n). A single-variant setting has no ``spread`` and the metrics of its one run."""
+    """One row per paper setting (``paper_key``), in the experiment's order (settings without results are
+    rows with ``present`` False): name (the setting's first variant), label, key (paper value), x (ours),
+    kept, seeds (how many of its variants have results) and the metrics of :func:`_row`. Seeds of a setting
+    are its variants sharing a ``paper_key`` (``<name>-seed<s>``), identified by ``meta["seed"]``."""
     metas = ex.variant_meta(profile, experiment)
     results = results or {}
     settings: dict[Any, list[str]] = {}
@@ -176,15 +200,9 @@ def our_rows(profile: str, experiment: str, results: dict[str, dict] | None) -> 
     rows = []
     for key, names in settings.items():
         meta = metas[names[0]]
-        runs = [metrics_of(results[n]) for n in names if n in results]
-        row = {"name": names[0], "label": meta["label"], "key": key, "x": meta["value"], "kept": meta.get("kept"),
-               "present": bool(runs), "seeds": len(runs)}
-        if len(names) == 1:
-            row.update(runs[0] if runs else {})
-        else:
-            means, row["spread"] = mean_over_seeds(runs)
-            row.update(means)
-        rows.append(row)
+        runs = {metas[n].get("seed", 0): metrics_of(results[n]) for n in names if n in results}
+        rows.append(_row(runs, name=names[0], label=meta["label"], key=key, x=meta["value"], kept=meta.get("kept"),
+                         variants=len(names)))
     return rows
 
 
@@ -200,47 +218,132 @@ def _paper_label(experiment: str, key: Any) -> str:
 
 
 def paper_rows(experiment: str) -> list[dict]:
-    """The paper's rows in the same shape as :func:`our_rows`."""
+    """The paper's rows in the shape of :func:`our_rows`, as one run each. The paper's last-layer variance
+    (read off its figures, the official code's log) stands for both readings."""
     jac = paper.PAPER[experiment].get("jacobian", {})
     rows = []
     for key, r in paper.rows(experiment).items():
-        rows.append({"name": str(key), "label": r.get("label") or _paper_label(experiment, key), "key": key,
-                     "x": key if isinstance(key, (int, float)) else key, "kept": r.get("kept"), "present": True,
-                     "variance_end": r.get("variance_end"), "variance_peak": r.get("variance_peak"),
-                     "ppl": r.get("ppl"), "usefulness": r.get("usefulness"), "causal": r.get("causal"),
-                     "permutation": r.get("permutation"), "jacobian": jac.get(key), "acc": r.get("acc")})
+        m = {k: r.get(k) for k in SCALARS}
+        m.update(postnorm_end=r.get("variance_end"), postnorm_peak=r.get("variance_peak"), jacobian=jac.get(key),
+                 **curve_stats(jac.get(key)))
+        rows.append(_row({0: m}, name=str(key), label=r.get("label") or _paper_label(experiment, key), key=key,
+                         x=key, kept=r.get("kept"), variants=1))
     return rows
 
 
-# ------------------------------------------------------------------------------------------ statistics
+# ------------------------------------------------------------------------------------- noise reference
 
 
-def _ranks(xs: list[float]) -> list[float]:
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    ranks = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2
-        i = j + 1
-    return ranks
+def transform(metric: str, value: float) -> float:
+    """The scale on which ``metric`` is compared: natural log for positive quantities, else as is."""
+    if metric not in LOG_METRICS:
+        return value
+    if value <= 0:
+        raise ValueError(f"{metric} = {value:g} is not positive, so it has no relative effect")
+    return math.log(value)
 
 
-def spearman(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None when undefined (n < 2 or a constant)."""
-    if len(xs) != len(ys) or len(xs) < 2:
+@dataclass(frozen=True)
+class Spread:
+    """The seed spread of one metric on its comparison scale: one run's standard deviation, a paired
+    difference's (None: not measured) and where it was measured."""
+    sd: float | None
+    sd_diff: float | None
+    source: str
+
+
+def measured_spread(rows: list[dict], metric: str, where: str) -> Spread | None:
+    """The spread of ``metric`` over the seeds of ``rows`` (one experiment): the within-setting deviation
+    pooled over settings with two or more seeds, and the deviation of per-seed differences pooled over every
+    pair of settings sharing two or more seeds; None without any setting of two seeds."""
+    vals = [{s: transform(metric, v) for s, v in r["by_seed"].get(metric, {}).items()} for r in rows]
+    sd, dof = noise.pooled_sd([list(v.values()) for v in vals])
+    if not sd:  # no setting with two seeds, or a metric that never moved (a count): it cannot size an error
         return None
-    rx, ry = _ranks(list(xs)), _ranks(list(ys))
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
+    diffs = []
+    for i, a in enumerate(vals):
+        for b in vals[i + 1:]:
+            common = sorted(set(a) & set(b))
+            if len(common) >= 2:
+                diffs.append([a[s] - b[s] for s in common])
+    sd_diff, _ = noise.pooled_sd(diffs)
+    return Spread(sd, sd_diff or None, f"{where} seeds ({dof} d.o.f.)")
+
+
+def seed_spread_csv(path: Path) -> Spread | None:
+    """The perplexity spread (on the log scale: a validation loss) of a ``scripts/seed_spread.py`` CSV."""
+    by_variant: dict[str, dict[int, float]] = {}
+    with open(path, newline="") as f:
+        for rec in csv.DictReader(f):
+            try:
+                by_variant.setdefault(rec["variant"], {})[int(rec["seed"])] = float(rec["val_loss"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path}: expected columns variant, seed, val_loss with numbers ({e})") from None
+    rows = [{"by_seed": {"loss": v}} for v in by_variant.values()]
+    spread = measured_spread(rows, "loss", f"{path.parent.parent.name} seed_spread/{path.name}")
+    return spread
+
+
+class NoiseReference:
+    """Where a single run's standard error comes from: ``spreads[experiment][metric]`` measured at one
+    profile, looked up from the nearest experiment (itself, then depth, then the rest), then in a fallback
+    reference (another profile's). ``exact()`` gives every metric zero spread: the paper's own numbers."""
+
+    def __init__(self, spreads: dict[str, dict[str, Spread]], fallback: "NoiseReference | None" = None,
+                 exact: bool = False):
+        self.spreads, self.fallback, self.exact = spreads, fallback, exact
+
+    @classmethod
+    def exact_numbers(cls) -> "NoiseReference":
+        return cls({}, exact=True)
+
+    def lookup(self, experiment: str, metric: str) -> Spread | None:
+        if self.exact:
+            return Spread(0.0, 0.0, "the paper's numbers, taken as exact")
+        order = dict.fromkeys([experiment, "depth", *ex.EXPERIMENTS])
+        for e in order:
+            s = self.spreads.get(e, {}).get(metric)
+            if s is not None:
+                return s
+        return self.fallback.lookup(experiment, metric) if self.fallback else None
+
+
+def noise_reference(profile: str, rows_of: Callable[[str], list[dict]], root: Any = None,
+                    borrow: bool = True) -> NoiseReference:
+    """The seed spreads measured at ``profile``: its settings with several seeds, and for perplexity its
+    committed ``seed_spread/<experiment>.csv``; then (``borrow``) the profile of ``BORROW_NOISE_FROM``."""
+    spreads: dict[str, dict[str, Spread]] = {}
+    for e in ex.EXPERIMENTS:
+        rows = rows_of(e)
+        for m in SCALARS:
+            try:
+                s = measured_spread(rows, m, f"{profile}/{e}")
+            except ValueError:  # a non-positive value of a log metric: no relative spread from it
+                s = None
+            if s is not None:
+                spreads.setdefault(e, {})[m] = s
+    from .results import output_root
+
+    folder = output_root(root) / "paper_results" / profile / "seed_spread"
+    for e in ex.EXPERIMENTS:
+        path = folder / f"{e}.csv"
+        if path.is_file() and "ppl" not in spreads.get(e, {}):
+            s = seed_spread_csv(path)
+            if s is not None:
+                spreads.setdefault(e, {})["ppl"] = s
+    other = BORROW_NOISE_FROM.get(profile) if borrow else None
+    fallback = None
+    if other:
+        from .results import load_results
+
+        loaded = {e: load_results(other, e, root=root) for e in ex.EXPERIMENTS}
+        fallback = noise_reference(other, lambda e: our_rows(other, e, loaded[e]), root, borrow=False)
+        fallback.spreads = {e: {m: Spread(s.sd, s.sd_diff, f"{s.source}, borrowed: none measured at {profile}")
+                                for m, s in ms.items()} for e, ms in fallback.spreads.items()}
+    return NoiseReference(spreads, fallback)
+
+
+# ------------------------------------------------------------------------------------------------ claims
 
 
 def _fmt(v: Any) -> str:
@@ -254,10 +357,10 @@ def _fmt(v: Any) -> str:
 
 
 def _with_spread(r: dict, metric: str) -> str:
-    """``_fmt`` of one row's metric, plus its range across seeds where the setting has several."""
+    """``_fmt`` of one row's metric, plus its range across seeds where the setting has several variants."""
     text = _fmt(r.get(metric))
     lo, hi, n = r.get("spread", {}).get(metric, (None, None, 0))
-    if not n:
+    if r.get("variants", 1) == 1 or not n:
         return text
     return text + (f" [{_fmt(lo)}–{_fmt(hi)}, n={n}]" if n > 1 else " [n=1]")
 
@@ -266,55 +369,200 @@ def _series(rows: list[dict], metric: str) -> str:
     return ", ".join(f"{r['label']}: {_with_spread(r, metric)}" for r in rows)
 
 
-def _missing(rows: list[dict], metric: str) -> list[str]:
-    return [r["name"] for r in rows if r.get(metric) is None]
-
-
-# ------------------------------------------------------------------------------------------------ checks
-
-
-def _trend(rows: list[dict], metric: str, sign: int) -> tuple[str, str, dict]:
-    """Status, text and values of "metric grows (sign=+1) / falls (-1) with x"."""
-    if len(rows) < 2:
-        return "missing", "fewer than two variants", {}
-    miss = _missing(rows, metric)
-    if miss:
-        return "missing", f"no {metric} for {', '.join(miss)}", {}
-    rho = spearman([float(r["x"]) for r in rows], [float(r[metric]) for r in rows])
-    vals = {"rho": rho}
-    if rho is None:
-        return "fail", f"{metric} does not change", vals
-    return ("pass" if sign * rho >= RHO else "fail"), f"Spearman rho = {rho:+.2f}", vals
-
-
-def _pairs(pairs: list[tuple[dict, dict]], metric: str, better: Callable[[float, float], bool],
-           rel: str) -> tuple[str, str, dict]:
-    """Status of ``better(M(a), M(b))`` for every (a, b) pair. Where both rows carry a standard error
-    (``<metric>_se``), a gap under NOISE_Z standard errors of the difference counts neither way: fail if some
-    pair is clearly wrong, pass if every pair is clearly right, otherwise inconclusive."""
-    if not pairs:
-        return "missing", "no pairs to compare", {}
-    miss = sorted({r["name"] for a, b in pairs for r in (a, b) if r.get(metric) is None})
-    if miss:
-        return "missing", f"no {metric} for {', '.join(miss)}", {}
-    parts, ok, noisy = [], True, False
-    for a, b in pairs:
-        va, vb = float(a[metric]), float(b[metric])
-        good = better(va, vb)
-        text = f"{a['label']} {_fmt(va)} {rel if good else 'NOT ' + rel} {b['label']} {_fmt(vb)}"
-        se_a, se_b = a.get(f"{metric}_se"), b.get(f"{metric}_se")
-        if se_a is not None and se_b is not None and abs(va - vb) < NOISE_Z * math.hypot(se_a, se_b):
-            noisy = True
-            text += f" (within noise: gap {abs(va - vb):.2g} < {NOISE_Z:g} x {math.hypot(se_a, se_b):.2g} s.e.)"
-        else:
-            ok &= good
-        parts.append(text)
-    status = "fail" if not ok else "inconclusive" if noisy else "pass"
-    return status, "; ".join(parts), {}
-
-
 def _by_key(rows: list[dict]) -> dict[Any, dict]:
     return {r["key"]: r for r in rows}
+
+
+class Missing(Exception):
+    """A claim cannot be evaluated: a setting or a metric it needs is absent."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One statistic's verdict on a claim."""
+    metric: str
+    status: str
+    effect: float | None = None
+    se: float | None = None
+    noise: str = ""
+    detail: str = ""
+
+    def cell(self) -> str:
+        if self.effect is None:
+            return f"{self.status}: {self.detail}" if self.detail else self.status
+        se = "?" if self.se is None else f"{self.se:.2g}"
+        return f"{self.status}: {self.effect:+.3g} ± {se}"
+
+
+STAT_WORDS = {"ppl": "ln perplexity", "variance_end": "ln variance of h_L (end of training)",
+              "postnorm_end": "ln variance of N_f(h_L) (end of training)", "usefulness": "useful-layer fraction",
+              "loss_ratio": "mean loss ratio (fixed probe)", "loss_ratio_compat": "mean loss ratio (paper_compat)",
+              "causal": "causal score", "permutation": "permutation score", "acc": "mean accuracy (points)",
+              "jacobian_mean": "ln mean ||J - I||", "jacobian_slope": "slope of ln ||J - I|| per layer"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper about one experiment: ``readings`` are the statistics it is judged on (the
+    headline is the first with data), ``direction`` the sign of the effect the paper reports, ``margin`` a
+    tolerance on the paper's side (on the comparison scale). Subclasses say which settings are compared
+    (:meth:`comparisons`) and how (:meth:`estimate`)."""
+    id: str
+    experiment: str
+    text: str
+    readings: tuple[str, ...]
+    direction: int
+    margin: float = 0.0
+
+    # what subclasses define
+    def comparisons(self, rows: list[dict]) -> list[tuple[str, list[dict]]]:
+        raise NotImplementedError
+
+    def estimate(self, series: list[dict[int, float]], spread: Spread | None) -> noise.Estimate:
+        raise NotImplementedError
+
+    def statistic(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def rule(self) -> str:
+        word = "> 0" if self.direction > 0 else "< 0"
+        tol = f" (tolerance {self.margin:.3g})" if self.margin else ""
+        on = "; ".join(STAT_WORDS.get(m, m) for m in self.readings)
+        return (f"{self.statistic()} {word}{tol} by more than {noise.Z:g} s.e., M = {on}; "
+                f"holds if every comparison does, contradicted if any does")
+
+    # evaluation
+    def evaluate(self, rows: list[dict], ref: NoiseReference) -> Check:
+        present = [r for r in rows if r.get("present")]
+        readings = [self._reading(rows, m, ref) for m in self.readings]
+        head = next((r for r in readings if r.status != noise.MISSING), readings[0])
+        return Check(self.id, self.experiment, self.text, self.rule, head.status, head.effect, head.se,
+                     head.noise, {READINGS[r.metric]: r.cell() for r in readings if r.metric in READINGS},
+                     _series(present, self._shown(head.metric)), "", head.detail)
+
+    def _shown(self, metric: str) -> str:
+        return "jacobian" if metric == "jacobian_slope" else metric
+
+    def _reading(self, rows: list[dict], metric: str, ref: NoiseReference) -> Reading:
+        try:
+            comps = self.comparisons(rows)
+            if not comps:
+                raise Missing("no settings to compare")
+            absent = sorted({r["name"] for _, rs in comps for r in rs if not r["by_seed"].get(metric)})
+            if absent:
+                raise Missing(f"no {metric} for {', '.join(absent)}")
+            spread = ref.lookup(self.experiment, metric)
+            out = []
+            for label, rs in comps:
+                series = [{s: transform(metric, v) for s, v in r["by_seed"][metric].items()} for r in rs]
+                est = self.estimate(series, spread)
+                if metric == "acc":  # every seed answers the same items: their binomial error stays
+                    errs = [noise.item_error(list(r["by_seed"].get("acc_se", {}).values())) for r in rs]
+                    if None not in errs:
+                        est = est.plus_error(math.sqrt(sum(e * e for e in errs)), "binomial error")
+                out.append((label, est, noise.verdict(est, self.direction, self.margin)))
+        except (Missing, ValueError) as e:
+            return Reading(metric, noise.MISSING, detail=str(e))
+        statuses = [v for _, _, v in out]
+        status = (noise.CONTRADICTED if noise.CONTRADICTED in statuses else
+                  noise.HOLDS if all(v == noise.HOLDS for v in statuses) else noise.INCONCLUSIVE)
+        # the deciding comparison: the least favourable to the paper
+        label, est, _ = min(out, key=lambda o: (noise.directed(o[1], self.direction, self.margin)
+                                                / (o[1].se or 1e-300)) if o[1].se is not None else math.inf)
+        how = est.how + ("" if spread is None or "reference" not in est.how else f" ({spread.source})")
+        if est.se is None and "reference" in est.how:
+            how += " (no seed spread measured for this metric)"
+        detail = "; ".join(f"{lab}: {noise.directed(e, self.direction, self.margin):+.3g} ± "
+                           f"{'?' if e.se is None else f'{e.se:.2g}'} {v}" for lab, e, v in out)
+        reading = Reading(metric, status, noise.directed(est, self.direction, self.margin), est.se, how, detail)
+        if metric == "usefulness" and status != noise.INCONCLUSIVE and _degenerate_usefulness(rows):
+            reading = Reading(metric, noise.INCONCLUSIVE, reading.effect, reading.se, how,
+                              "at most one useful layer in every variant, so the fraction is only 1/L or 0 and "
+                              f"its trend says nothing of depth use ({detail})")
+        return reading
+
+
+def _degenerate_usefulness(rows: list[dict]) -> bool:
+    """True when no variant has more than one useful layer: at small scale replacing a layer by its linear fit
+    rarely raises the loss past the threshold, and a fraction of 1/L then "falls with depth" by arithmetic
+    alone. (Seed means may be fractional; the paper's rows carry no count and are never degenerate.)"""
+    counts = [r.get("useful_layers") for r in rows if r.get("present")]
+    return bool(counts) and all(c is not None and c <= 1 for c in counts)
+
+
+@dataclass(frozen=True)
+class Trend(Claim):
+    """The metric grows (direction +1) or falls (-1) over the sweep's settings in their order; ``upto``
+    keeps the settings whose paper value is at most that."""
+    upto: float | None = None
+
+    def comparisons(self, rows):
+        kept = [r for r in rows if self.upto is None or float(r["key"]) <= self.upto]
+        if len(kept) < 2:
+            raise Missing("fewer than two settings")
+        return [("slope", kept)]
+
+    def estimate(self, series, spread):
+        return noise.trend(series, None if spread is None else spread.sd)
+
+    def statistic(self):
+        only = f" (settings up to {self.upto:g})" if self.upto is not None else ""
+        return f"slope of M over the sweep's settings in order{only}"
+
+
+@dataclass(frozen=True)
+class AtEvery(Claim):
+    """A per-run statistic has the paper's sign at every setting."""
+
+    def comparisons(self, rows):
+        return [(r["label"], [r]) for r in rows]
+
+    def estimate(self, series, spread):
+        return noise.level(series[0], None if spread is None else spread.sd)
+
+    def statistic(self):
+        return "M at every setting"
+
+
+@dataclass(frozen=True)
+class Versus(Claim):
+    """Setting A against setting B for every pair ``pairs(rows)`` gives; the effect is M(A) - M(B)."""
+    pairs: Callable[[list[dict]], list[tuple[dict, dict]]] = lambda rows: []
+    names: str = ""  # the pairs in words, for the rule
+
+    def comparisons(self, rows):
+        return [(f"{a['label']} vs {b['label']}", [a, b]) for a, b in self.pairs(rows)]
+
+    def estimate(self, series, spread):
+        a, b = series
+        return noise.difference(a, b, *(None, None) if spread is None else (spread.sd, spread.sd_diff))
+
+    def statistic(self):
+        return f"M(A) - M(B) for {self.names}"
+
+
+def _key(rows: list[dict], key: Any) -> dict:
+    k = _by_key(rows)
+    if key not in k:
+        raise Missing(f"no setting with paper value {key!r}")
+    return k[key]
+
+
+def _wd_best_vs(keys: Sequence[Any] | None = None) -> Callable[[list[dict]], list[tuple[dict, dict]]]:
+    def pairs(rows):
+        best = _key(rows, 0.1)
+        return [(best, r) for r in rows if r is not best and (keys is None or r["key"] in keys)]
+    return pairs
+
+
+def _gqa_pairs(rows):
+    g1 = _key(rows, 1)
+    return [(r, g1) for r in rows if r is not g1]
+
+
+def _moe_pairs(rows):
+    return [(_key(rows, f"moe-{s}"), _key(rows, f"dense-{s}")) for s in ("small", "large")]
 
 
 def _recipe_parents(rows: list[dict]) -> list[tuple[dict, dict]]:
@@ -328,196 +576,143 @@ def _recipe_parents(rows: list[dict]) -> list[tuple[dict, dict]]:
     return out
 
 
-def _jacobian_index(rows: list[dict]) -> tuple[str, str, dict]:
-    miss = _missing(rows, "jacobian")
-    if miss:
-        return "missing", f"no Jacobian for {', '.join(miss)}", {}
-    rhos = {}
-    for r in rows:
-        j = r["jacobian"]
-        rhos[r["label"]] = spearman(list(range(len(j))), j) if len(j) >= 3 else None
-    usable = {k: v for k, v in rhos.items() if v is not None}
-    if not usable:
-        return "missing", "too few layers for a trend", {}
-    ok = all(v < 0 for v in usable.values())
-    text = "rho(layer, ||J-I||): " + ", ".join(f"{k} {v:+.2f}" for k, v in usable.items())
-    return ("pass" if ok else "fail"), text, {}
+def _recipe_full(rows):
+    kept = [r for r in rows if r.get("kept")]
+    if len(kept) < 2:
+        raise Missing("fewer than two kept recipe steps")
+    return [(kept[-1], kept[0])]
 
 
-def _mean_jacobian(rows: list[dict]) -> list[dict]:
-    return [{**r, "jacobian_mean": _jacobian_mean(r.get("jacobian"))} for r in rows]
+VARIANCE = ("variance_end", "postnorm_end")
+USEFULNESS = ("loss_ratio", "usefulness", "loss_ratio_compat")
 
-
-CLAIMS: list[tuple[str, str, str, str]] = [
-    ("depth.variance", "depth", "last-layer variance grows with depth", "rho(L, variance_end) >= +0.8"),
-    ("depth.usefulness", "depth", "usefulness falls with depth", "rho(L, usefulness) <= -0.8"),
-    ("depth.permutation", "depth", "permutation score falls with depth", "rho(L, permutation) <= -0.8"),
-    ("depth.causal", "depth", "causal score falls with depth", "rho(L, causal) <= -0.8"),
-    ("depth.jacobian_index", "depth", "||J - I|| falls with layer index", "rho(layer, ||J-I||) < 0 at every depth"),
-    ("depth.jacobian_depth", "depth", "||J - I|| is lower for deeper models", "rho(L, mean ||J-I||) <= -0.8"),
-    ("weight_decay.variance", "weight_decay", "λ=0.1 lowers last-layer variance versus λ=0",
-     "variance_end(0.1) < variance_end(0)"),
-    ("weight_decay.ppl", "weight_decay", "λ=0.1 gives the lowest perplexity of the sweep",
-     "ppl(0.1) < every other λ"),
-    ("weight_decay.usefulness", "weight_decay", "λ=0.1 gives the highest usefulness of the sweep",
-     "usefulness(0.1) > every other λ"),
-    ("weight_decay.collapse", "weight_decay", "λ=3 is worse than λ=0.1", "ppl(3) > ppl(0.1)"),
-    ("seqlen.variance", "seqlen", "longer context lowers last-layer variance", "rho(T, variance_end) <= -0.8"),
-    ("seqlen.usefulness", "seqlen", "usefulness rises with context up to T=4096",
-     "rho(T, usefulness) >= +0.8 for T <= 4096"),
-    ("gqa.variance", "gqa", "G > 1 lowers last-layer variance", "variance_end(G) < variance_end(1) for every G > 1"),
-    ("gqa.usefulness", "gqa", "G > 1 raises usefulness", "usefulness(G) > usefulness(1) for every G > 1"),
-    ("gqa.ppl", "gqa", "G > 1 keeps perplexity (within 1 %)", "ppl(G) <= 1.01 ppl(1) for every G > 1"),
-    ("moe.variance", "moe", "MoE lowers last-layer variance versus dense",
-     "variance_end(MoE) < variance_end(dense), both sizes"),
-    ("moe.ppl", "moe", "MoE lowers perplexity versus dense (equal active parameters)",
-     "ppl(MoE) < ppl(dense), both sizes"),
-    ("moe.usefulness", "moe", "MoE raises usefulness", "usefulness(MoE) > usefulness(dense), both sizes"),
-    ("recipe.kept", "recipe", "each kept recipe step raises average accuracy", "acc(step) > acc(last kept step)"),
-    ("recipe.rejected", "recipe", "each rejected step does not", "acc(step) < acc(last kept step)"),
-    ("recipe.gain", "recipe", "the full recipe beats the L=32 baseline", "acc(+MoE) > acc(baseline)"),
-    ("recipe.usefulness", "recipe", "the full recipe raises usefulness", "usefulness(+MoE) > usefulness(baseline)"),
+CLAIMS: list[Claim] = [
+    Trend("depth.variance", "depth", "last-layer variance grows with depth", VARIANCE, +1),
+    Trend("depth.usefulness", "depth", "usefulness falls with depth", USEFULNESS, -1),
+    Trend("depth.permutation", "depth", "permutation score falls with depth", ("permutation",), -1),
+    Trend("depth.causal", "depth", "causal score falls with depth", ("causal",), -1),
+    AtEvery("depth.jacobian_index", "depth", "||J - I|| falls with layer index", ("jacobian_slope",), -1),
+    Trend("depth.jacobian_depth", "depth", "||J - I|| is lower for deeper models", ("jacobian_mean",), -1),
+    Versus("weight_decay.variance", "weight_decay", "λ=0.1 lowers last-layer variance versus λ=0", VARIANCE, -1,
+           pairs=_wd_best_vs([0.0]), names="A = λ 0.1, B = λ 0"),
+    Versus("weight_decay.ppl", "weight_decay", "λ=0.1 gives the lowest perplexity of the sweep", ("ppl",), -1,
+           pairs=_wd_best_vs(), names="A = λ 0.1, B = every other λ"),
+    Versus("weight_decay.usefulness", "weight_decay", "λ=0.1 gives the highest usefulness of the sweep", USEFULNESS,
+           +1, pairs=_wd_best_vs(), names="A = λ 0.1, B = every other λ"),
+    Versus("weight_decay.collapse", "weight_decay", "λ=3 is worse than λ=0.1", ("ppl",), +1,
+           pairs=lambda rows: [(_key(rows, 3.0), _key(rows, 0.1))], names="A = λ 3, B = λ 0.1"),
+    Trend("seqlen.variance", "seqlen", "longer context lowers last-layer variance", VARIANCE, -1),
+    Trend("seqlen.usefulness", "seqlen", "usefulness rises with context up to T=4096", USEFULNESS, +1, upto=4096),
+    Versus("gqa.variance", "gqa", "G > 1 lowers last-layer variance", VARIANCE, -1, pairs=_gqa_pairs,
+           names="A = each G > 1, B = G 1"),
+    Versus("gqa.usefulness", "gqa", "G > 1 raises usefulness", USEFULNESS, +1, pairs=_gqa_pairs,
+           names="A = each G > 1, B = G 1"),
+    Versus("gqa.ppl", "gqa", "G > 1 keeps perplexity (within 1 %)", ("ppl",), -1, margin=math.log1p(PPL_TOLERANCE),
+           pairs=_gqa_pairs, names="A = each G > 1, B = G 1"),
+    Versus("moe.variance", "moe", "MoE lowers last-layer variance versus dense", VARIANCE, -1, pairs=_moe_pairs,
+           names="A = MoE, B = dense of equal active size, both sizes"),
+    Versus("moe.ppl", "moe", "MoE lowers perplexity versus dense (equal active parameters)", ("ppl",), -1,
+           pairs=_moe_pairs, names="A = MoE, B = dense of equal active size, both sizes"),
+    Versus("moe.usefulness", "moe", "MoE raises usefulness", USEFULNESS, +1, pairs=_moe_pairs,
+           names="A = MoE, B = dense of equal active size, both sizes"),
+    Versus("recipe.kept", "recipe", "each kept recipe step raises average accuracy", ("acc",), +1,
+           pairs=lambda rows: [(s, p) for s, p in _recipe_parents(rows) if s.get("kept")],
+           names="A = each kept step, B = the last kept step before it"),
+    Versus("recipe.rejected", "recipe", "each rejected step does not", ("acc",), -1,
+           pairs=lambda rows: [(s, p) for s, p in _recipe_parents(rows) if s.get("kept") is False],
+           names="A = each rejected step, B = the last kept step before it"),
+    Versus("recipe.gain", "recipe", "the full recipe beats the L=32 baseline", ("acc",), +1, pairs=_recipe_full,
+           names="A = the last kept step (+MoE), B = the baseline"),
+    Versus("recipe.usefulness", "recipe", "the full recipe raises usefulness", USEFULNESS, +1, pairs=_recipe_full,
+           names="A = the last kept step (+MoE), B = the baseline"),
 ]
 
 
-def _evaluate(cid: str, rows: list[dict]) -> tuple[str, str, dict, str]:
-    """(status, detail, values, metric shown) of claim ``cid`` on one experiment's rows."""
-    lt = lambda a, b: a < b  # noqa: E731
-    gt = lambda a, b: a > b  # noqa: E731
-    k = _by_key(rows)
-    if cid == "depth.variance":
-        return (*_trend(rows, "variance_end", +1), "variance_end")
-    if cid in ("depth.usefulness", "depth.permutation", "depth.causal"):
-        m = cid.split(".")[1]
-        return (*_trend(rows, m, -1), m)
-    if cid == "depth.jacobian_index":
-        return (*_jacobian_index(rows), "jacobian")
-    if cid == "depth.jacobian_depth":
-        return (*_trend(_mean_jacobian(rows), "jacobian_mean", -1), "jacobian_mean")
-    if cid.startswith("weight_decay."):
-        if 0.1 not in k:
-            return "missing", "no λ=0.1 variant", {}, "ppl"
-        best = k[0.1]
-        others = [r for r in rows if r is not best]
-        if cid == "weight_decay.variance":
-            return (*_pairs([(best, k[0.0])] if 0.0 in k else [], "variance_end", lt, "<"), "variance_end")
-        if cid == "weight_decay.ppl":
-            return (*_pairs([(best, r) for r in others], "ppl", lt, "<"), "ppl")
-        if cid == "weight_decay.usefulness":
-            return (*_pairs([(best, r) for r in others], "usefulness", gt, ">"), "usefulness")
-        return (*_pairs([(k[3.0], best)] if 3.0 in k else [], "ppl", gt, ">"), "ppl")
-    if cid == "seqlen.variance":
-        return (*_trend(rows, "variance_end", -1), "variance_end")
-    if cid == "seqlen.usefulness":
-        return (*_trend([r for r in rows if float(r["key"]) <= 4096], "usefulness", +1), "usefulness")
-    if cid.startswith("gqa."):
-        g1 = k.get(1)
-        pairs = [(r, g1) for r in rows if r is not g1] if g1 else []
-        if cid == "gqa.variance":
-            return (*_pairs(pairs, "variance_end", lt, "<"), "variance_end")
-        if cid == "gqa.usefulness":
-            return (*_pairs(pairs, "usefulness", gt, ">"), "usefulness")
-        return (*_pairs(pairs, "ppl", lambda a, b: a <= b * (1 + PPL_TOLERANCE), "<= 1.01 x"), "ppl")
-    if cid.startswith("moe."):
-        pairs = [(k[f"moe-{s}"], k[f"dense-{s}"]) for s in ("small", "large") if f"moe-{s}" in k and f"dense-{s}" in k]
-        m = cid.split(".")[1]
-        m = "variance_end" if m == "variance" else m
-        return (*_pairs(pairs, m, gt if m == "usefulness" else lt, ">" if m == "usefulness" else "<"), m)
-    if cid.startswith("recipe."):
-        steps = _recipe_parents(rows)
-        if cid == "recipe.kept":
-            return (*_pairs([(s, p) for s, p in steps if s.get("kept")], "acc", gt, ">"), "acc")
-        if cid == "recipe.rejected":
-            return (*_pairs([(s, p) for s, p in steps if s.get("kept") is False], "acc", lt, "<"), "acc")
-        kept = [r for r in rows if r.get("kept")]
-        pair = [(kept[-1], kept[0])] if len(kept) >= 2 else []
-        m = "acc" if cid == "recipe.gain" else "usefulness"
-        return (*_pairs(pair, m, gt, ">"), m)
-    raise KeyError(f"unknown claim {cid!r}")
-
-
-def run_checks(rows_of: Callable[[str], list[dict]]) -> list[Check]:
-    """Evaluate every claim on the rows ``rows_of(experiment)`` gives."""
-    out = []
+def run_checks(rows_of: Callable[[str], list[dict]], ref: NoiseReference) -> list[Check]:
+    """Evaluate every claim on the rows ``rows_of(experiment)`` gives, errors from ``ref``."""
     cache: dict[str, list[dict]] = {}
-    for cid, exp, claim, rule in CLAIMS:
-        if exp not in cache:
-            cache[exp] = rows_of(exp)
-        rows = cache[exp]
-        try:
-            status, detail, values, metric = _evaluate(cid, rows)
-        except (KeyError, TypeError, ValueError) as e:  # malformed results: report, never crash
-            status, detail, values, metric = "missing", f"{type(e).__name__}: {e}", {}, ""
-        shown = _mean_jacobian([r for r in rows if r.get("present")])
-        if metric == "usefulness" and status in ("pass", "fail") and _degenerate_usefulness(shown):
-            status, detail = "inconclusive", (f"at most one useful layer in every variant, so the score is only "
-                                              f"1/L or 0 and its trend says nothing of depth use ({detail})")
-        out.append(Check(cid, exp, claim, rule, status, _series(shown, metric) if metric else "", "", detail, values))
+    out = []
+    for claim in CLAIMS:
+        if claim.experiment not in cache:
+            cache[claim.experiment] = rows_of(claim.experiment)
+        out.append(claim.evaluate(cache[claim.experiment], ref))
     return out
 
 
-def _degenerate_usefulness(rows: list[dict]) -> bool:
-    """True when no variant has more than one useful layer: at small scale replacing a layer by its linear fit
-    rarely raises the loss past the threshold, and a score of 1/L then "falls with depth" by arithmetic alone.
-    (Seed means may be fractional; the paper's rows carry no count and are never degenerate.)"""
-    counts = [r.get("useful_layers") for r in rows]
-    return bool(counts) and all(c is not None and c <= 1 for c in counts)
-
-
 def paper_checks() -> list[Check]:
-    """The claims evaluated on the paper's own numbers (all pass)."""
-    return run_checks(paper_rows)
+    """The claims evaluated on the paper's own numbers, taken as exact (all hold)."""
+    return run_checks(paper_rows, NoiseReference.exact_numbers())
 
 
-def checks(profile: str, results: dict[str, dict[str, dict]] | None = None, root: Any = None) -> list[Check]:
+def checks(profile: str, results: dict[str, dict[str, dict]] | None = None, root: Any = None,
+           ref: NoiseReference | None = None) -> list[Check]:
     """The claims on our results at ``profile`` (``results``: {experiment: load_results(...)}, loaded when
-    None), each with the paper's numbers beside ours."""
-    if results is None:
-        from .results import load_results
+    None), each with the paper's numbers beside ours. ``ref``: where single runs take their errors
+    (default :func:`noise_reference` of the profile, from every experiment's results: those not given are
+    loaded, so one experiment's verdicts do not depend on which others were passed)."""
+    from .results import load_results
 
+    if results is None:
         results = {e: load_results(profile, e, root=root) for e in ex.EXPERIMENTS}
-    out = run_checks(lambda e: our_rows(profile, e, results.get(e)))
-    ref = {c.id: c for c in paper_checks()}
+    rows = {e: our_rows(profile, e, results.get(e)) for e in ex.EXPERIMENTS}
+    if ref is None:
+        seen = {e: rows[e] if e in results else our_rows(profile, e, load_results(profile, e, root=root))
+                for e in ex.EXPERIMENTS}
+        ref = noise_reference(profile, seen.__getitem__, root)
+    out = run_checks(rows.__getitem__, ref)
+    theirs = {c.id: c for c in paper_checks()}
     for c in out:
-        p = ref[c.id]
-        c.paper = p.ours + (f" ({p.detail})" if p.detail.startswith("Spearman") else "")
+        c.paper = theirs[c.id].ours
     return out
 
 
 # --------------------------------------------------------------------------------------- data frames
 
+COLUMNS = ["id", "experiment", "claim", "status", "effect", "se", "noise", *READINGS.values(), "rule", "ours",
+           "paper", "detail"]
 
-def scorecard(profile: str, results: dict[str, dict[str, dict]] | None = None, root: Any = None):
-    """The claims scorecard as a pandas DataFrame: id, experiment, claim, rule, status, ours, paper, detail."""
+
+def scorecard(profile: str, results: dict[str, dict[str, dict]] | None = None, root: Any = None,
+              ref: NoiseReference | None = None):
+    """The claims scorecard as a pandas DataFrame, one row per claim (``COLUMNS``): the headline verdict,
+    its effect in the paper's direction and standard error, how the error was obtained, a column per
+    reading (both variance readings, the usefulness fraction and both loss ratios; blank where the claim has
+    no such reading), the rule, our numbers, the paper's and every comparison (``detail``)."""
     import pandas as pd
 
-    rows = [{k: v for k, v in asdict(c).items() if k != "values"} for c in checks(profile, results, root)]
-    return pd.DataFrame(rows, columns=["id", "experiment", "claim", "rule", "status", "ours", "paper", "detail"])
+    rows = [{"id": c.id, "experiment": c.experiment, "claim": c.claim, "status": c.status, "effect": c.effect,
+             "se": c.se, "noise": c.noise, **{col: c.readings.get(col, "") for col in READINGS.values()},
+             "rule": c.rule, "ours": c.ours, "paper": c.paper, "detail": c.detail}
+            for c in checks(profile, results, root, ref)]
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def counts(df) -> dict[str, int]:
-    """{"pass": n, "fail": n, "inconclusive": n, "missing": n} of a scorecard DataFrame."""
+    """{"holds": n, "contradicted": n, "inconclusive": n, "missing": n} of a scorecard DataFrame."""
     return {s: int((df["status"] == s).sum()) for s in STATUSES}
 
 
 TABLE_METRICS = {
-    "depth": ["usefulness", "causal", "permutation", "variance_peak", "variance_end", "jacobian_mean", "ppl"],
-    "weight_decay": ["ppl", "usefulness", "variance_peak", "variance_end"],
-    "seqlen": ["ppl", "usefulness", "variance_peak", "variance_end"],
-    "gqa": ["ppl", "usefulness", "variance_peak", "variance_end"],
-    "moe": ["ppl", "usefulness", "variance_peak", "variance_end"],
-    "recipe": ["acc", "usefulness", "ppl"],
+    "depth": ["usefulness", "loss_ratio", "causal", "permutation", "variance_peak", "variance_end", "postnorm_peak",
+              "postnorm_end", "jacobian_mean", "ppl"],
+    "weight_decay": ["ppl", "usefulness", "loss_ratio", "variance_peak", "variance_end", "postnorm_peak",
+                     "postnorm_end"],
+    "seqlen": ["ppl", "usefulness", "loss_ratio", "variance_peak", "variance_end", "postnorm_peak", "postnorm_end"],
+    "gqa": ["ppl", "usefulness", "loss_ratio", "variance_peak", "variance_end", "postnorm_peak", "postnorm_end"],
+    "moe": ["ppl", "usefulness", "loss_ratio", "variance_peak", "variance_end", "postnorm_peak", "postnorm_end"],
+    "recipe": ["acc", "usefulness", "loss_ratio", "ppl"],
 }
 
 
 def compare(profile: str, experiment: str, results: dict[str, dict] | None = None, root: Any = None):
     """Paper-vs-ours table of one experiment: a row per paper setting, ``paper_<metric>`` beside ``ours_<metric>``.
 
-    Where the profile runs several seeds of a setting (:func:`our_rows`), ``ours_<metric>`` is the seed mean,
-    followed by ``ours_<metric>_min`` / ``ours_<metric>_max``, and a ``seeds`` column counts the seeds with
-    results; ``variant`` names the seed-0 run. Paper values marked approximate in :mod:`sparsedepth.paper`
-    were read off figures. Absolute values are not comparable across scales (PPL depends on tokenizer and
-    data, variance on width); the trends are.
+    ``variance_*`` is the raw residual stream h_L, ``postnorm_*`` the final norm's output N_f(h_L); the
+    paper's figure values (the official code's log) stand in both. Where the profile runs several seeds of
+    a setting (:func:`our_rows`), ``ours_<metric>`` is the seed mean, followed by ``ours_<metric>_min`` /
+    ``ours_<metric>_max``, and a ``seeds`` column counts the seeds with results; ``variant`` names the seed-0
+    run. Paper values marked approximate in :mod:`sparsedepth.paper` were read off figures. Absolute values
+    are not comparable across scales (PPL depends on tokenizer and data, variance on width); the trends are.
     """
     import pandas as pd
 
@@ -525,10 +720,10 @@ def compare(profile: str, experiment: str, results: dict[str, dict] | None = Non
         from .results import load_results
 
         results = load_results(profile, experiment, root=root)
-    ours = _mean_jacobian(our_rows(profile, experiment, results))
-    theirs = {r["key"]: r for r in _mean_jacobian(paper_rows(experiment))}
+    ours = our_rows(profile, experiment, results)
+    theirs = _by_key(paper_rows(experiment))
     metas = ex.variant_meta(profile, experiment)
-    seeded = any("spread" in r for r in ours)  # decided by the definition, so columns do not depend on progress
+    seeded = any(r["variants"] > 1 for r in ours)  # decided by the definition, so columns do not depend on progress
     table = []
     for r in ours:
         p = theirs.get(r["key"], {})
@@ -541,7 +736,7 @@ def compare(profile: str, experiment: str, results: dict[str, dict] | None = Non
             row[f"paper_{m}"] = p.get(m)
             row[f"ours_{m}"] = r.get(m)
             if seeded:
-                lo, hi, _ = r.get("spread", {}).get(m, (r.get(m), r.get(m), 0))
+                lo, hi, _ = r["spread"].get(m, (None, None, 0))
                 row[f"ours_{m}_min"], row[f"ours_{m}_max"] = lo, hi
         table.append(row)
     return pd.DataFrame(table)

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from sparsedepth.atomic import atomic_write_text
+from sparsedepth.scorecard import READINGS
 from sparsedepth.scorecard import counts as status_counts
 
 __all__ = ["write_table", "to_markdown", "format_value", "output_root", "set_output_root", "table_dir",
@@ -117,7 +118,8 @@ def write_table(df: pd.DataFrame, name: str, profile: str, *, root: str | os.Pat
 
 
 # ------------------------------------------------------------------------------------ text for notebooks
-_MARK = {"pass": "✔ **pass**", "fail": "✘ **fail**", "inconclusive": "? **inconclusive**", "missing": "– **missing**"}
+_MARK = {"holds": "✔ **holds**", "contradicted": "✘ **contradicted**", "inconclusive": "? **inconclusive**",
+         "missing": "– **missing**"}
 
 
 def _clip(text: Any, n: int = 220) -> str:
@@ -127,21 +129,26 @@ def _clip(text: Any, n: int = 220) -> str:
 
 def claims_markdown(df: pd.DataFrame, *, what: str = "these claims", profile: str | None = None) -> str:
     """The claims of a scorecard frame (``scorecard.scorecard``) as Markdown: a one-line tally, then one
-    bullet per claim with our numbers, the paper's and the rule that decided it (long cells are clipped)."""
-    need = {"claim", "status", "ours", "paper", "rule", "detail"}
+    bullet per claim with its effect ± standard error, every reading's verdict, our numbers, the paper's and
+    the rule that decided it (long cells are clipped)."""
+    need = {"claim", "status", "effect", "se", "noise", "ours", "paper", "rule", "detail"}
     if not need <= set(df.columns):
         raise ValueError(f"expected a scorecard frame with columns {sorted(need)}, got {list(df.columns)}")
     n = len(df)
     counts = status_counts(df)
     where = f" at profile `{profile}`" if profile else ""
-    unsure = f"{counts['inconclusive']} inconclusive, " if counts["inconclusive"] else ""
-    lines = [f"**{counts['pass']} of {n}** of {what} hold in our results{where} "
-             f"({counts['fail']} fail, {unsure}{counts['missing']} missing a result)."]
+    lines = [f"**{counts['holds']} of {n}** of {what} hold in our results{where} ({counts['contradicted']} "
+             f"contradicted, {counts['inconclusive']} inconclusive, {counts['missing']} missing a result)."]
     if n == 0:
         lines = [f"No claims to check for {what}."]
+    readings = [c for c in READINGS.values() if c in df.columns]
     for r in df.to_dict("records"):
-        lines.append(f"- {_MARK.get(r['status'], r['status'])}: {r['claim']} (rule: {r['rule']}). "
-                     f"Ours: {_clip(r['ours']) or '–'}. Paper: {_clip(r['paper']) or '–'}."
+        effect = "" if pd.isna(r["effect"]) else (f" Effect in the paper's direction {r['effect']:+.3g} ± "
+                                                  f"{format_value(r['se'], 2)} ({r['noise']}).")
+        also = "; ".join(f"{c}: {r[c]}" for c in readings if isinstance(r.get(c), str) and r[c])
+        lines.append(f"- {_MARK.get(r['status'], r['status'])}: {r['claim']} (rule: {r['rule']}).{effect}"
+                     + (f" Readings: {also}." if also else "")
+                     + f" Ours: {_clip(r['ours']) or '–'}. Paper: {_clip(r['paper']) or '–'}."
                      + (f" {_clip(r['detail'])}." if r.get("detail") else ""))
     return "\n".join(lines) + "\n"
 
