@@ -48,8 +48,13 @@ $(NOTEBOOK_TARGETS): setup
 bench: setup
 	$(RUN) bench
 
+# Extra flags for JupyterLab: make lab LAB_ARGS="--no-browser --ip=0.0.0.0 --port=8899"
+LAB_ARGS ?=
+# Containers run as root, which Jupyter refuses without --allow-root.
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: setup
-	.venv/bin/jupyter lab notebooks/
+	.venv/bin/jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/
 
 clean:
 	rm -rf build runs .cache .pytest_cache
