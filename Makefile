@@ -15,6 +15,10 @@ export WANDB_DIR ?= $(CURDIR)/runs
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export JUPYTER_PLATFORM_DIRS := 1
 export PYTHONUNBUFFERED := 1
+# make reproduce WANDB=1: every run also logs to W&B (offline, into its run dir; `wandb sync` uploads later)
+ifneq ($(WANDB),)
+export SPARSEDEPTH_WANDB := $(WANDB)
+endif
 
 RUN := $(PY) -m sparsedepth.cli
 REPRO := $(RUN) reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force,)
