@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,9 @@ class WandbLogger:
     def finish(self) -> None:
         try:
             self._charts()
+        except Exception as e:  # a chart is a view of logged data: never let it fail a finished run
+            print(f"warning: W&B per-layer charts not drawn ({type(e).__name__}: {e}); the series are logged",
+                  file=sys.stderr)
         finally:
             self.run.finish()
 
