@@ -594,8 +594,8 @@ def build(stem: str) -> nbformat.NotebookNode:
                 cell.metadata["tags"] = ["parameters"]
         cell["id"] = f"{stem.replace('_', '-')}-{i:02d}"
         cells.append(cell)
-    nb = new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+    nb = new_notebook(cells=cells, metadata={  # the kernel `make setup` installs: JupyterLab opens the venv
+        "kernelspec": {"name": "sparsedepth", "display_name": "Python (sparsedepth)", "language": "python"},
         "language_info": {"name": "python"},
     })
     nbformat.validate(nb)

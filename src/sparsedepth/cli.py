@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "list": ("sparsedepth.experiments", "list the paper's experiments and their variants"),
@@ -23,7 +23,15 @@ COMMANDS = {
 
 
 def _available() -> dict[str, tuple[str, str]]:
-    return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
+    """The commands whose module is installed, found by file so that no package is imported
+    (``importlib.util.find_spec`` would import ``sparsedepth.train`` and with it torch)."""
+    root = Path(__file__).resolve().parent
+
+    def installed(module: str) -> bool:
+        rel = root.joinpath(*module.split(".")[1:])
+        return rel.with_suffix(".py").is_file() or (rel / "__init__.py").is_file()
+
+    return {name: spec for name, spec in COMMANDS.items() if installed(spec[0])}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,6 +92,9 @@ def use_theme() -> None:
 
 
 use_theme()
+# Charts display as SVG rendered in the kernel (vl-convert), not as HTML that loads vega from a CDN: they
+# show offline in JupyterLab, in the HTML reports (sparsedepth.reports) and on code hosts.
+alt.renderers.enable("svg")
 
 
 # ------------------------------------------------------------------------------------------------ save

@@ -1,7 +1,8 @@
 """`sparsedepth reproduce`: execute the notebooks that regenerate the paper's figures and tables.
 
 Every notebook in ``notebooks/`` runs in name order with papermill (parameters ``profile``, ``force``,
-``device``, ``train``), into ``build/notebooks/<profile>/``, and is rendered to HTML beside it. A failing
+``device``, ``train``), into ``build/notebooks/<profile>/``, and is rendered beside it to an HTML report
+that needs no network (``sparsedepth.reports``). A failing
 notebook is kept as far as it ran (with the error in its cell) and the next one starts; the command exits
 non-zero at the end, naming the failures, after a table of what ran and how long it took.
 
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 from .experiments import EXPERIMENTS, PROFILES, scale
+from .reports import render_html
 from .results import FORCE_ENV, ROOT_ENV, output_root
 
 ALIASES = {"seqlen": "sequence_length", "wd": "weight_decay", "probe": "probe_a_model", "scores": "summary"}
@@ -73,16 +75,6 @@ def parameters_for(path: Path, params: dict) -> dict:
     if any(n in notebook_name(path) for n in DEFAULTS_ONLY):
         params = {k: v for k, v in params.items() if k == "device" and v != "auto"}
     return {k: v for k, v in params.items() if k in declared} if declared else params
-
-
-def render_html(ipynb: Path) -> Path:
-    """HTML report of an executed notebook, written beside it."""
-    from nbconvert import HTMLExporter
-
-    from .atomic import atomic_write_text
-
-    body, _ = HTMLExporter().from_filename(str(ipynb))
-    return atomic_write_text(ipynb.with_suffix(".html"), body)
 
 
 def execute(path: Path, out_dir: Path, params: dict, log_output: bool = True, progress: bool = True) -> dict:

@@ -315,7 +315,17 @@ def _execute(profile: str, cfg: TrainConfig, run_dir: Path, root: Path, progress
                 raise RunError(f"{name} finished without writing {out}")
             times[f"{name}_s"] = time.time() - t0
             _mark(run_dir, stages, name, times[f"{name}_s"])
+            if name == "eval":  # the probes ran before it
+                _wandb_scores(cfg, run_dir)
     return times
+
+
+def _wandb_scores(cfg: TrainConfig, run_dir: Path) -> None:
+    """With W&B logging on, the run's probe scores and evaluation join its W&B run's summary."""
+    from .train.telemetry import wandb_enabled, wandb_log_scores, wandb_run_id
+
+    if wandb_enabled(cfg.wandb):
+        wandb_log_scores(run_dir, cfg.wandb_project, wandb_run_id(config_hash(cfg)))
 
 
 def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipeline: dict) -> None:

@@ -3,7 +3,9 @@
     from sparsedepth.eval import perplexity, zero_shot, evaluate_run, TASKS
 
 The evaluation sets ship inside the package (``eval/data/<task>.jsonl.xz``); ``lm_eval_adapter`` gives
-the same numbers through lm-evaluation-harness.
+the same numbers through lm-evaluation-harness. Your own questions (a JSON Lines file of context, choices,
+answer) go through the same scorer with ``read_task_file``, ``score_docs`` and ``evaluate_task_file``
+(``sparsedepth.eval.user_tasks``).
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from typing import Any, Sequence
 
 from .perplexity import perplexity
 from .tasks import TASKS, EvalError, MCDoc, check_tasks, load_rows, task_docs
+from .user_tasks import evaluate_task_file, read_task_file, score_docs
 from .zero_shot import mc_metrics, score_tokens, zero_shot
 
-__all__ = ["TASKS", "EvalError", "MCDoc", "check_tasks", "evaluate_run", "load_rows", "mc_metrics", "perplexity",
-           "score_tokens", "task_docs", "zero_shot"]
+__all__ = ["TASKS", "EvalError", "MCDoc", "check_tasks", "evaluate_run", "evaluate_task_file", "load_rows",
+           "mc_metrics", "perplexity", "read_task_file", "score_docs", "score_tokens", "task_docs", "zero_shot"]
 
 PPL_WINDOWS = 64  # held-out windows for perplexity (64 x T tokens)
 

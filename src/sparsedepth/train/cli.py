@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after step K with a checkpoint (the schedule still plans for all steps)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to run (overrides config device)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--wandb", action="store_true",
+                        help="log to Weights & Biases (offline into RUN_DIR/wandb; `wandb sync` uploads), as "
+                             "SPARSEDEPTH_WANDB=1 does; the config and its hash stay the same")
 
 
 def load_config_file(path: Path) -> TrainConfig:
@@ -85,7 +89,10 @@ def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 def run(args: argparse.Namespace) -> int:
     from ..data import DataError
     from . import train  # torch is imported only when a command actually trains
+    from .telemetry import WANDB_ENV
 
+    if args.wandb:
+        os.environ[WANDB_ENV] = "1"
     try:
         cfg, run_dir = resolve_args(args)
         print(f"run dir: {run_dir}", flush=True)

@@ -30,6 +30,7 @@ from .checkpoint import (check_run_dir, latest_checkpoint, load_state, rng_state
 from .distributed import Dist, init_distributed, maybe_no_sync, resolve_device
 from .optim import build_optimizer, build_scheduler, format_groups, param_groups
 from .telemetry import MetricsFile, SpikeMonitor, WandbLogger, add_stats, block_norms, pack, peak_flops, unpack
+from .telemetry import wandb_enabled, wandb_run_id
 
 
 # The only buffers are constant RoPE tables: skip DDP's per-forward buffer broadcast (renamed in torch 2.13).
@@ -243,8 +244,8 @@ class Trainer:
         if self.step >= last:
             return self._read_summary()
         self.metrics = MetricsFile(self.run_dir / "metrics.jsonl", keep_up_to_step=self.step) if self.main else None
-        self.wandb = (WandbLogger(self.run_dir, cfg.wandb_project, to_dict(cfg), f"sd-{config_hash(cfg)}")
-                      if self.main and cfg.wandb else None)
+        self.wandb = (WandbLogger(self.run_dir, cfg.wandb_project, to_dict(cfg), wandb_run_id(config_hash(cfg)))
+                      if self.main and wandb_enabled(cfg.wandb) else None)
         if self.progress:
             print(format_groups(self.groups), flush=True)
         self._write_provenance(self.prior_wall, finished=False)
