@@ -9,6 +9,7 @@ nodes the run directory must be on a shared file system.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -55,5 +56,7 @@ def load_sharded(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimize
 def load_model(folder: Path, model: torch.nn.Module) -> None:
     """Load the model's weights from a sharded checkpoint into an unsharded model, in this process alone."""
     state = model.state_dict()
-    dcp.load({"model": state}, checkpoint_id=Path(folder) / SHARDED_DIR, no_dist=True)
+    with warnings.catch_warnings():  # DCP warns that it assumes one process, which is what no_dist asks for
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load({"model": state}, checkpoint_id=Path(folder) / SHARDED_DIR, no_dist=True)
     model.load_state_dict(state)

@@ -413,7 +413,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
     the stored summary at once when the run is complete. ``stop_at_step=K`` ends after step K with a
     checkpoint, the schedule still planned for ``cfg.steps``. ``device`` overrides ``cfg.device`` for this
     call only (where to run is not part of the experiment). Under torchrun (WORLD_SIZE > 1) it trains data
-    parallel, and rank 0 writes the files.
+    parallel (DDP, or sharded with ``parallel: fsdp``), and rank 0 writes the files (every rank writes its
+    shards of a sharded checkpoint).
     """
     run_dir = Path(run_dir)
     check_vocab(cfg)

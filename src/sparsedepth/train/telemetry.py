@@ -50,12 +50,11 @@ def block_norms(model: nn.Module, sum_across_ranks: Callable[[torch.Tensor], tor
     a sum of squares per block. Call it after backward and before clipping; missing gradients count as zero.
     Sharded parameters (FSDP): each rank squares its own shards and ``sum_across_ranks`` adds them up.
     """
-    params = [[local_tensor(p) for p in b.parameters()] for b in model.blocks]
+    params = [list(b.parameters()) for b in model.blocks]
     flat = [p for ps in params for p in ps]
-    grads = [local_tensor(p.grad) if p.grad is not None else torch.zeros_like(local_tensor(p))
-             for b in model.blocks for p in b.parameters()]
+    grads = [local_tensor(p.grad) if p.grad is not None else torch.zeros_like(local_tensor(p)) for p in flat]
     gn = torch._foreach_norm([g.float() for g in grads]) if grads else []
-    pn = torch._foreach_norm([p.detach().float() for p in flat]) if flat else []
+    pn = torch._foreach_norm([local_tensor(p.detach()).float() for p in flat]) if flat else []
     sq, i = [], 0
     for ps in params:
         sq.append(torch.stack([torch.stack(gn[i:i + len(ps)]).square().sum(),
