@@ -201,7 +201,7 @@ def time_training(cfg: TrainConfig, dev: torch.device, peak: float, timed_logs: 
     try:
         _reset_mem(dev)
         t0 = time.perf_counter()
-        summary = train(cfg, run_dir, stop_at_step=stop, progress=False, device=str(dev))
+        summary = train(cfg, run_dir, stop_at_step=stop, progress=False, device=str(dev), checkpoints=False)
         wall = time.perf_counter() - t0
         mem = _peak_mem_gib(dev)
     finally:

@@ -256,7 +256,7 @@ class Trainer:
         return ci > 0 and step % ci == 0
 
     # ---- the loop --------------------------------------------------------------------------------------
-    def fit(self, stop_at_step: int | None = None) -> dict:
+    def fit(self, stop_at_step: int | None = None, checkpoints: bool = True) -> dict:
         cfg = self.cfg
         last = cfg.steps if stop_at_step is None else min(stop_at_step, cfg.steps)
         if self.step >= last:
@@ -291,7 +291,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:,.0f}",
                                     mfu="n/a" if row["mfu"] is None else f"{row['mfu']:.1%}", refresh=False)
                     bar.update(step - bar.n)
-                    if step == last or stopping or self._is_ckpt(step):
+                    if checkpoints and (step == last or stopping or self._is_ckpt(step)):
                         if self.metrics:
                             self.metrics.sync()  # rows up to the checkpoint are durable before it exists
                         self._save(f"step-{step:08d}", self.prior_wall + clock.elapsed(), keep=cfg.keep_checkpoints)
@@ -406,13 +406,14 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = None, progress: bool = True,
-          device: str | None = None) -> dict:
+          device: str | None = None, checkpoints: bool = True) -> dict:
     """Train ``cfg`` into ``run_dir`` and return the summary (also written to run_dir/summary.json).
 
     Resumes from the latest checkpoint in ``run_dir``; refuses a run_dir that holds another config; returns
     the stored summary at once when the run is complete. ``stop_at_step=K`` ends after step K with a
     checkpoint, the schedule still planned for ``cfg.steps``. ``device`` overrides ``cfg.device`` for this
-    call only (where to run is not part of the experiment). Under torchrun (WORLD_SIZE > 1) it trains data
+    call only (where to run is not part of the experiment). ``checkpoints=False`` writes none (timing runs:
+    a paper-scale model's state is tens of GB, written at every stop). Under torchrun (WORLD_SIZE > 1) it trains data
     parallel (DDP, or sharded with ``parallel: fsdp``), and rank 0 writes the files (every rank writes its
     shards of a sharded checkpoint).
     """
@@ -426,7 +427,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
             return summary
     dist = init_distributed(device or cfg.device, group_of_one=cfg.parallel == "fsdp")
     try:
-        return Trainer(cfg, run_dir, dist, progress).fit(stop_at_step)
+        return Trainer(cfg, run_dir, dist, progress).fit(stop_at_step, checkpoints)
     finally:
         dist.close()
 
