@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from sparsedepth.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash
+from sparsedepth.config import (ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash,
+                                hashed_fields, to_dict)
 from sparsedepth.train import load_run, read_metrics, train
 
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
@@ -45,7 +46,8 @@ def tiny(tmp_path) -> TrainConfig:
     data = DataConfig(corpus=str(tmp_path / "corpus.txt"), vocab_size=300, cache_dir=str(tmp_path / "cache"))
     # validation at steps 3 (two ranks) and 6 (one) over 3 windows of one: the two ranks evaluate 2 and 1
     # windows, so the spare forward is exercised
-    return TrainConfig(model=ModelConfig(vocab_size=512, d_model=32, n_layers=2, n_heads=2, max_seq_len=64,
+    # an odd vocabulary: the embedding and head split unevenly over two ranks (FSDP pads the last shard)
+    return TrainConfig(model=ModelConfig(vocab_size=509, d_model=32, n_layers=2, n_heads=2, max_seq_len=64,
                                          n_experts=4, top_k=2, expert_hidden=32),
                        optim=OptimConfig(lr=3e-3, warmup_steps=2), data=data, seq_len=32, batch_size=4,
                        micro_batch_size=1, steps=6, log_interval=1, telemetry_interval=2, eval_interval=3, eval_batches=3,
@@ -104,3 +106,14 @@ def test_activation_checkpointing_same_run(tmp_path, tiny):
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-6)
         assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-6)
         assert rb["layer_grad_norm"] == pytest.approx(ra["layer_grad_norm"], rel=1e-6)
+
+
+def test_parallel_is_hashed_only_when_sharded_and_whole_forward_compile_is_refused():
+    plain = hashed_fields(to_dict(TrainConfig()))
+    # the hash of every config written before these fields existed is unchanged
+    assert "parallel" not in plain and "activation_checkpointing" not in plain
+    assert hashed_fields(to_dict(TrainConfig(parallel="fsdp")))["parallel"] == "fsdp"
+    with pytest.raises(ConfigError, match="parallel: must be one of"):
+        TrainConfig(parallel="zero3")
+    with pytest.raises(ConfigError, match="compile: compile='model'.*use compile: blocks"):
+        TrainConfig(parallel="fsdp", compile="model")
