@@ -19,6 +19,7 @@ case "${1:-}" in
   dense-fsdp) bench --config configs/paper-scale/dense-1b.yaml --set parallel=fsdp ;;
   moe) bench --config configs/paper-scale/moe-7b-1b.yaml --set batch_size=16 ;;
   moe-ddp) bench --config configs/paper-scale/moe-7b-1b.yaml --set batch_size=16 --set parallel=ddp ;;
-  moe-no-ac) bench --config configs/paper-scale/moe-7b-1b.yaml --set batch_size=16 --set activation_checkpointing=false ;;
+  moe-no-ac) bench --config configs/paper-scale/moe-7b-1b.yaml --set batch_size=16 \
+               --set activation_checkpointing=false ;;
   *) echo "usage: $0 dense|dense-fsdp|moe|moe-ddp|moe-no-ac" >&2; exit 2 ;;
 esac

@@ -50,7 +50,8 @@ def tiny(tmp_path) -> TrainConfig:
     return TrainConfig(model=ModelConfig(vocab_size=509, d_model=32, n_layers=2, n_heads=2, max_seq_len=64,
                                          n_experts=4, top_k=2, expert_hidden=32),
                        optim=OptimConfig(lr=3e-3, warmup_steps=2), data=data, seq_len=32, batch_size=4,
-                       micro_batch_size=1, steps=6, log_interval=1, telemetry_interval=2, eval_interval=3, eval_batches=3,
+                       micro_batch_size=1, steps=6, log_interval=1, telemetry_interval=2, eval_interval=3,
+                       eval_batches=3,
                        device="cpu")
 
 

@@ -9,13 +9,15 @@ Groups (``--only``):
 - ``telemetry``: the training step with per-layer telemetry every step, at the default interval, and off;
 - ``probes``: seconds per probe of ``run_probes`` on the profile's deepest model (gpu: 32 layers) and on the
   recipe's MoE model of that depth, with the profile's probe settings;
-- ``--config FILE`` instead of groups: one training config of your own (the paper-scale ones in
-  ``configs/paper-scale/``), timed the same way; when its model and AdamW state cannot fit the device, the
-  record says so and how many GPUs under ``parallel: fsdp`` would hold it;
 - ``ablation``: the base config with one optimisation undone at a time (whole-forward compile instead of
   per-block, two micro-batches instead of one), with the cuDNN attention kernel and with the kernels the profile
   does not use (gpu: torch's code instead of the hand-written Triton kernels; smoke: Triton, skipped without
   CUDA); ``wall_s`` includes the compilation.
+
+``--config FILE`` instead of the groups: one training config of your own (``configs/paper-scale/`` holds the
+paper's dense 1B and MoE-7B/1B), timed the same way; when its model and AdamW state alone cannot fit the
+device, the record says so and how many GPUs under ``parallel: fsdp`` would hold it, and an out-of-memory
+error says what to lower.
 
 Training numbers come from ``sparsedepth.train.train`` itself (summary.json's steady-state tokens/s, which
 leaves out the first log interval: compilation and warm-up), stopped after a few log intervals.
@@ -439,7 +441,8 @@ def run(args: argparse.Namespace) -> int:
             except torch.cuda.OutOfMemoryError:
                 traceback.print_exc()
                 cfg = configs.get(group, {}).get(name)
-                rows, failed = [{"name": name, "error": oom_note(cfg, device_bytes(dev)) if cfg else "out of memory"}], failed + 1
+                note = oom_note(cfg, device_bytes(dev)) if cfg else "out of memory"
+                rows, failed = [{"name": name, "error": note}], failed + 1
             except (ImportError, RuntimeError) as e:
                 if _unavailable(e):
                     rows = [{"name": name, "skipped": _first_line(e)}]
