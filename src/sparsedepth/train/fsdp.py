@@ -35,6 +35,9 @@ def shard_model(model: torch.nn.Module, device: torch.device, bf16: bool) -> Non
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    if not tdist.is_initialized():
+        raise RuntimeError("parallel=fsdp needs a process group: train through train() or torchrun, or call "
+                           "init_distributed(device, group_of_one=True) before building the Trainer")
     mesh = init_device_mesh(device.type, (tdist.get_world_size(),))
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
               else MixedPrecisionPolicy())
