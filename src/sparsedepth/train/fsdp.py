@@ -30,8 +30,9 @@ def checkpoint_blocks(model: torch.nn.Module) -> None:
 
 
 def shard_model(model: torch.nn.Module, device: torch.device, bf16: bool) -> None:
-    """Apply FSDP2 in place: one unit per block, then the root. Call it before building the optimiser
-    (the parameters become DTensors) and after ``checkpoint_blocks`` / per-block compilation."""
+    """Apply FSDP2 in place: one unit per block, then the root. Call it after ``checkpoint_blocks`` and before
+    building the optimiser (the parameters become DTensors); compile afterwards with
+    ``compile_regions(hooks_eager=True)``, which leaves FSDP's hooks out of the compiled graphs."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
