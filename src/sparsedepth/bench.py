@@ -14,6 +14,11 @@ Groups (``--only``):
   does not use (gpu: torch's code instead of the hand-written Triton kernels; smoke: Triton, skipped without
   CUDA); ``wall_s`` includes the compilation.
 
+``--config FILE`` instead of the groups: one training config of your own (``configs/paper-scale/`` holds the
+paper's dense 1B and MoE-7B/1B), timed the same way; when its model and AdamW state alone cannot fit the
+device, the record says so and how many GPUs under ``parallel: fsdp`` would hold it, and an out-of-memory
+error says what to lower.
+
 Training numbers come from ``sparsedepth.train.train`` itself (summary.json's steady-state tokens/s, which
 leaves out the first log interval: compilation and warm-up), stopped after a few log intervals.
 
@@ -22,7 +27,8 @@ causal attention) / peak, where peak is the matmul rate this command measures on
 the trainer computes in: bf16 8192^3 on CUDA, float32 1024^3 on CPU. Peak memory: CUDA max allocated; on CPU
 the process's max resident set size (a high-water mark over the whole command).
 
-Records go to ``<out>/<device-slug>/<group>-<profile>.json`` (a JSON list, one record per measurement).
+Records go to ``<out>/<device-slug>/<group>-<profile>.json`` (a JSON list, one record per measurement);
+with ``--config FILE`` to ``<out>/<device-slug>/config-<file stem>.json``.
 """
 from __future__ import annotations
 
@@ -153,6 +159,16 @@ def bench_configs(profile: str, corpus: str | None = None, cache_dir: str | None
     return {"depth": depth, "gqa_moe": long, "telemetry": tele, "ablation": ablation_configs(cfg())}
 
 
+def _config_file(path: Path, corpus: str | None, cache_dir: str | None, no_compile: bool) -> TrainConfig:
+    """A config file for ``--config``, with ``--corpus``, ``--cache-dir`` and ``--no-compile`` applied."""
+    from .train.cli import load_config_file
+
+    c = load_config_file(path)
+    data = dataclasses.replace(c.data, **({"corpus": corpus} if corpus else {}),
+                               **({"cache_dir": cache_dir} if cache_dir else {}))
+    return dataclasses.replace(c, data=data, compile=False if no_compile else c.compile)
+
+
 def ablation_configs(c: TrainConfig) -> dict[str, TrainConfig]:
     """One change at a time on the base config ``c`` (the profile's default): how it compiles (whole
     forward vs per block), two micro-batches instead of one, the attention kernel and the kernels the profile does
@@ -187,7 +203,7 @@ def time_training(cfg: TrainConfig, dev: torch.device, peak: float, timed_logs: 
     try:
         _reset_mem(dev)
         t0 = time.perf_counter()
-        summary = train(cfg, run_dir, stop_at_step=stop, progress=False, device=str(dev))
+        summary = train(cfg, run_dir, stop_at_step=stop, progress=False, device=str(dev), checkpoints=False)
         wall = time.perf_counter() - t0
         mem = _peak_mem_gib(dev)
     finally:
@@ -197,10 +213,42 @@ def time_training(cfg: TrainConfig, dev: torch.device, peak: float, timed_logs: 
     return {"kind": "train", **_model_fields(cfg.model), "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
             "micro_batch_size": cfg.micro_batch_size, "compile": cfg.compile_mode, "dtype": cfg.dtype,
             "telemetry_interval": cfg.telemetry_interval, "log_interval": cfg.log_interval,
+            "parallel": cfg.parallel, "activation_checkpointing": cfg.activation_checkpointing,
             "steps_run": stop, "steps_timed": stop - cfg.log_interval, "wall_s": wall,
             "attn_backend": summary.get("attn_backend"), "tokens_per_s": tps, "flops_per_token": fpt,
             "mfu": tps * fpt / peak if tps else None, "trainer_mfu": summary.get("mfu"), "peak_mem_gib": mem,
             "config": to_dict(cfg), "config_hash": config_hash(cfg)}
+
+
+# fp32 parameter, fp32 gradient and AdamW's two fp32 moments: what training keeps per parameter, sharded or not
+STATE_BYTES_PER_PARAM = 16
+
+
+def device_bytes(dev: torch.device) -> int | None:
+    return torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda" else None
+
+
+def fit_problem(cfg: TrainConfig, have: int | None, usable: float = 0.9) -> str | None:
+    """Why ``cfg`` cannot train on one device of ``have`` bytes (its model and optimiser state alone pass
+    ``usable`` of them), with what it needs instead; None when the state fits or ``have`` is unknown (CPU).
+    Activations may still not fit: ``oom_note`` explains that case after the fact."""
+    need = STATE_BYTES_PER_PARAM * cfg.model.param_counts()["total"]
+    if have is None or need <= usable * have:
+        return None
+    gpus = math.ceil(need / (0.6 * usable * have))  # leave 40 % of each GPU for activations and buffers
+    return (f"does not fit one GPU: parameters, gradients and AdamW state need {need / 2**30:.0f} GiB "
+            f"({STATE_BYTES_PER_PARAM} bytes x {cfg.model.param_counts()['total'] / 1e9:.2f}B parameters) and "
+            f"this device has {have / 2**30:.0f} GiB; train it with parallel=fsdp on {gpus} or more GPUs "
+            f"(about {need / gpus / 2**30:.0f} GiB of state each)")
+
+
+def oom_note(cfg: TrainConfig, have: int | None) -> str:
+    need = STATE_BYTES_PER_PARAM * cfg.model.param_counts()["total"] / 2**30
+    hint = "" if cfg.activation_checkpointing else ", or set activation_checkpointing=true"
+    return (f"out of memory: {need:.0f} GiB of model and AdamW state plus the activations of micro-batches of "
+            f"{cfg.micro_batch_size} x {cfg.seq_len} tokens pass the device's "
+            f"{'?' if have is None else f'{have / 2**30:.0f}'} GiB; lower micro_batch_size{hint}, or shard over "
+            f"more GPUs with parallel=fsdp")
 
 
 def attention_flops_per_token(m: ModelConfig, seqlen: int) -> float:
@@ -289,6 +337,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override every timed training config, e.g. --set model.kernels=torch (repeatable)")
     parser.add_argument("--names", default="",
                         help="only these measurements of the chosen groups, comma-separated (e.g. default,kernels-torch)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="time this training config file (YAML/JSON) instead of the profile's groups")
     parser.add_argument("--tag", default=None,
                         help="suffix of the record files (default: made from --set, none without it)")
 
@@ -323,10 +373,14 @@ def run(args: argparse.Namespace) -> int:
     tag = _tag(args.tag, overrides)
     compile_flag = False if args.no_compile else (None if dev.type == "cuda" else False)
     try:
-        configs = {g: {n: apply_overrides(c, overrides) for n, c in cs.items()}
-                   for g, cs in bench_configs(profile, args.corpus, args.cache_dir, compile_flag).items()}
+        if args.config:  # one config of the user's: its file stem names the records
+            profile, groups = args.config.stem, ("config",)
+            configs = {"config": {profile: _config_file(args.config, args.corpus, args.cache_dir, args.no_compile)}}
+        else:
+            configs = bench_configs(profile, args.corpus, args.cache_dir, compile_flag)
+        configs = {g: {n: apply_overrides(c, overrides) for n, c in cs.items()} for g, cs in configs.items()}
     except ConfigError as e:
-        raise SystemExit(f"sparsedepth bench: --set: {e}") from None
+        raise SystemExit(f"sparsedepth bench: {'--config/' if args.config else ''}--set: {e}") from None
     peak: dict = {}  # filled below, before any job runs
     done: dict[str, dict] = {}  # measurement_key -> record: a config shared by two groups is trained once
 
@@ -336,6 +390,9 @@ def run(args: argparse.Namespace) -> int:
         key = measurement_key(cfg)
         if key in done:
             return {**done[key], "same_run_as": done[key]["name"]}
+        problem = fit_problem(cfg, device_bytes(dev))
+        if problem:
+            return {"skipped": problem, **_model_fields(cfg.model), "config": to_dict(cfg)}
         if not done:
             # An untimed first run: the first training of a process on an idle H200 measured 514k tokens/s
             # where the same config measured 591k later, beyond what skipping the first log interval absorbs.
@@ -381,6 +438,11 @@ def run(args: argparse.Namespace) -> int:
             try:
                 got = job()
                 rows = got if isinstance(got, list) else [{**got, "name": name}]
+            except torch.cuda.OutOfMemoryError:
+                traceback.print_exc()
+                cfg = configs.get(group, {}).get(name)
+                note = oom_note(cfg, device_bytes(dev)) if cfg else "out of memory"
+                rows, failed = [{"name": name, "error": note}], failed + 1
             except (ImportError, RuntimeError) as e:
                 if _unavailable(e):
                     rows = [{"name": name, "skipped": _first_line(e)}]

@@ -1,4 +1,4 @@
-"""The training loop: AdamW + warmup-cosine, accumulation, bf16 autocast, DDP, telemetry, safe resume.
+"""The training loop: AdamW + warmup-cosine, accumulation, bf16 autocast, DDP or FSDP, telemetry, safe resume.
 
 Step numbering follows OLMo's global step: step ``s`` (1-based) trains on ``get_batch(seed, s)`` with the
 weights left by step ``s - 1`` and uses ``lr * lr_factor(s)``. Between log steps nothing leaves the device:
@@ -27,7 +27,9 @@ from ..data import get_batch, prepare_data, val_windows
 from ..model import build_model
 from .checkpoint import (check_run_dir, latest_checkpoint, load_state, rng_state, save_checkpoint,
                          set_rng_state, write_config)
+from .dcp import is_sharded, load_model, load_sharded, save_sharded
 from .distributed import Dist, init_distributed, maybe_no_sync, resolve_device
+from .fsdp import checkpoint_blocks, full_tensor, shard_model
 from .optim import build_optimizer, build_scheduler, format_groups, param_groups
 from .telemetry import MetricsFile, SpikeMonitor, WandbLogger, add_stats, block_norms, pack, peak_flops, unpack
 from .telemetry import wandb_enabled, wandb_run_id
@@ -129,6 +131,12 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.dev)
+        bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.dev.type == "cuda")
+        self.fsdp = cfg.parallel == "fsdp"
+        if cfg.activation_checkpointing:
+            checkpoint_blocks(self.model)
+        if self.fsdp:  # before the optimiser: sharding replaces the parameters
+            shard_model(self.model, self.dev, bf16)
         groups, self.groups = param_groups(self.model, cfg.optim)
         self.params = [p for g in groups for p in g["params"]]
         self.opt = build_optimizer(groups, cfg.optim, self.dev)
@@ -140,7 +148,7 @@ class Trainer:
             self._restore(ckpt)
 
         self.ddp = DDP(self.model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
-                       **_NO_BUFFER_SYNC) if dist.enabled else None
+                       **_NO_BUFFER_SYNC) if dist.enabled and not self.fsdp else None
         self.fwd = self.ddp or self.model
         self.eval_fwd = self.model
         if cfg.compile_mode:
@@ -151,8 +159,8 @@ class Trainer:
             self.fwd = torch.compile(self.fwd)
             self.eval_fwd = torch.compile(self.model) if dist.enabled else self.fwd
         elif cfg.compile_mode == "blocks":
-            self.model.compile_regions()  # in place: the DDP wrapper and evaluation use the compiled blocks
-        bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.dev.type == "cuda")
+            # in place: the DDP wrapper and evaluation use the compiled blocks; FSDP's hooks stay eager
+            self.model.compile_regions(hooks_eager=self.fsdp)
         self.amp = (lambda: torch.autocast(self.dev.type, dtype=torch.bfloat16)) if bf16 else nullcontext
         self.peak = peak_flops(self.dev)
         self.metrics: MetricsFile | None = None  # rank 0 only, opened by fit
@@ -161,9 +169,12 @@ class Trainer:
 
     # ---- state -----------------------------------------------------------------------------------------
     def _restore(self, folder: Path) -> None:
-        self.model.load_state_dict(load_state(folder, "model.pt"))
         st = load_state(folder, "train.pt")
-        self.opt.load_state_dict(st["optim"])
+        if self.fsdp:
+            load_sharded(folder, self.model, self.opt)
+        else:
+            self.model.load_state_dict(load_state(folder, "model.pt"))
+            self.opt.load_state_dict(st["optim"])
         self.sched.load_state_dict(st["sched"])
         self.monitor.load_state_dict(st["monitor"])
         set_rng_state(st["rng"])
@@ -171,12 +182,15 @@ class Trainer:
 
     def _save(self, name: str, wall_s: float, keep: int | None, **meta) -> Path | None:
         path = None
+        train_state = {"sched": self.sched.state_dict(), "step": self.step, "rng": rng_state(),
+                       "monitor": self.monitor.state_dict(), "wall_s": wall_s, "val_loss": self.val_loss}
+        meta = {"step": self.step, "hash": config_hash(self.cfg), **meta}
+        if self.fsdp:  # every rank writes its shards
+            return save_sharded(self.run_dir, name, self.model, self.opt, train_state, meta, keep, self.dist)
         if self.main:
-            train_state = {"optim": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": self.step,
-                           "rng": rng_state(), "monitor": self.monitor.state_dict(), "wall_s": wall_s,
-                           "val_loss": self.val_loss}
+            train_state["optim"] = self.opt.state_dict()
             path = save_checkpoint(self.run_dir, name, {"model.pt": self.model.state_dict(), "train.pt": train_state},
-                                   {"step": self.step, "hash": config_hash(self.cfg), **meta}, keep)
+                                   meta, keep)
         self.dist.barrier()
         return path
 
@@ -201,8 +215,9 @@ class Trainer:
                 stats = add_stats(stats, out.stats)
         flat = None
         if telemetry:
-            flat, self.layout = pack(stats, 1.0 / n, *block_norms(self.model))  # norms before clipping
-        grad_norm = get_total_norm([p.grad for p in self.params if p.grad is not None])
+            sum_shards = self.dist.all_reduce_sum if self.fsdp else None
+            flat, self.layout = pack(stats, 1.0 / n, *block_norms(self.model, sum_shards))  # norms before clipping
+        grad_norm = full_tensor(get_total_norm([p.grad for p in self.params if p.grad is not None]))
         if cfg.optim.grad_clip > 0:
             clip_grads_with_norm_(self.params, cfg.optim.grad_clip, grad_norm)
         self.opt.step()
@@ -215,12 +230,16 @@ class Trainer:
         """Mean LM loss over the fixed held-out windows (each rank takes every world_size-th window)."""
         self.model.eval()
         total = torch.zeros(2, device=self.dev)
-        for chunk in self.val[self.dist.rank::self.dist.world_size].split(self.cfg.micro_batch_size):
+        mb, world = self.cfg.micro_batch_size, self.dist.world_size
+        chunks = [(c, len(c)) for c in self.val[self.dist.rank::world].split(mb)]
+        if self.fsdp:  # each forward gathers parameters collectively: every rank runs as many (spares weigh 0)
+            chunks += [(self.val[:1], 0)] * (math.ceil(math.ceil(len(self.val) / world) / mb) - len(chunks))
+        for chunk, count in chunks:
             chunk = self._to_dev(chunk)
             with self.amp():
                 out = self.eval_fwd(chunk[:, :-1], chunk[:, 1:])
-            total[0] += out.lm_loss.float() * len(chunk)
-            total[1] += len(chunk)
+            total[0] += out.lm_loss.float() * count
+            total[1] += count
         self.model.train()
         total = self.dist.all_reduce_sum(total).tolist()
         return total[0] / total[1]
@@ -238,7 +257,7 @@ class Trainer:
         return ci > 0 and step % ci == 0
 
     # ---- the loop --------------------------------------------------------------------------------------
-    def fit(self, stop_at_step: int | None = None) -> dict:
+    def fit(self, stop_at_step: int | None = None, checkpoints: bool = True) -> dict:
         cfg = self.cfg
         last = cfg.steps if stop_at_step is None else min(stop_at_step, cfg.steps)
         if self.step >= last:
@@ -273,7 +292,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:,.0f}",
                                     mfu="n/a" if row["mfu"] is None else f"{row['mfu']:.1%}", refresh=False)
                     bar.update(step - bar.n)
-                    if step == last or stopping or self._is_ckpt(step):
+                    if checkpoints and (step == last or stopping or self._is_ckpt(step)):
                         if self.metrics:
                             self.metrics.sync()  # rows up to the checkpoint are durable before it exists
                         self._save(f"step-{step:08d}", self.prior_wall + clock.elapsed(), keep=cfg.keep_checkpoints)
@@ -388,14 +407,16 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = None, progress: bool = True,
-          device: str | None = None) -> dict:
+          device: str | None = None, checkpoints: bool = True) -> dict:
     """Train ``cfg`` into ``run_dir`` and return the summary (also written to run_dir/summary.json).
 
     Resumes from the latest checkpoint in ``run_dir``; refuses a run_dir that holds another config; returns
     the stored summary at once when the run is complete. ``stop_at_step=K`` ends after step K with a
     checkpoint, the schedule still planned for ``cfg.steps``. ``device`` overrides ``cfg.device`` for this
-    call only (where to run is not part of the experiment). Under torchrun (WORLD_SIZE > 1) it trains data
-    parallel, and rank 0 writes the files.
+    call only (where to run is not part of the experiment). ``checkpoints=False`` writes none (timing runs:
+    a paper-scale model's state is tens of GB, written at every stop). Under torchrun (WORLD_SIZE > 1) it trains data
+    parallel (DDP, or sharded with ``parallel: fsdp``), and rank 0 writes the files (every rank writes its
+    shards of a sharded checkpoint).
     """
     run_dir = Path(run_dir)
     check_vocab(cfg)
@@ -405,9 +426,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
         summary = json.loads(summary_path.read_text())
         if summary.get("done"):
             return summary
-    dist = init_distributed(device or cfg.device)
+    dist = init_distributed(device or cfg.device, group_of_one=cfg.parallel == "fsdp")
     try:
-        return Trainer(cfg, run_dir, dist, progress).fit(stop_at_step)
+        return Trainer(cfg, run_dir, dist, progress).fit(stop_at_step, checkpoints)
     finally:
         dist.close()
 
@@ -427,6 +448,9 @@ def load_run(run_dir: str | Path, device: str = "auto"):
                                 f"were removed with delete_checkpoints)")
     model = build_model(cfg.model, resolve_device(device))
     model.set_kernels("torch")
-    model.load_state_dict(load_state(ckpt, "model.pt"))
+    if is_sharded(ckpt):
+        load_model(ckpt, model)
+    else:
+        model.load_state_dict(load_state(ckpt, "model.pt"))
     model.eval()
     return model, cfg, prepare_data(cfg.data, progress=False)

@@ -13,7 +13,7 @@ import os
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from torch import nn
 from ..atomic import atomic_write_text
 from ..config import ConfigError
 from ..model import STAT_KEYS
+from .fsdp import local_tensor
 
 # Row key of each model statistic; the residual stream variance is "layer_var" as in the official logs.
 ROW_KEYS = {"out_var": "layer_var", "attn_var": "attn_var", "ffn_var": "ffn_var",
@@ -43,23 +44,28 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
-def block_norms(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def block_norms(model: nn.Module, sum_across_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-block L2 norms of the gradients and of the parameters, each [L] float32 on the device.
 
     ``||g_l|| = sqrt(sum_{p in block l} ||grad p||^2)``: one ``_foreach_norm`` over all block tensors, then
-    a stack per block. Call it after backward and before clipping; missing gradients count as zero.
+    a sum of squares per block. Call it after backward and before clipping; missing gradients count as zero.
+    Sharded parameters (FSDP): each rank squares its own shards and ``sum_across_ranks`` adds them up.
     """
     params = [list(b.parameters()) for b in model.blocks]
     flat = [p for ps in params for p in ps]
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in flat]
+    grads = [local_tensor(p.grad) if p.grad is not None else torch.zeros_like(local_tensor(p)) for p in flat]
     gn = torch._foreach_norm([g.float() for g in grads]) if grads else []
-    pn = torch._foreach_norm([p.detach().float() for p in flat]) if flat else []
-    out_g, out_p, i = [], [], 0
+    pn = torch._foreach_norm([local_tensor(p.detach()).float() for p in flat]) if flat else []
+    sq, i = [], 0
     for ps in params:
-        out_g.append(torch.stack(gn[i:i + len(ps)]).norm())
-        out_p.append(torch.stack(pn[i:i + len(ps)]).norm())
+        sq.append(torch.stack([torch.stack(gn[i:i + len(ps)]).square().sum(),
+                               torch.stack(pn[i:i + len(ps)]).square().sum()]))
         i += len(ps)
-    return torch.stack(out_g), torch.stack(out_p)
+    sq = torch.stack(sq, 1)  # [2, L]
+    if sum_across_ranks is not None:
+        sq = sum_across_ranks(sq)
+    return sq[0].sqrt(), sq[1].sqrt()
 
 
 def add_stats(acc: dict | None, stats: dict) -> dict:
