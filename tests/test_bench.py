@@ -216,7 +216,7 @@ def test_fit_problem_names_what_a_model_needs():
 
     from sparsedepth.train.cli import load_config_file
 
-    moe = load_config_file(Path(__file__).parents[1] / "configs" / "paper-scale" / "moe-7b-1b.yaml")
+    moe = load_config_file(Path(__file__).parents[1] / "scripts" / "paper_scale" / "moe-7b-1b.yaml")
     assert moe.model.param_counts()["total"] == pytest.approx(6.92e9, rel=1e-3)  # the paper's MoE-7B/1B
     h200, a100_40 = int(139 * 2**30), 40 * 10**9
     assert bench.fit_problem(moe, h200) is None and bench.fit_problem(moe, None) is None

@@ -14,7 +14,7 @@ Groups (``--only``):
   does not use (gpu: torch's code instead of the hand-written Triton kernels; smoke: Triton, skipped without
   CUDA); ``wall_s`` includes the compilation.
 
-``--config FILE`` instead of the groups: one training config of your own (``configs/paper-scale/`` holds the
+``--config FILE`` instead of the groups: one training config of your own (``scripts/paper_scale/`` holds the
 paper's dense 1B and MoE-7B/1B), timed the same way; when its model and AdamW state alone cannot fit the
 device, the record says so and how many GPUs under ``parallel: fsdp`` would hold it, and an out-of-memory
 error says what to lower.

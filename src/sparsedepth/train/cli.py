@@ -3,7 +3,7 @@
     sparsedepth train --profile smoke --experiment depth --variant L4
     sparsedepth train --config my.yaml --set optim.lr=3e-4 --set steps=200 --run-dir runs/mine
     torchrun --nproc_per_node 8 -m sparsedepth.cli train --profile gpu --experiment moe --variant E8
-    torchrun --nproc_per_node 8 -m sparsedepth.cli train --config configs/paper-scale/moe-7b-1b.yaml  # FSDP
+    torchrun --nproc_per_node 8 -m sparsedepth.cli train --config scripts/paper_scale/moe-7b-1b.yaml  # FSDP
 """
 from __future__ import annotations
 
