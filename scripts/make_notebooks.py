@@ -45,7 +45,7 @@ def _setup(exp: str, extra_imports: str = "") -> str:
         from IPython.display import Markdown, display
 
         from sparsedepth import experiments, plots, results, scorecard, tables{extra_imports}
-        from sparsedepth.paper import PAPER
+        from sparsedepth.paper.spec.reported import PAPER
 
         EXP = "{exp}"
         statuses = results.run_experiment(profile, EXP, force=force, train=train, device=device, raise_on_error=False)
@@ -116,7 +116,8 @@ def theory() -> list[tuple[str, str]]:
             import pandas as pd
             from IPython.display import Markdown, display
 
-            from sparsedepth import plots, tables, theory
+            from sparsedepth.paper.report import plots, tables
+            from sparsedepth import theory
 
             DENSITIES = [1.0, 0.5, 0.25, 0.125]
             SIM = {"smoke": dict(depth=16, d_model=64, n_tokens=64, n_seeds=1),
@@ -430,7 +431,7 @@ def summary() -> list[tuple[str, str]]:
 
             Every table of the paper with our values beside it, and the scorecard of the paper's qualitative
             claims checked on our results with fixed rules (Spearman ρ ≥ 0.8 for "grows with", strict
-            inequalities for "lowers"; `sparsedepth.scorecard`). The same rules pass on the paper's own numbers,
+            inequalities for "lowers"; `sparsedepth.paper.analysis.scorecard`). The same rules pass on the paper's own numbers,
             which is what "reproduced" means here: absolute values depend on scale, trends should not. A claim
             is *inconclusive* where the comparison cannot decide: accuracy gaps under two standard errors (each
             task's binomial error), or a usefulness score with at most one useful layer anywhere.
@@ -440,7 +441,10 @@ def summary() -> list[tuple[str, str]]:
             import pandas as pd
             from IPython.display import Markdown, display
 
-            from sparsedepth import experiments, plots, results, scorecard, tables
+            from sparsedepth.paper.spec import experiments
+            from sparsedepth.paper.report import plots, tables
+            from sparsedepth.paper.pipeline import results
+            from sparsedepth.paper.analysis import scorecard
 
             all_res, all_status = {}, {}
             for exp in experiments.EXPERIMENTS:  # cached runs return at once; missing ones train (train=True)
@@ -512,7 +516,10 @@ def probe_a_model() -> list[tuple[str, str]]:
             import pandas as pd
             from IPython.display import Markdown, display
 
-            from sparsedepth import experiments, plots, probes, results, tables
+            from sparsedepth.paper.spec import experiments
+            from sparsedepth.paper.report import plots, tables
+            from sparsedepth import probes
+            from sparsedepth.paper.pipeline import results
             from sparsedepth.train import train as train_run
 
             os.chdir(results.output_root())  # run configs name their data cache relative to the output root

@@ -24,9 +24,9 @@ try:
 except ImportError:  # run from a checkout: PYTHONPATH=src is the documented way, this is the fallback
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sparsedepth import experiments as ex  # noqa: E402
+from sparsedepth.paper.spec import experiments as ex  # noqa: E402
 from sparsedepth.atomic import atomic_write_text  # noqa: E402
-from sparsedepth.results import output_root, run_context, run_dir_for  # noqa: E402
+from sparsedepth.paper.pipeline.results import output_root, run_context, run_dir_for  # noqa: E402
 from sparsedepth.train import train  # noqa: E402
 
 

@@ -13,7 +13,12 @@ try:
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from sparsedepth import catalog  # noqa: E402
 from sparsedepth.config import ModelConfig  # noqa: E402
+
+# Tests compose the program as the `sparsedepth` command does: the library's commands (train a named variant,
+# bench) find the paper's experiment table through the catalog.
+catalog.use("sparsedepth.paper.spec.experiments")
 
 
 def load_script(name: str):

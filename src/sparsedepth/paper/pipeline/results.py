@@ -29,9 +29,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import experiments as ex
-from .atomic import atomic_replace_dir, atomic_write_json, atomic_write_text, make_temp_dir
-from .config import TrainConfig, apply_overrides, config_hash, to_dict
+from ..spec import experiments as ex
+from ...atomic import atomic_replace_dir, atomic_write_json, atomic_write_text, make_temp_dir
+from ...config import TrainConfig, apply_overrides, config_hash, to_dict
 
 # Bump when a metric definition, probe setting or result file format changes: results become stale
 # (re-probed and re-evaluated) although their training config did not change.
@@ -65,7 +65,7 @@ class ExperimentError(RuntimeError):
 
 
 def _checkout_root() -> Path | None:
-    cand = Path(__file__).resolve().parent.parent.parent  # src/sparsedepth -> checkout (src layout)
+    cand = Path(__file__).resolve().parents[4]  # src/sparsedepth/paper/pipeline -> checkout (src layout)
     if (cand / "pyproject.toml").is_file() and (cand / "src" / "sparsedepth").is_dir():
         return cand
     return None
@@ -256,19 +256,19 @@ def _has_checkpoint(run_dir: Path) -> bool:
 
 
 def _train_run(cfg: TrainConfig, run_dir: Path, progress: bool, device: str | None) -> dict:
-    from .train import train
+    from ...train import train
 
     return train(cfg, run_dir, progress=progress, device=device)
 
 
 def _probe_run(run_dir: Path, settings: dict) -> Any:
-    from .probes import probe_run
+    from ...probes import probe_run
 
     return probe_run(run_dir, **settings)
 
 
 def _eval_run(run_dir: Path, settings: dict) -> Any:
-    from .eval import evaluate_run
+    from ...eval import evaluate_run
 
     return evaluate_run(run_dir, **settings)
 
@@ -423,7 +423,7 @@ def run_variant_status(profile: str, experiment: str, variant: str, *, force: bo
         files = {f: run_dir / f for f in RESULT_FILES if f != "config.json"}
         _install(files, dest, _record(profile, experiment, variant, cfg, done), pipeline)
         if not ex.scale(profile).keep_checkpoints:
-            from .train import delete_checkpoints
+            from ...train import delete_checkpoints
 
             delete_checkpoints(run_dir)
     except Exception as e:  # one failed variant must not stop the sweep: record it and report

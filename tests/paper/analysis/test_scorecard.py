@@ -5,9 +5,9 @@ import copy
 
 import pytest
 
-from sparsedepth import experiments as ex
-from sparsedepth import paper
-from sparsedepth import scorecard as sc
+from sparsedepth.paper.spec import experiments as ex
+from sparsedepth.paper.spec import reported as paper
+from sparsedepth.paper.analysis import scorecard as sc
 
 PROFILE = "smoke"
 

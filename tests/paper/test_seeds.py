@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import load_script
-from sparsedepth import experiments as ex
-from sparsedepth import plots, tables
-from sparsedepth import scorecard as sc
-from sparsedepth.paper import PAPER
+from sparsedepth.paper.spec import experiments as ex
+from sparsedepth.paper.report import plots, tables
+from sparsedepth.paper.analysis import scorecard as sc
+from sparsedepth.paper.spec.reported import PAPER
 
 PROFILE = "gpu"  # the profile with two depth seeds
 SCALE = {"variance": 1.5, "usefulness": 0.5, "causal": 0.8, "jacobian": 2.0}  # seed 1 = seed 0 times these
@@ -225,7 +225,7 @@ def test_seed_spread_trains_each_seed_and_reuses_finished_runs(tmp_path, monkeyp
 
 def test_compare_runs_reports_the_relative_gap_per_field(tmp_path):
     cr = load_script("compare_runs")
-    src = Path(__file__).resolve().parents[1] / "paper_results" / "cpu" / "depth" / "L4" / "metrics.jsonl"
+    src = Path(__file__).resolve().parents[2] / "paper_results" / "cpu" / "depth" / "L4" / "metrics.jsonl"
     rows = [json.loads(line) for line in src.read_text().splitlines()]
     for name, scale in (("a", 1.0), ("b", 1.01)):
         (tmp_path / name).mkdir()

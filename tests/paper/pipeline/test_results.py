@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from sparsedepth import experiments as ex
-from sparsedepth import results as R
+from sparsedepth.paper.spec import experiments as ex
+from sparsedepth.paper.pipeline import results as R
 from sparsedepth.config import config_hash
 
 
@@ -234,7 +234,7 @@ def _notebook(path, code: list[str], params: str | None = 'profile = "smoke"\nfo
 
 
 def test_reproduce_selects_notebooks_by_name(tmp_path):
-    from sparsedepth import reproduce as rp
+    from sparsedepth.paper.pipeline import reproduce as rp
 
     paths = [tmp_path / f"{n}.ipynb" for n in NAMES]
     pick = lambda *only: [p.stem for p in rp.select(paths, list(only))]  # noqa: E731
@@ -283,9 +283,9 @@ def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, mo
 
 
 def test_reproduce_trains_the_chosen_notebooks_variants_in_parallel_first(tmp_path, capsys, monkeypatch):
-    from sparsedepth import reproduce as rp
-    from sparsedepth import run_cli
-    from sparsedepth import run_parallel as rpar
+    from sparsedepth.paper.pipeline import reproduce as rp
+    from sparsedepth.paper.pipeline import run_cli
+    from sparsedepth.paper.pipeline import run_parallel as rpar
     from sparsedepth.cli import main
 
     monkeypatch.delenv(R.ROOT_ENV, raising=False)
@@ -316,7 +316,7 @@ def rp_args(profile: str, jobs: str = "auto"):
 
 
 def test_auto_jobs_one_per_gpu_or_per_core_for_single_thread_runs(monkeypatch):
-    from sparsedepth import run_parallel as rpar
+    from sparsedepth.paper.pipeline import run_parallel as rpar
 
     monkeypatch.setattr(rpar.os, "cpu_count", lambda: 16)
     monkeypatch.setattr(rpar, "_cuda_count", lambda: 0)

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = ROOT / "notebooks"
 PROFILE = "smoke"
 PROBE_TAG = "test"
@@ -84,7 +84,8 @@ def _seed(root: Path) -> list[str]:
 
         shutil.copytree(src, root / "paper_results" / PROFILE, ignore=top)
         copied.append(str(src))
-    from sparsedepth import experiments, results
+    from sparsedepth.paper.spec import experiments
+    from sparsedepth.paper.pipeline import results
 
     variant = list(experiments.variants(PROFILE, "depth"))[-1]
     run = results.run_dir_for(PROFILE, experiments.resolve(PROFILE, "depth", variant), source)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from sparsedepth import experiments as ex
-from sparsedepth import paper
+from sparsedepth.paper.spec import experiments as ex
+from sparsedepth.paper.spec import reported as paper
 from sparsedepth.cli import main
 from sparsedepth.config import ConfigError, config_hash, from_dict, to_dict
 

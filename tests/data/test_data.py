@@ -14,7 +14,7 @@ import torch
 try:
     import sparsedepth  # noqa: F401
 except ImportError:  # running from a checkout without an installed package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from sparsedepth.config import DataConfig
 from sparsedepth.data import (DataError, TokenData, get_batch, load_documents, prepare_data, split_documents,

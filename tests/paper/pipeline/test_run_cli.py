@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from sparsedepth import cli, run_cli, run_parallel
-from sparsedepth import experiments as ex
-from sparsedepth import results as R
+from sparsedepth import cli
+from sparsedepth.paper.pipeline import run_cli, run_parallel
+from sparsedepth.paper.spec import experiments as ex
+from sparsedepth.paper.pipeline import results as R
 
 
 @pytest.fixture

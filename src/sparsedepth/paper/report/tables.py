@@ -2,7 +2,7 @@
 
 Files go to ``<root>/paper_results/<profile>/tables/<name>.{md,csv}``. ``root`` defaults to the output root
 (``set_output_root``, else the ``SPARSEDEPTH_OUTPUT_ROOT`` environment variable, else the checkout that holds
-the package, else the current folder: the rule of ``sparsedepth.results``), so notebooks executed from
+the package, else the current folder: the rule of ``sparsedepth.paper.pipeline.results``), so notebooks executed from
 ``notebooks/`` still write into the repo.
 The Markdown is rendered here (no ``tabulate`` dependency); the CSV keeps full precision.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from sparsedepth.atomic import atomic_write_text
-from sparsedepth.scorecard import counts as status_counts
+from sparsedepth.paper.analysis.scorecard import counts as status_counts
 
 __all__ = ["write_table", "to_markdown", "format_value", "output_root", "set_output_root", "table_dir",
            "check_name"]
@@ -43,11 +43,11 @@ def set_output_root(root: str | os.PathLike | None) -> Path | None:
 
 def output_root() -> Path:
     """Folder under which ``figures/`` and ``paper_results/`` live: ``set_output_root``, else the rule of
-    ``sparsedepth.results.output_root`` ($SPARSEDEPTH_OUTPUT_ROOT, else the checkout, else the current folder),
+    ``sparsedepth.paper.pipeline.results.output_root`` ($SPARSEDEPTH_OUTPUT_ROOT, else the checkout, else the current folder),
     so figures, tables and run results always land in the same tree."""
     if _ROOT is not None:
         return _ROOT
-    from sparsedepth.results import output_root as results_root
+    from sparsedepth.paper.pipeline.results import output_root as results_root
 
     return results_root()
 

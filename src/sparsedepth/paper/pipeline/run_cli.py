@@ -1,6 +1,6 @@
 """`sparsedepth run`: train, probe and evaluate experiment variants into ``paper_results/`` without notebooks.
 
-The same cache as the notebooks (``sparsedepth.results.run_experiment``): a variant whose results are up to
+The same cache as the notebooks (``sparsedepth.paper.pipeline.results.run_experiment``): a variant whose results are up to
 date is skipped, a config shared by several experiments trains once, a failed variant leaves ``error.txt``
 and the others go on. Useful on a GPU machine without Jupyter; the notebooks then plot what it wrote
 (``make figures PROFILE=gpu``).
@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import experiments as ex
+from ..spec import experiments as ex
 from . import results
-from .config import TrainConfig, config_hash
+from ...config import TrainConfig, config_hash
 
 MARGIN = 1.15  # estimates are medians of a few runs; keep a safety margin
 # MoE FLOP rate relative to dense while no MoE run has finished. The bench measured 0.80x at L=16, T=4096;

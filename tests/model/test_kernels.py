@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import FAMILIES, tiny_config
-from sparsedepth import experiments as ex
+from sparsedepth.paper.spec import experiments as ex
 from sparsedepth.config import ConfigError, ModelConfig, apply_overrides, config_hash, to_dict
 from sparsedepth.model import build_model
 from sparsedepth.model import kernels as kern

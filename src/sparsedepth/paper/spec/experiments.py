@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash, to_dict
+from ...config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash, to_dict
 
 PROFILES = ("smoke", "cpu", "gpu")
 EXPERIMENTS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "recipe")

@@ -26,8 +26,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from . import experiments as ex
-from . import paper
+from ..spec import experiments as ex
+from ..spec import reported as paper
 
 RHO = 0.8
 STATUSES = ("pass", "fail", "inconclusive", "missing")
@@ -473,7 +473,7 @@ def checks(profile: str, results: dict[str, dict[str, dict]] | None = None, root
     """The claims on our results at ``profile`` (``results``: {experiment: load_results(...)}, loaded when
     None), each with the paper's numbers beside ours."""
     if results is None:
-        from .results import load_results
+        from ..pipeline.results import load_results
 
         results = {e: load_results(profile, e, root=root) for e in ex.EXPERIMENTS}
     out = run_checks(lambda e: our_rows(profile, e, results.get(e)))
@@ -522,7 +522,7 @@ def compare(profile: str, experiment: str, results: dict[str, dict] | None = Non
     import pandas as pd
 
     if results is None:
-        from .results import load_results
+        from ..pipeline.results import load_results
 
         results = load_results(profile, experiment, root=root)
     ours = _mean_jacobian(our_rows(profile, experiment, results))

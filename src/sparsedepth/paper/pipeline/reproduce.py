@@ -7,7 +7,7 @@ non-zero at the end, naming the failures, after a table of what ran and how long
 
 ``--only depth,seqlen`` picks notebooks by name: the part after the number (``01_depth`` -> ``depth``), the
 number itself, or an alias (``seqlen`` -> ``03_sequence_length``). The notebooks call
-``sparsedepth.results.run_experiment``, which trains only runs whose results are missing or stale; with
+``sparsedepth.paper.pipeline.results.run_experiment``, which trains only runs whose results are missing or stale; with
 ``--force`` this command exports ``SPARSEDEPTH_FORCE_SINCE`` so each shared run is retrained once.
 
 ``--jobs N`` (``auto`` by default: one per GPU, or one per CPU core for profiles whose runs use one thread;
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .experiments import EXPERIMENTS, PROFILES, scale
+from ..spec.experiments import EXPERIMENTS, PROFILES, scale
 from .results import FORCE_ENV, ROOT_ENV, output_root
 
 ALIASES = {"seqlen": "sequence_length", "wd": "weight_decay", "probe": "probe_a_model", "scores": "summary"}
@@ -79,7 +79,7 @@ def render_html(ipynb: Path) -> Path:
     """HTML report of an executed notebook, written beside it."""
     from nbconvert import HTMLExporter
 
-    from .atomic import atomic_write_text
+    from ...atomic import atomic_write_text
 
     body, _ = HTMLExporter().from_filename(str(ipynb))
     return atomic_write_text(ipynb.with_suffix(".html"), body)

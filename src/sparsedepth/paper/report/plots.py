@@ -16,7 +16,7 @@ them (``seed_mean``: the mean plus ``<value>_min`` / ``<value>_max`` and ``seeds
 draw the mean with a min–max band or error bars. With one seed per label frames and charts are unchanged.
 
 ``save_chart(chart, name, profile, data)`` writes ``figures/<profile>/<name>.{png,svg,csv}`` under the output
-root (see ``sparsedepth.tables.output_root``); the CSV is the chart's data, so every figure can be re-plotted
+root (see ``sparsedepth.paper.report.tables.output_root``); the CSV is the chart's data, so every figure can be re-plotted
 or checked without re-running anything.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from sparsedepth.atomic import atomic_write_bytes, atomic_write_text
-from sparsedepth.tables import check_name, output_root, set_output_root
+from sparsedepth.paper.report.tables import check_name, output_root, set_output_root
 
 __all__ = [
     "MAX_POINTS", "OURS", "PAPER", "use_theme", "save_chart", "figure_dir", "set_output_root",
@@ -155,7 +155,7 @@ def config_of(run: Mapping) -> dict:
     if isinstance(cfg, Mapping) and "config" in cfg and isinstance(cfg["config"], Mapping):
         cfg = cfg["config"]
     if not isinstance(cfg, Mapping):
-        raise ValueError("results entry has no 'config' dict; was it produced by sparsedepth.results.load_results?")
+        raise ValueError("results entry has no 'config' dict; was it produced by sparsedepth.paper.pipeline.results.load_results?")
     return dict(cfg)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparsedepth import plots, tables
+from sparsedepth.paper.report import plots, tables
 
 
 def _run(n_layers: int, steps: int, *, label: str, paper_label: str = "", wd: float = 0.1, seq_len: int = 64,
