@@ -221,6 +221,8 @@ NAMES = ["00_theory", "01_depth", "02_weight_decay", "03_sequence_length", "04_g
 
 
 def _notebook(path, code: list[str], params: str | None = 'profile = "smoke"\nforce = False\ntrain = True'):
+    """A percent-format notebook source, as in notebooks/."""
+    import jupytext
     import nbformat
 
     nb = nbformat.v4.new_notebook()
@@ -230,13 +232,13 @@ def _notebook(path, code: list[str], params: str | None = 'profile = "smoke"\nfo
         nb.cells.append(cell)
     nb.cells += [nbformat.v4.new_code_cell(c) for c in code]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
+    jupytext.write(nb, str(path), fmt="py:percent")
 
 
 def test_reproduce_selects_notebooks_by_name(tmp_path):
     from sparsedepth.paper.pipeline import reproduce as rp
 
-    paths = [tmp_path / f"{n}.ipynb" for n in NAMES]
+    paths = [tmp_path / f"{n}.py" for n in NAMES]
     pick = lambda *only: [p.stem for p in rp.select(paths, list(only))]  # noqa: E731
     assert pick() == NAMES
     assert pick("depth") == ["01_depth"] and pick("seqlen") == ["03_sequence_length"]
@@ -247,7 +249,8 @@ def test_reproduce_selects_notebooks_by_name(tmp_path):
     with pytest.raises(ValueError, match="choose from: theory, depth"):
         pick("depht")
     _notebook(paths[-1], [], params='profile = "smoke"\nrun = "x"')
-    assert rp.parameters_for(paths[-1], {"profile": "gpu", "force": True, "device": "auto"}) == {}
+    converted = rp.to_ipynb(paths[-1], tmp_path / "out" / f"{paths[-1].stem}.ipynb")
+    assert rp.parameters_for(converted, {"profile": "gpu", "force": True, "device": "auto"}) == {}
 
 
 def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, monkeypatch):
@@ -259,10 +262,10 @@ def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, mo
 
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    _notebook(nbs / "01_depth.ipynb",
+    _notebook(nbs / "01_depth.py",
               ["import os\nprint('ran', profile, force, train, os.environ['SPARSEDEPTH_FORCE_SINCE'])"])
-    _notebook(nbs / "02_broken.ipynb", ["raise ValueError('boom')", "print('never')"])
-    _notebook(nbs / "03_after.ipynb", ["print('after', profile)"], params=None)
+    _notebook(nbs / "02_broken.py", ["raise ValueError('boom')", "print('never')"])
+    _notebook(nbs / "03_after.py", ["print('after', profile)"], params=None)
     out = tmp_path / "out"
     rc = main(["reproduce", "--profile", "cpu", "--notebooks", str(nbs), "--out", str(out), "--force", "--no-train",
                "--quiet"])
@@ -278,7 +281,7 @@ def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, mo
     assert "boom" in (out / "02_broken.html").read_text()
     assert "after cpu" in (out / "03_after.ipynb").read_text()  # the next notebook still ran
     assert main(["reproduce", "--notebooks", str(nbs), "--only", "after", "--list"]) == 0
-    assert capsys.readouterr().out.strip() == "03_after.ipynb  (--only after)"
+    assert capsys.readouterr().out.strip() == "03_after.py  (--only after)"
     assert main(["reproduce", "--notebooks", str(nbs), "--only", "nope"]) == 2
 
 
@@ -292,8 +295,8 @@ def test_reproduce_trains_the_chosen_notebooks_variants_in_parallel_first(tmp_pa
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     for name in ("00_theory", "01_depth", "03_sequence_length"):
-        _notebook(nbs / f"{name}.ipynb", ["print('plotted')"])
-    assert rp.experiments_of(sorted(nbs.glob("*.ipynb"))) == ["depth", "seqlen"]
+        _notebook(nbs / f"{name}.py", ["print('plotted')"])
+    assert rp.experiments_of(sorted(nbs.glob("*.py"))) == ["depth", "seqlen"]
     seen = []
     monkeypatch.setattr(run_cli, "train_in_parallel", lambda args, pairs: seen.append((args, pairs)) or 0)
     monkeypatch.setattr(rpar, "_cuda_count", lambda: 0)

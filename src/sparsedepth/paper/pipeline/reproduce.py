@@ -1,11 +1,12 @@
 """`sparsedepth reproduce`: execute the notebooks that regenerate the paper's figures and tables.
 
-Every notebook in ``notebooks/`` runs in name order with papermill (parameters ``profile``, ``force``,
-``device``, ``train``), into ``build/notebooks/<profile>/``, and is rendered to HTML beside it. A failing
+Every notebook in ``notebooks/`` (a percent-format ``.py`` source, the jupytext convention) is converted to
+``build/notebooks/<profile>/<name>.ipynb`` and run there in name order with papermill (parameters
+``profile``, ``force``, ``device``, ``train``), then rendered to HTML beside it. A failing
 notebook is kept as far as it ran (with the error in its cell) and the next one starts; the command exits
 non-zero at the end, naming the failures, after a table of what ran and how long it took.
 
-``--only depth,seqlen`` picks notebooks by name: the part after the number (``01_depth`` -> ``depth``), the
+``--only depth,seqlen`` picks notebooks by name: the part after the number (``01_depth.py`` -> ``depth``), the
 number itself, or an alias (``seqlen`` -> ``03_sequence_length``). The notebooks call
 ``sparsedepth.paper.pipeline.results.run_experiment``, which trains only runs whose results are missing or stale; with
 ``--force`` this command exports ``SPARSEDEPTH_FORCE_SINCE`` so each shared run is retrained once.
@@ -36,14 +37,27 @@ KERNEL = "python3"  # ipykernel's native kernel: the interpreter running this co
 
 
 def notebook_name(path: Path) -> str:
-    """``01_depth.ipynb`` -> ``depth``."""
+    """``01_depth.py`` -> ``depth``."""
     return re.sub(r"^\d+[_-]", "", path.stem)
 
 
 def find_notebooks(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"no notebooks folder at {folder}; run from the repository or pass --notebooks DIR")
-    return sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    return sorted(p for p in folder.glob("*.py") if not p.name.startswith("."))
+
+
+def to_ipynb(source: Path, out: Path) -> Path:
+    """Write the notebook of the percent-format ``source`` to ``out`` (no outputs), for papermill to run."""
+    import jupytext
+    import nbformat
+
+    nb = jupytext.read(source)
+    # the sources carry no metadata; papermill needs a kernel to read the parameters (and runs KERNEL anyway)
+    nb.metadata.setdefault("kernelspec", {"name": KERNEL, "display_name": "Python 3", "language": "python"})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(out))
+    return out
 
 
 def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
@@ -86,14 +100,16 @@ def render_html(ipynb: Path) -> Path:
 
 
 def execute(path: Path, out_dir: Path, params: dict, log_output: bool = True, progress: bool = True) -> dict:
-    """Run one notebook with papermill and render it; returns {name, status, seconds, output, error}."""
+    """Convert one notebook source, run it in place with papermill (from the source's folder) and render it;
+    returns {name, status, seconds, output, error}."""
     import papermill
 
-    out = out_dir / path.name
+    out = out_dir / f"{path.stem}.ipynb"
     rec = {"name": path.stem, "status": "ok", "seconds": 0.0, "output": str(out), "error": ""}
     t0 = time.time()
     try:
-        papermill.execute_notebook(str(path), str(out), parameters=parameters_for(path, params), kernel_name=KERNEL,
+        to_ipynb(path, out)
+        papermill.execute_notebook(str(out), str(out), parameters=parameters_for(out, params), kernel_name=KERNEL,
                                    progress_bar=progress, log_output=log_output, cwd=str(path.parent))
     except Exception as e:  # PapermillExecutionError: the partial notebook is already saved
         rec.update(status="failed", error=f"{type(e).__name__}: {_first_line(e)}")
