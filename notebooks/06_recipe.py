@@ -20,6 +20,7 @@ train = True  # False: only plot the results already under paper_results/<profil
 from IPython.display import Markdown, display
 
 from sparsedepth.paper.analysis import scorecard
+from sparsedepth.paper.pipeline import results
 from sparsedepth.paper.report import notebook, plots, tables
 from sparsedepth.paper.spec.reported import PAPER
 

@@ -55,7 +55,7 @@ def spread_rows(profile: str, experiment: str, seeds: list[int], variants: list[
                 cfg = dataclasses.replace(base, seed=s)
                 run_dir = run_dir_for(profile, cfg, root)
                 print(f"[{profile}/{experiment}/{v} seed {s}] {run_dir}", flush=True)
-                summary = train(cfg, run_dir, progress=progress, device=device)
+                summary = train(cfg, run_dir, progress=progress, device=device, root=root)
                 rows.append({"variant": v, "seed": s, "val_loss": summary["val_loss"], "steps": summary["steps"],
                              "run": run_dir.name})
     return rows

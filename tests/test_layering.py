@@ -75,3 +75,13 @@ def test_importing_the_library_loads_no_paper_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(PACKAGE.parent), "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]"
+
+
+def test_no_module_changes_the_working_directory() -> None:
+    """Paths are passed explicitly (an output root, a data root); a chdir would move every other caller too."""
+    calls = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("chdir", "fchdir"):
+                calls.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not calls, f"os.chdir in {calls}; pass the folder to the function that needs it"

@@ -263,3 +263,17 @@ def test_packaged_tokenizer(tmp_path):
     assert data.eos_id == 0 and data.vocab_size == 50280
     assert set(split_at_eos(data, data.train)) | set(split_at_eos(data, data.val)) == set(docs)
     assert not (tmp_path / "cache" / "tokenizers").exists()  # nothing trained
+
+
+def test_relative_data_paths_start_at_the_given_root(tmp_path):
+    from sparsedepth.data import at_root
+
+    cfg = DataConfig(corpus=".data/corpus.txt.xz", cache_dir=".cache/sparsedepth")
+    rooted = at_root(cfg, tmp_path)
+    assert rooted.corpus == str(tmp_path / ".data/corpus.txt.xz")
+    assert rooted.cache_dir == str(tmp_path / ".cache/sparsedepth")
+    assert at_root(cfg, None) is cfg  # no root: relative to the current folder, as before
+    for named in ("embedded", "hf:wikitext"):  # names, not paths
+        assert at_root(DataConfig(corpus=named), tmp_path).corpus == named
+    absolute = DataConfig(corpus=str(tmp_path / "c.txt"), cache_dir=str(tmp_path / "cache"))
+    assert at_root(absolute, tmp_path / "elsewhere") == absolute

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,20 +45,20 @@ def counted(monkeypatch) -> dict:
     calls = {"train": 0, "probes": 0, "eval": 0, "fail_layers": set()}
     real_train, real_probe, real_eval = R._train_run, R._probe_run, R._eval_run
 
-    def train(cfg, run_dir, progress, device):
+    def train(cfg, run_dir, progress, device, root):
         if cfg.model.n_layers in calls["fail_layers"]:
             raise RuntimeError(f"injected failure for L={cfg.model.n_layers}")
         done = (run_dir / "summary.json").exists() and json.loads((run_dir / "summary.json").read_text())["done"]
         calls["train"] += not done
-        return real_train(cfg, run_dir, False, device)
+        return real_train(cfg, run_dir, False, device, root)
 
-    def probe(run_dir, kw):
+    def probe(run_dir, kw, root):
         calls["probes"] += 1
-        return real_probe(run_dir, kw)
+        return real_probe(run_dir, kw, root)
 
-    def evaluate(run_dir, kw):
+    def evaluate(run_dir, kw, root):
         calls["eval"] += 1
-        return real_eval(run_dir, kw)
+        return real_eval(run_dir, kw, root)
 
     monkeypatch.setattr(R, "_train_run", train)
     monkeypatch.setattr(R, "_probe_run", probe)
@@ -339,3 +340,30 @@ def test_run_force_trains_a_shared_config_once(tmp_path, capsys, monkeypatch):
     assert main(["run", "--profile", "smoke", "depth/L3", "weight_decay/wd0.1", "--force", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "[smoke/depth/L3] forced" in out and "[smoke/weight_decay/wd0.1] copied from depth/L3" in out
+
+
+def test_results_key_holds_the_probe_and_evaluation_code_versions(monkeypatch):
+    import sparsedepth.eval
+    import sparsedepth.probes
+
+    for mod in (sparsedepth.probes, sparsedepth.eval):
+        monkeypatch.setattr(mod, "CODE_VERSION", 1)
+    key = R.results_key("smoke")
+    assert key["code"] == {"probes": 1, "eval": 1}
+    # records written before the versions were part of the key hold their version-1 outputs
+    legacy = {"hash": "h", "results_key": {k: v for k, v in key.items() if k != "code"}}
+    assert R._fresh(legacy, "h", None, key)
+    monkeypatch.setattr(sparsedepth.probes, "CODE_VERSION", 2)  # the probes' outputs changed
+    newer = R.results_key("smoke")
+    assert newer["code"] == {"probes": 2, "eval": 1}
+    assert not R._fresh(legacy, "h", None, newer) and not R._fresh({"hash": "h", "results_key": key}, "h", None, newer)
+
+
+def test_runs_leave_the_working_directory_alone(tmp_path, monkeypatch, overrides):
+    """Training, probing and evaluating take their relative data paths from the output root, not a chdir."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "out"
+    relative_cache = {k: v for k, v in overrides.items() if k != "data.cache_dir"}  # the default, .cache/...
+    _, status = R.run_variant_status("smoke", "depth", "L2", root=root, overrides=relative_cache, progress=False)
+    assert status == "trained" and Path.cwd() == tmp_path
+    assert not (tmp_path / ".cache").exists() and (root / ".cache" / "sparsedepth" / "tokens").is_dir()

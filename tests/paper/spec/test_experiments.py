@@ -258,3 +258,18 @@ def test_perplexity_sees_equal_tokens_at_every_context():
         kw = ex.eval_settings("gpu", cfg)
         assert kw["ppl_windows"] * cfg.seq_len == 65536 and "ppl_tokens" not in kw
     assert "ppl_windows" not in ex.eval_settings("gpu")
+
+
+def test_a_plan_resolves_a_profile_once():
+    plan = ex.plan("smoke")
+    assert ex.plan(plan) is plan and plan.scale is ex.scale("smoke")
+    assert plan.variants("depth") == ex.variants("smoke", "depth")
+    assert plan.meta("gqa") == ex.variant_meta("smoke", "gqa")
+    assert plan.resolve("depth", "L3") == ex.resolve("smoke", "depth", "L3")
+    assert plan.probe_settings() == ex.probe_settings("smoke")
+    cfg = plan.resolve("seqlen", list(plan.variants("seqlen"))[-1])
+    assert plan.eval_settings(cfg) == ex.eval_settings("smoke", cfg)
+    with pytest.raises(ConfigError, match="unknown variant 'L99'.*valid: L2"):
+        plan.resolve("depth", "L99")
+    with pytest.raises(ConfigError, match="unknown profile 'tiny'"):
+        ex.plan("tiny")

@@ -36,6 +36,7 @@ from ...config import TrainConfig, apply_overrides, config_hash, to_dict
 # Bump when a metric definition, probe setting or result file format changes: results become stale
 # (re-probed and re-evaluated) although their training config did not change.
 RESULTS_VERSION = 1
+LEGACY_CODE = {"eval": 1, "probes": 1}  # the probe and evaluation code versions of keys that name none
 RESULT_FILES = ("config.json", "metrics.jsonl", "probes.json", "eval.json", "summary.json", "provenance.json")
 METRICS_LIMIT_BYTES = 2_000_000
 RESULT_DIGITS = 6  # significant digits of the floats in a committed metrics.jsonl and probes.json
@@ -91,17 +92,6 @@ def run_dir_for(profile: str, cfg: TrainConfig, root: str | os.PathLike | None =
 
 
 @contextlib.contextmanager
-def _cwd(path: Path) -> Iterator[None]:
-    """Config paths (corpus, data cache) are relative to the output root, wherever a notebook runs from."""
-    old = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-@contextlib.contextmanager
 def _threads(n: int | None) -> Iterator[None]:
     """Tiny CPU models run faster on one intra-op thread, and several threads on a busy 2-core machine spin
     against each other (we measured 3x slower); $SPARSEDEPTH_THREADS overrides the profile (0 = torch default)."""
@@ -121,12 +111,13 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def run_context(profile: str, root: str | os.PathLike | None = None) -> Iterator[Path]:
-    """How every run of ``profile`` trains: from the output root (config paths are relative to it) with the
-    profile's torch threads. Yields the output root."""
+def run_context(profile: str | ex.Plan, root: str | os.PathLike | None = None) -> Iterator[Path]:
+    """How every run of ``profile`` trains: with the profile's torch threads. Yields the output root, which
+    the stages take as the start of the configs' relative paths (corpus, data cache), wherever a notebook
+    runs from."""
     path = output_root(root)
     path.mkdir(parents=True, exist_ok=True)
-    with _cwd(path), _threads(ex.scale(profile).threads):
+    with _threads(ex.scale(profile).threads):
         yield path
 
 
@@ -155,15 +146,27 @@ def read_record(folder: Path) -> dict | None:
     return rec
 
 
-def results_key(profile: str) -> dict:
-    """What besides the training config defines a result: the code version of the metrics and the
-    profile's probe and evaluation settings (JSON-normalised so it compares equal after a round trip)."""
-    return json.loads(json.dumps({"results_version": RESULTS_VERSION, "probe": ex.probe_settings(profile),
-                                  "eval": ex.eval_settings(profile)}, sort_keys=True))
+def results_key(plan: ex.Plan | str) -> dict:
+    """What besides the training config defines a result: the version of the result files, the versions of
+    the probe and evaluation code, and the profile's probe and evaluation settings (JSON-normalised so it
+    compares equal after a round trip)."""
+    from ...eval import CODE_VERSION as EVAL_CODE
+    from ...probes import CODE_VERSION as PROBE_CODE
+
+    plan = ex.plan(plan)
+    return json.loads(json.dumps({"results_version": RESULTS_VERSION, "code": {"probes": PROBE_CODE, "eval": EVAL_CODE},
+                                  "probe": plan.probe_settings(), "eval": plan.eval_settings()}, sort_keys=True))
+
+
+def stored_key(rec: dict | None) -> dict | None:
+    """The results key a record or stages file was written under. Keys written before the code versions were
+    part of it hold none: their probes and evaluation are those of version 1."""
+    key = rec.get("results_key") if isinstance(rec, dict) else None
+    return {**key, "code": LEGACY_CODE} if isinstance(key, dict) and "code" not in key else key
 
 
 def _fresh(rec: dict | None, h: str, since: float | None, key: dict) -> bool:
-    return (rec is not None and rec.get("hash") == h and rec.get("results_key") == key
+    return (rec is not None and rec.get("hash") == h and stored_key(rec) == key
             and (since is None or float(rec.get("completed_at", 0)) >= since))
 
 
@@ -241,7 +244,7 @@ def downsample_metrics(lines: list[str], limit: int = METRICS_LIMIT_BYTES) -> tu
 
 def _stages(run_dir: Path, key: dict) -> dict:
     st = _read_json(run_dir / STAGES)
-    return st if isinstance(st, dict) and st.get("results_key") == key else {"results_key": key}
+    return st if isinstance(st, dict) and stored_key(st) == key else {"results_key": key}
 
 
 def _mark(run_dir: Path, stages: dict, name: str, seconds: float) -> None:
@@ -255,27 +258,28 @@ def _has_checkpoint(run_dir: Path) -> bool:
     return ck.is_dir() and any(ck.iterdir())
 
 
-def _train_run(cfg: TrainConfig, run_dir: Path, progress: bool, device: str | None) -> dict:
+def _train_run(cfg: TrainConfig, run_dir: Path, progress: bool, device: str | None, root: Path) -> dict:
     from ...train import train
 
-    return train(cfg, run_dir, progress=progress, device=device)
+    return train(cfg, run_dir, progress=progress, device=device, root=root)
 
 
-def _probe_run(run_dir: Path, settings: dict) -> Any:
+def _probe_run(run_dir: Path, settings: dict, root: Path) -> Any:
     from ...probes import probe_run
 
-    return probe_run(run_dir, **settings)
+    return probe_run(run_dir, root=root, **settings)
 
 
-def _eval_run(run_dir: Path, settings: dict) -> Any:
+def _eval_run(run_dir: Path, settings: dict, root: Path) -> Any:
     from ...eval import evaluate_run
 
-    return evaluate_run(run_dir, **settings)
+    return evaluate_run(run_dir, root=root, **settings)
 
 
-def _check_device(profile: str, device: str | None) -> None:
-    if not ex.scale(profile).needs_cuda:
+def _check_device(plan: ex.Plan, device: str | None) -> None:
+    if not plan.scale.needs_cuda:
         return
+    profile = plan.profile
     import torch
 
     if device == "cpu" or not torch.cuda.is_available():
@@ -284,10 +288,10 @@ def _check_device(profile: str, device: str | None) -> None:
                        f"`sparsedepth reproduce --profile {profile} --no-train`), or use --profile cpu")
 
 
-def _execute(profile: str, cfg: TrainConfig, run_dir: Path, root: Path, progress: bool, device: str | None,
+def _execute(plan: ex.Plan, cfg: TrainConfig, run_dir: Path, root: Path, progress: bool, device: str | None,
              probe_kw: dict, eval_kw: dict) -> dict:
     """Train (resuming), probe and evaluate in ``run_dir``; returns stage timings in seconds."""
-    key = results_key(profile)
+    key = results_key(plan)
     stages = _stages(run_dir, key)
     summary = _read_json(run_dir / "summary.json") or {}
     if summary.get("done") and not _has_checkpoint(run_dir) and not (stages.get("probes") and stages.get("eval")):
@@ -296,11 +300,11 @@ def _execute(profile: str, cfg: TrainConfig, run_dir: Path, root: Path, progress
         shutil.rmtree(run_dir)
         stages = {"results_key": key}
     if not (summary.get("done") and (run_dir / "provenance.json").exists()):
-        _check_device(profile, device)
+        _check_device(plan, device)
     times = {}
-    with run_context(profile, root):
+    with run_context(plan, root):
         t0 = time.time()
-        summary = _train_run(cfg, run_dir, progress, device)
+        summary = _train_run(cfg, run_dir, progress, device, root)
         times["train_s"] = time.time() - t0
         if not summary.get("done"):
             raise RunError(f"training stopped at step {summary.get('steps')} of {cfg.steps}; rerun to resume")
@@ -310,7 +314,7 @@ def _execute(profile: str, cfg: TrainConfig, run_dir: Path, root: Path, progress
                 times[f"{name}_s"] = stages.get(f"{name}_s", 0.0)
                 continue
             t0 = time.time()
-            fn(run_dir, kw)
+            fn(run_dir, kw, root)
             if not out.is_file():
                 raise RunError(f"{name} finished without writing {out}")
             times[f"{name}_s"] = time.time() - t0
@@ -347,15 +351,16 @@ def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipelin
 # ---------------------------------------------------------------------------------------------- public
 
 
-def _record(profile: str, experiment: str, variant: str, cfg: TrainConfig, completed_at: float) -> dict:
+def _record(plan: ex.Plan | str, experiment: str, variant: str, cfg: TrainConfig, completed_at: float) -> dict:
+    plan = ex.plan(plan)
     return {"config": to_dict(cfg), "hash": config_hash(cfg), "results_version": RESULTS_VERSION,
-            "results_key": results_key(profile),
-            "profile": profile, "experiment": experiment, "variant": variant,
-            "meta": ex.variant_meta(profile, experiment).get(variant, {}), "completed_at": completed_at}
+            "results_key": results_key(plan),
+            "profile": plan.profile, "experiment": experiment, "variant": variant,
+            "meta": plan.meta(experiment).get(variant, {}), "completed_at": completed_at}
 
 
-def run_variant_status(profile: str, experiment: str, variant: str, *, force: bool = False, train: bool = True,
-                       overrides: dict | list | None = None, root: str | os.PathLike | None = None,
+def run_variant_status(profile: str | ex.Plan, experiment: str, variant: str, *, force: bool = False,
+                       train: bool = True, overrides: dict | list | None = None, root: str | os.PathLike | None = None,
                        progress: bool = True, device: str | None = None) -> tuple[Path, str]:
     """Bring one variant's results up to date; returns (results folder, status).
 
@@ -364,7 +369,9 @@ def run_variant_status(profile: str, experiment: str, variant: str, *, force: bo
     but ``train=False``: kept as is), ``missing`` (none and ``train=False``). Raises RunError on failure after
     writing ``error.txt`` into the results folder.
     """
-    cfg = ex.resolve(profile, experiment, variant)
+    plan = ex.plan(profile)
+    profile = plan.profile
+    cfg = plan.resolve(experiment, variant)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     h = config_hash(cfg)
@@ -373,7 +380,7 @@ def run_variant_status(profile: str, experiment: str, variant: str, *, force: bo
     tag = f"[{profile}/{experiment}/{variant}]"
     since = _force_since(force)
     rec = read_record(dest)
-    key = results_key(profile)
+    key = results_key(plan)
     if _fresh(rec, h, since, key):
         _log(f"{tag} cached (hash {h})")
         return dest, "cached"
@@ -384,7 +391,7 @@ def run_variant_status(profile: str, experiment: str, variant: str, *, force: bo
         pipeline = {**(_read_json(src / "provenance.json") or {}).get("pipeline", {}),
                     "copied_from": f"{src.parent.name}/{src.name}"}
         pipeline.update(experiment=experiment, variant=variant)
-        _install(files, dest, _record(profile, experiment, variant, cfg, float(srec.get("completed_at", time.time()))),
+        _install(files, dest, _record(plan, experiment, variant, cfg, float(srec.get("completed_at", time.time()))),
                  pipeline)
         _log(f"{tag} copied from {src.parent.name}/{src.name} (identical config, hash {h})")
         return dest, "copied"
@@ -392,8 +399,8 @@ def run_variant_status(profile: str, experiment: str, variant: str, *, force: bo
         why = f"config changed (hash {rec.get('hash')} -> {h})"
     elif rec is not None and rec.get("results_version") != RESULTS_VERSION:
         why = f"results version {rec.get('results_version')} -> {RESULTS_VERSION}"
-    elif rec is not None and rec.get("results_key") != key:
-        why = "probe or evaluation settings changed"
+    elif rec is not None and stored_key(rec) != key:
+        why = "probe or evaluation code or settings changed"
     elif rec is not None:
         why = "forced"
     else:
@@ -413,16 +420,16 @@ def run_variant_status(profile: str, experiment: str, variant: str, *, force: bo
     _log(f"{tag} {'training' if why is None else 'retraining: ' + why} in {run_dir} (hash {h})")
     try:
         where = {} if device in (None, "auto") else {"device": device}
-        times = _execute(profile, cfg, run_dir, root_p, progress, device, {**ex.probe_settings(profile), **where},
-                         {**ex.eval_settings(profile, cfg), **where})
+        times = _execute(plan, cfg, run_dir, root_p, progress, device, {**plan.probe_settings(), **where},
+                         {**plan.eval_settings(cfg), **where})
         done = time.time()
         pipeline = {"results_version": RESULTS_VERSION, "profile": profile, "experiment": experiment,
                     "variant": variant, "completed_at": done, "run_dir": str(Path("runs") / profile / h),
-                    "probe_settings": ex.probe_settings(profile), "eval_settings": ex.eval_settings(profile, cfg),
+                    "probe_settings": plan.probe_settings(), "eval_settings": plan.eval_settings(cfg),
                     **{k: round(v, 3) for k, v in times.items()}}
         files = {f: run_dir / f for f in RESULT_FILES if f != "config.json"}
-        _install(files, dest, _record(profile, experiment, variant, cfg, done), pipeline)
-        if not ex.scale(profile).keep_checkpoints:
+        _install(files, dest, _record(plan, experiment, variant, cfg, done), pipeline)
+        if not plan.scale.keep_checkpoints:
             from ...train import delete_checkpoints
 
             delete_checkpoints(run_dir)
@@ -441,7 +448,7 @@ def run_variant(profile: str, experiment: str, variant: str, force: bool = False
     return run_variant_status(profile, experiment, variant, force=force, **kw)[0]
 
 
-def run_experiment(profile: str, experiment: str, force: bool = False, train: bool = True, *,
+def run_experiment(profile: str | ex.Plan, experiment: str, force: bool = False, train: bool = True, *,
                    variants: list[str] | None = None, overrides: dict | list | None = None,
                    root: str | os.PathLike | None = None, progress: bool = True, device: str | None = None,
                    raise_on_error: bool = True) -> dict[str, str]:
@@ -451,11 +458,13 @@ def run_experiment(profile: str, experiment: str, force: bool = False, train: bo
     ExperimentError lists them (``raise_on_error=False`` returns the statuses instead: then call
     :func:`raise_for_failures` after plotting what finished).
     """
-    names = list(variants or ex.variants(profile, experiment))
+    plan = ex.plan(profile)
+    profile = plan.profile
+    names = list(variants or plan.variants(experiment))
     statuses: dict[str, str] = {}
     for name in names:
         try:
-            statuses[name] = run_variant_status(profile, experiment, name, force=force, train=train,
+            statuses[name] = run_variant_status(plan, experiment, name, force=force, train=train,
                                                 overrides=overrides, root=root, progress=progress,
                                                 device=device)[1]
         except RunError:
@@ -477,13 +486,15 @@ def raise_for_failures(statuses: dict[str, str], what: str = "") -> None:
                               f"(see error.txt in their results folders)", statuses)
 
 
-def status(profile: str, experiment: str, root: str | os.PathLike | None = None) -> dict[str, str]:
+def status(profile: str | ex.Plan, experiment: str, root: str | os.PathLike | None = None) -> dict[str, str]:
     """Per variant, without running anything: ``done``, ``stale``, ``failed`` or ``missing``."""
+    plan = ex.plan(profile)
+    key = results_key(plan)
     out = {}
-    for name, cfg in ex.variants(profile, experiment).items():
-        folder = results_dir(profile, experiment, name, root)
+    for name, cfg in plan.variants(experiment).items():
+        folder = results_dir(plan.profile, experiment, name, root)
         rec = read_record(folder)
-        if _fresh(rec, config_hash(cfg), None, results_key(profile)):
+        if _fresh(rec, config_hash(cfg), None, key):
             out[name] = "done"
         elif (folder / "error.txt").exists():
             out[name] = FAILED
@@ -492,30 +503,24 @@ def status(profile: str, experiment: str, root: str | os.PathLike | None = None)
     return out
 
 
-def _load_metrics(path: Path) -> list[dict]:
-    rows = []
-    for ln in path.read_text().splitlines():
-        if ln.strip():
-            rows.append(json.loads(ln))
-    return rows
-
-
 def load_variant(folder: Path, current_hash: str | None = None, key: dict | None = None) -> dict | None:
     """The result dict of one results folder (see :func:`load_results`), or None if incomplete; "stale" when
     its hash or results key differs from ``current_hash`` / ``key`` (or its RESULTS_VERSION from ours)."""
+    from ...train import read_metrics  # torch: only once results are read
+
     rec = read_record(folder)
     if rec is None:
         return None
     return {"config": rec["config"], "hash": rec["hash"], "meta": rec.get("meta", {}),
-            "metrics": _load_metrics(folder / "metrics.jsonl"), "probes": _read_json(folder / "probes.json"),
+            "metrics": read_metrics(folder), "probes": _read_json(folder / "probes.json"),
             "eval": _read_json(folder / "eval.json"), "summary": _read_json(folder / "summary.json"),
             "provenance": _read_json(folder / "provenance.json"),
             "stale": (current_hash is not None and rec["hash"] != current_hash)
-            or (key is not None and rec.get("results_key") != key) or rec.get("results_version") != RESULTS_VERSION,
+            or (key is not None and stored_key(rec) != key) or rec.get("results_version") != RESULTS_VERSION,
             "dir": str(folder)}
 
 
-def load_results(profile: str, experiment: str, root: str | os.PathLike | None = None,
+def load_results(profile: str | ex.Plan, experiment: str, root: str | os.PathLike | None = None,
                  include_stale: bool = True) -> dict[str, dict]:
     """{variant: result} for the variants with results, in the experiment's order.
 
@@ -523,13 +528,16 @@ def load_results(profile: str, experiment: str, root: str | os.PathLike | None =
     per-step dicts), "probes", "eval", "summary", "provenance", "stale" (True when the config or results
     version changed since: plotted with a warning, or skipped with ``include_stale=False``) and "dir".
     """
+    plan = ex.plan(profile)
+    profile = plan.profile
+    key, metas = results_key(plan), plan.meta(experiment)
     out = {}
     stale = []
-    for name, cfg in ex.variants(profile, experiment).items():
-        res = load_variant(results_dir(profile, experiment, name, root), config_hash(cfg), results_key(profile))
+    for name, cfg in plan.variants(experiment).items():
+        res = load_variant(results_dir(profile, experiment, name, root), config_hash(cfg), key)
         if res is None:
             continue
-        res["meta"] = ex.variant_meta(profile, experiment)[name]  # current labels, even for stale results
+        res["meta"] = metas[name]  # current labels, even for stale results
         if res["stale"]:
             stale.append(name)
             if not include_stale:

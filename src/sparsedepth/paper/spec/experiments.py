@@ -322,44 +322,83 @@ def _recipe(profile: str, s: Scale) -> list[tuple[str, TrainConfig, dict]]:
 # -------------------------------------------------------------------------------------------------- API
 
 
-def variants(profile: str, experiment: str) -> dict[str, TrainConfig]:
-    """Every variant's resolved TrainConfig, in the paper's order."""
-    return {name: cfg for name, cfg, _ in _build(profile, experiment)}
+@dataclass(frozen=True)
+class Plan:
+    """A profile resolved once: its scale and, built on first use, each experiment's variants (config and
+    metadata) in the paper's order. The pipeline makes one per command or notebook and passes it along, so a
+    profile's name is looked up once."""
+
+    profile: str
+    scale: Scale
+    _sweeps: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _sweep(self, experiment: str) -> dict[str, tuple[TrainConfig, dict]]:
+        if experiment not in self._sweeps:
+            self._sweeps[experiment] = {name: (cfg, meta) for name, cfg, meta in _build(self.profile, experiment)}
+        return self._sweeps[experiment]
+
+    def variants(self, experiment: str) -> dict[str, TrainConfig]:
+        """Every variant's resolved TrainConfig, in the paper's order."""
+        return {name: cfg for name, (cfg, _) in self._sweep(experiment).items()}
+
+    def meta(self, experiment: str) -> dict[str, dict]:
+        """Per variant: label, value (ours), paper_key / paper_label (the paper value it stands for), order,
+        and experiment-specific fields (recipe: kept, parent, step, change; moe: size, pair, density)."""
+        return {name: meta for name, (_, meta) in self._sweep(experiment).items()}
+
+    def resolve(self, experiment: str, variant: str) -> TrainConfig:
+        """One variant's config; a typo raises ConfigError listing the valid names."""
+        sweep = self._sweep(experiment)
+        if variant not in sweep:
+            raise ConfigError(f"unknown variant {variant!r} of experiment {experiment!r} at profile "
+                              f"{self.profile!r}; valid: {', '.join(sweep)}")
+        return sweep[variant][0]
+
+    def probe_settings(self) -> dict:
+        """Keyword arguments for ``sparsedepth.probes.probe_run`` at this profile."""
+        return dict(self.scale.probe)
+
+    def eval_settings(self, cfg: TrainConfig | None = None) -> dict:
+        """Keyword arguments for ``sparsedepth.eval.evaluate_run`` at this profile; with ``cfg``, the profile's
+        ``ppl_tokens`` becomes ``ppl_windows`` of the run's own context, so perplexity is measured on the same
+        number of tokens at every T (a fixed window count would cost 64x more at T=8192 than at T=128)."""
+        kw = dict(self.scale.eval)
+        tokens = kw.pop("ppl_tokens", None)
+        if tokens and cfg is not None:
+            kw["ppl_windows"] = max(4, tokens // cfg.seq_len)
+        return kw
 
 
-def variant_meta(profile: str, experiment: str) -> dict[str, dict]:
-    """Per variant: label, value (ours), paper_key / paper_label (the paper value it stands for), order,
-    and experiment-specific fields (recipe: kept, parent, step, change; moe: size, pair, density)."""
-    return {name: meta for name, _, meta in _build(profile, experiment)}
+def plan(profile: str | Plan) -> Plan:
+    """The plan of ``profile`` (a plan is returned as it is); an unknown name raises ConfigError."""
+    return profile if isinstance(profile, Plan) else Plan(profile, _scale(profile))
 
 
-def resolve(profile: str, experiment: str, variant: str) -> TrainConfig:
-    """One variant's config; a typo raises ConfigError listing the valid names."""
-    vs = variants(profile, experiment)
-    if variant not in vs:
-        raise ConfigError(f"unknown variant {variant!r} of experiment {experiment!r} at profile {profile!r}; "
-                          f"valid: {', '.join(vs)}")
-    return vs[variant]
+# The same by profile name, for callers that need one answer (the list command, the catalog, scripts).
 
 
-def probe_settings(profile: str) -> dict:
-    """Keyword arguments for ``sparsedepth.probes.probe_run`` at this profile."""
-    return dict(_scale(profile).probe)
+def variants(profile: str | Plan, experiment: str) -> dict[str, TrainConfig]:
+    return plan(profile).variants(experiment)
 
 
-def eval_settings(profile: str, cfg: TrainConfig | None = None) -> dict:
-    """Keyword arguments for ``sparsedepth.eval.evaluate_run`` at this profile; with ``cfg``, the profile's
-    ``ppl_tokens`` becomes ``ppl_windows`` of the run's own context, so perplexity is measured on the same
-    number of tokens at every T (a fixed window count would cost 64x more at T=8192 than at T=128)."""
-    kw = dict(_scale(profile).eval)
-    tokens = kw.pop("ppl_tokens", None)
-    if tokens and cfg is not None:
-        kw["ppl_windows"] = max(4, tokens // cfg.seq_len)
-    return kw
+def variant_meta(profile: str | Plan, experiment: str) -> dict[str, dict]:
+    return plan(profile).meta(experiment)
 
 
-def scale(profile: str) -> Scale:
-    return _scale(profile)
+def resolve(profile: str | Plan, experiment: str, variant: str) -> TrainConfig:
+    return plan(profile).resolve(experiment, variant)
+
+
+def probe_settings(profile: str | Plan) -> dict:
+    return plan(profile).probe_settings()
+
+
+def eval_settings(profile: str | Plan, cfg: TrainConfig | None = None) -> dict:
+    return plan(profile).eval_settings(cfg)
+
+
+def scale(profile: str | Plan) -> Scale:
+    return plan(profile).scale
 
 
 def unique_runs(profile: str) -> dict[str, list[tuple[str, str]]]:
