@@ -27,10 +27,7 @@ device = "auto"  # auto | cpu | cuda
 train = True  # False: only plot the results already under paper_results/<profile>/ (make figures)
 
 # %%
-from IPython.display import Markdown, display
-
-from sparsedepth.paper.analysis import scorecard
-from sparsedepth.paper.report import notebook, plots, tables
+from sparsedepth.paper.report import notebook, plots
 from sparsedepth.paper.spec.reported import PAPER
 
 EXP = "depth"
@@ -43,13 +40,8 @@ statuses, res, order = notebook.open_sweep(EXP, profile, force=force, train=trai
 # models higher throughout.
 
 # %%
-df = plots.last_layer_variance_frame(res)
-chart = plots.variance_chart(df, order, sweep_title="depth L", log_y=True,
-                             title="Last-layer output variance during training (log y)",
-                             subtitle="left: raw residual stream h_L; right: after the final RMSNorm, the "
-                                      "tensor the official code logged (final_layer_variance.png)")
-plots.save_chart(chart, f"{EXP}_last_layer_variance", profile, df)
-chart
+notebook.variance_figure(EXP, profile, res, order, sweep_title="depth L", log_y=True,
+                         paper_figure="final_layer_variance.png")
 
 # %% [markdown]
 # ## ||J − I||<sub>F</sub>/d per layer
@@ -71,15 +63,10 @@ chart
 # ## Layer-effectiveness scores, ours beside the paper's
 
 # %%
-cmp = scorecard.compare(profile, EXP, res)
-tables.write_table(cmp, f"{EXP}_compare", profile, title="Layer-effectiveness scores: paper vs ours")
-long = plots.compare_long(cmp, ['usefulness', 'causal', 'permutation'], relative=['permutation'])
-chart = plots.compare_bars_chart(long, title="Layer-effectiveness scores: ours beside the paper", x_title="depth (ours ≙ paper)",
-                                 relative=['permutation'], log_metrics=[],
-                                 subtitle="absolute values depend on scale (width, tokens, tokenizer): "
-                                          "panels marked ÷ first setting compare trends")
-plots.save_chart(chart, f"{EXP}_scores", profile, long)
-display(Markdown(tables.to_markdown(cmp)))
+cmp, chart = notebook.compare_figure(EXP, profile, res, title="Layer-effectiveness scores",
+                                     x_title="depth (ours ≙ paper)",
+                                     metrics=["usefulness", "causal", "permutation"], relative=["permutation"],
+                                     log_metrics=[])
 chart
 
 # %% [markdown]

@@ -18,10 +18,7 @@ device = "auto"  # auto | cpu | cuda
 train = True  # False: only plot the results already under paper_results/<profile>/ (make figures)
 
 # %%
-from IPython.display import Markdown, display
-
-from sparsedepth.paper.analysis import scorecard
-from sparsedepth.paper.report import notebook, plots, tables
+from sparsedepth.paper.report import notebook, plots
 
 EXP = "weight_decay"
 statuses, res, order = notebook.open_sweep(EXP, profile, force=force, train=train, device=device)
@@ -32,27 +29,17 @@ statuses, res, order = notebook.open_sweep(EXP, profile, force=force, train=trai
 # Paper: WD.png, linear y.
 
 # %%
-df = plots.last_layer_variance_frame(res)
-chart = plots.variance_chart(df, order, sweep_title="weight decay λ", log_y=False,
-                             title="Last-layer output variance during training (linear y)",
-                             subtitle="left: raw residual stream h_L; right: after the final RMSNorm, the "
-                                      "tensor the official code logged (WD.png, linear y)")
-plots.save_chart(chart, f"{EXP}_last_layer_variance", profile, df)
-chart
+notebook.variance_figure(EXP, profile, res, order, sweep_title="weight decay λ", log_y=False,
+                         paper_figure="WD.png, linear y")
 
 # %% [markdown]
 # ## Perplexity, usefulness and final variance, ours beside the paper's
 
 # %%
-cmp = scorecard.compare(profile, EXP, res)
-tables.write_table(cmp, f"{EXP}_compare", profile, title="Weight decay: paper vs ours")
-long = plots.compare_long(cmp, ['ppl', 'usefulness', 'variance_end'], relative=['ppl', 'variance_end'])
-chart = plots.compare_bars_chart(long, title="Weight decay: ours beside the paper", x_title="weight decay λ (ours ≙ paper)",
-                                 relative=['ppl', 'variance_end'], log_metrics=['ppl'],
-                                 subtitle="absolute values depend on scale (width, tokens, tokenizer): "
-                                          "panels marked ÷ first setting compare trends")
-plots.save_chart(chart, f"{EXP}_scores", profile, long)
-display(Markdown(tables.to_markdown(cmp)))
+cmp, chart = notebook.compare_figure(EXP, profile, res, title="Weight decay",
+                                     x_title="weight decay λ (ours ≙ paper)",
+                                     metrics=["ppl", "usefulness", "variance_end"], relative=["ppl", "variance_end"],
+                                     log_metrics=["ppl"])
 chart
 
 # %% [markdown]

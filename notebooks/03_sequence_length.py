@@ -22,10 +22,7 @@ device = "auto"  # auto | cpu | cuda
 train = True  # False: only plot the results already under paper_results/<profile>/ (make figures)
 
 # %%
-from IPython.display import Markdown, display
-
-from sparsedepth.paper.analysis import scorecard
-from sparsedepth.paper.report import notebook, plots, tables
+from sparsedepth.paper.report import notebook, plots
 
 EXP = "seqlen"
 statuses, res, order = notebook.open_sweep(EXP, profile, force=force, train=train, device=device)
@@ -36,27 +33,17 @@ statuses, res, order = notebook.open_sweep(EXP, profile, force=force, train=trai
 # Paper: Length.png, log y.
 
 # %%
-df = plots.last_layer_variance_frame(res)
-chart = plots.variance_chart(df, order, sweep_title="context length T", log_y=True,
-                             title="Last-layer output variance during training (log y)",
-                             subtitle="left: raw residual stream h_L; right: after the final RMSNorm, the "
-                                      "tensor the official code logged (Length.png, log y)")
-plots.save_chart(chart, f"{EXP}_last_layer_variance", profile, df)
-chart
+notebook.variance_figure(EXP, profile, res, order, sweep_title="context length T", log_y=True,
+                         paper_figure="Length.png, log y")
 
 # %% [markdown]
 # ## Perplexity, usefulness and final variance, ours beside the paper's
 
 # %%
-cmp = scorecard.compare(profile, EXP, res)
-tables.write_table(cmp, f"{EXP}_compare", profile, title="Sequence length: paper vs ours")
-long = plots.compare_long(cmp, ['ppl', 'usefulness', 'variance_end'], relative=['ppl', 'variance_end'])
-chart = plots.compare_bars_chart(long, title="Sequence length: ours beside the paper", x_title="T (ours ≙ paper)",
-                                 relative=['ppl', 'variance_end'], log_metrics=['ppl'],
-                                 subtitle="absolute values depend on scale (width, tokens, tokenizer): "
-                                          "panels marked ÷ first setting compare trends")
-plots.save_chart(chart, f"{EXP}_scores", profile, long)
-display(Markdown(tables.to_markdown(cmp)))
+cmp, chart = notebook.compare_figure(EXP, profile, res, title="Sequence length",
+                                     x_title="T (ours ≙ paper)",
+                                     metrics=["ppl", "usefulness", "variance_end"], relative=["ppl", "variance_end"],
+                                     log_metrics=["ppl"])
 chart
 
 # %% [markdown]

@@ -18,10 +18,9 @@ device = "auto"  # auto | cpu | cuda
 train = True  # False: only plot the results already under paper_results/<profile>/ (make figures)
 
 # %%
-from IPython.display import Markdown, display
+from IPython.display import display
 
-from sparsedepth.paper.analysis import scorecard
-from sparsedepth.paper.report import notebook, plots, tables
+from sparsedepth.paper.report import notebook, plots
 
 EXP = "moe"
 statuses, res, order = notebook.open_sweep(EXP, profile, force=force, train=train, device=device)
@@ -32,27 +31,17 @@ statuses, res, order = notebook.open_sweep(EXP, profile, force=force, train=trai
 # Paper: MoE-400M.png, MoE-1B.png.
 
 # %%
-df = plots.last_layer_variance_frame(res)
-chart = plots.variance_chart(df, order, sweep_title="model", log_y=True, sequential='paired',
-                             title="Last-layer output variance during training (log y)",
-                             subtitle="left: raw residual stream h_L; right: after the final RMSNorm, the "
-                                      "tensor the official code logged (MoE-400M.png, MoE-1B.png)")
-plots.save_chart(chart, f"{EXP}_last_layer_variance", profile, df)
-chart
+notebook.variance_figure(EXP, profile, res, order, sweep_title="model", log_y=True, sequential="paired",
+                         paper_figure="MoE-400M.png, MoE-1B.png")
 
 # %% [markdown]
 # ## Perplexity, usefulness and final variance, ours beside the paper's
 
 # %%
-cmp = scorecard.compare(profile, EXP, res)
-tables.write_table(cmp, f"{EXP}_compare", profile, title="Mixture of experts: paper vs ours")
-long = plots.compare_long(cmp, ['ppl', 'usefulness', 'variance_end'], relative=[])
-chart = plots.compare_bars_chart(long, title="Mixture of experts: ours beside the paper", x_title="model (ours ≙ paper)",
-                                 relative=[], log_metrics=['ppl', 'variance_end'],
-                                 subtitle="absolute values depend on scale (width, tokens, tokenizer): "
-                                          "compare the trends (log axes)")
-plots.save_chart(chart, f"{EXP}_scores", profile, long)
-display(Markdown(tables.to_markdown(cmp)))
+cmp, chart = notebook.compare_figure(EXP, profile, res, title="Mixture of experts",
+                                     x_title="model (ours ≙ paper)",
+                                     metrics=["ppl", "usefulness", "variance_end"], relative=[],
+                                     log_metrics=["ppl", "variance_end"])
 chart
 
 # %% [markdown]

@@ -46,13 +46,8 @@ chart
 # ## Last-layer variance of each recipe step
 
 # %%
-df = plots.last_layer_variance_frame(res)
-chart = plots.variance_chart(df, order, sweep_title="recipe step", log_y=True, sequential=False,
-                             title="Last-layer output variance during training (log y)",
-                             subtitle="left: raw residual stream h_L; right: after the final RMSNorm, the "
-                                      "tensor the official code logged (not shown in the paper)")
-plots.save_chart(chart, f"{EXP}_last_layer_variance", profile, df)
-chart
+notebook.variance_figure(EXP, profile, res, order, sweep_title="recipe step", log_y=True, sequential=False,
+                         paper_figure="not shown in the paper")
 
 # %% [markdown]
 # ## Does our result agree with the paper's?

@@ -32,6 +32,25 @@ def load_script(name: str):
     return mod
 
 
+def output_digest(obj, digits: int = 4) -> str:
+    """A short digest of JSON-like outputs with floats rounded to ``digits`` significant digits (enough to see
+    a changed definition, not the last-bit noise of another BLAS): golden values of a code version."""
+    import hashlib
+    import json
+    import math
+
+    def rounded(x):
+        if isinstance(x, float):
+            return float(f"{x:.{digits}g}") if math.isfinite(x) else str(x)
+        if isinstance(x, dict):
+            return {k: rounded(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [rounded(v) for v in x]
+        return x
+
+    return hashlib.sha256(json.dumps(rounded(obj), sort_keys=True).encode()).hexdigest()[:16]
+
+
 # Tiny models gain nothing from intra-op threads, and two xdist workers on two cores with two threads each
 # oversubscribe and crawl: every test runs on one thread.
 torch.set_num_threads(1)

@@ -6,30 +6,13 @@ outputs change, bump ``CODE_VERSION`` in ``sparsedepth/eval/__init__.py`` and re
 """
 from __future__ import annotations
 
-import hashlib
-import json
-
 import torch
 
-from conftest import tiny_config
+from conftest import output_digest, tiny_config
 from sparsedepth.eval import CODE_VERSION, MCDoc, mc_metrics, perplexity, score_tokens
 from sparsedepth.model import build_model
 
 DIGESTS = {1: "4820ad1239628839"}
-
-
-def rounded(obj, digits: int = 4):
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}")
-    if isinstance(obj, dict):
-        return {k: rounded(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [rounded(v, digits) for v in obj]
-    return obj
-
-
-def digest(out: dict) -> str:
-    return hashlib.sha256(json.dumps(rounded(out), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def eval_outputs() -> dict:
@@ -46,7 +29,7 @@ def eval_outputs() -> dict:
 
 
 def test_eval_outputs_match_the_digest_of_their_code_version():
-    d = digest(eval_outputs())
+    d = output_digest(eval_outputs())
     assert CODE_VERSION in DIGESTS, f"record the outputs of eval.CODE_VERSION {CODE_VERSION}: DIGESTS[{CODE_VERSION}] = {d!r}"
     assert d == DIGESTS[CODE_VERSION], (
         f"the evaluation's outputs changed (digest {d}, version {CODE_VERSION} recorded {DIGESTS[CODE_VERSION]}): "

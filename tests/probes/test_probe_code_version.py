@@ -6,32 +6,18 @@ bump ``CODE_VERSION`` in ``sparsedepth/probes/suite.py`` and record the new dige
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-
 import torch
 
-from conftest import tiny_config
+from conftest import output_digest, tiny_config
 from sparsedepth.model import build_model
 from sparsedepth.probes import CODE_VERSION, run_probes
 
 DIGESTS = {1: "dff446e217cf8bdc"}
 
 
-def rounded(obj, digits: int = 4):
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else str(obj)
-    if isinstance(obj, dict):
-        return {k: rounded(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [rounded(v, digits) for v in obj]
-    return obj
-
-
 def digest(out: dict) -> str:
-    kept = {k: v for k, v in out.items() if k not in ("timings", "meta")}
-    return hashlib.sha256(json.dumps(rounded(kept), sort_keys=True).encode()).hexdigest()[:16]
+    """Of the readings only: timings vary, and meta names the settings and the torch version."""
+    return output_digest({k: v for k, v in out.items() if k not in ("timings", "meta")})
 
 
 def probe_outputs() -> dict:
@@ -52,7 +38,9 @@ def test_probe_outputs_match_the_digest_of_their_code_version():
 
 def test_the_digest_sees_a_changed_reading():
     out = probe_outputs()
-    changed = json.loads(json.dumps(rounded(out)))
-    first = next(k for k in changed if k not in ("timings", "meta"))
-    changed[first + "_new"] = 1.0  # a new reading, as when a probe gains one
+    changed = {**out, "sparsity": {**out["sparsity"], "new_reading": 0.5}}  # as when a probe gains a reading
     assert digest(changed) != digest(out)
+    nudged = {**out, "variance": {**out["variance"]}}
+    key = next(k for k, v in out["variance"].items() if isinstance(v, list) and v and isinstance(v[0], float))
+    nudged["variance"][key] = [v * 1.01 for v in out["variance"][key]]  # a changed definition
+    assert digest(nudged) != digest(out)

@@ -32,3 +32,33 @@ def close_claims(experiment: str, profile: str, res: dict, statuses: dict, *, ti
     tables.write_table(card, f"{experiment}_claims", profile, title=f"{title}: the paper's claims on our results")
     display(Markdown(tables.claims_markdown(card, what="the claims of this section", profile=profile)))
     results.raise_for_failures(statuses, f"{profile}/{experiment}")
+
+
+def variance_figure(experiment: str, profile: str, res: dict, order: list, *, sweep_title: str, log_y: bool,
+                    paper_figure: str, sequential: bool | str = True):
+    """The last-layer variance of every variant during training, saved as ``<experiment>_last_layer_variance``;
+    ``paper_figure`` names the paper's figure of the same quantity. Returns the chart."""
+    df = plots.last_layer_variance_frame(res)
+    chart = plots.variance_chart(df, order, sweep_title=sweep_title, log_y=log_y, sequential=sequential,
+                                 title=f"Last-layer output variance during training ({'log' if log_y else 'linear'} y)",
+                                 subtitle="left: raw residual stream h_L; right: after the final RMSNorm, the "
+                                          f"tensor the official code logged ({paper_figure})")
+    plots.save_chart(chart, f"{experiment}_last_layer_variance", profile, df)
+    return chart
+
+
+def compare_figure(experiment: str, profile: str, res: dict, *, title: str, metrics: list[str], x_title: str,
+                   relative: list[str], log_metrics: list[str]):
+    """The paper's values beside ours, as the table ``<experiment>_compare`` (written and shown) and the bars
+    ``<experiment>_scores``; ``relative`` metrics are shown divided by the first setting. Returns (the table,
+    the chart)."""
+    cmp = scorecard.compare(profile, experiment, res)
+    tables.write_table(cmp, f"{experiment}_compare", profile, title=f"{title}: paper vs ours")
+    long = plots.compare_long(cmp, metrics, relative=relative)
+    how = "panels marked ÷ first setting compare trends" if relative else "compare the trends (log axes)"
+    chart = plots.compare_bars_chart(long, title=f"{title}: ours beside the paper", x_title=x_title,
+                                     relative=relative, log_metrics=log_metrics,
+                                     subtitle=f"absolute values depend on scale (width, tokens, tokenizer): {how}")
+    plots.save_chart(chart, f"{experiment}_scores", profile, long)
+    display(Markdown(tables.to_markdown(cmp)))
+    return cmp, chart
