@@ -30,7 +30,7 @@ def probe_outputs() -> dict:
 
 def test_probe_outputs_match_the_digest_of_their_code_version():
     d = digest(probe_outputs())
-    assert CODE_VERSION in DIGESTS, f"record the outputs of probes.CODE_VERSION {CODE_VERSION}: DIGESTS[{CODE_VERSION}] = {d!r}"
+    assert CODE_VERSION in DIGESTS, f"record probes.CODE_VERSION's outputs: DIGESTS[{CODE_VERSION}] = {d!r}"
     assert d == DIGESTS[CODE_VERSION], (
         f"the probes' outputs changed (digest {d}, version {CODE_VERSION} recorded {DIGESTS[CODE_VERSION]}): bump "
         f"CODE_VERSION in sparsedepth/probes/suite.py and record the new digest here, so cached results are re-probed")

@@ -10,9 +10,9 @@ Layout (relative to the output root, see :func:`output_root`):
   ``error.txt`` instead when the variant failed. Installed with one atomic folder rename.
 
 A variant is up to date when its ``config.json`` holds the current config hash and results key
-(RESULTS_VERSION plus the profile's probe and evaluation settings); then it is neither retrained nor
-re-probed. A changed config (hash) means retraining; a changed results key means re-probing and
-re-evaluating (retraining only where the checkpoints are gone). ``force`` retrains runs not
+(RESULTS_VERSION, the probe and evaluation code versions, the profile's probe and evaluation settings); then
+it is neither retrained nor re-probed. A changed config (hash) means retraining; a changed results key means
+re-probing and re-evaluating (retraining only where the checkpoints are gone). ``force`` retrains runs not
 finished since the force began: ``sparsedepth reproduce --force`` exports that moment in
 ``SPARSEDEPTH_FORCE_SINCE`` so a run shared by several notebooks is retrained once, not once per notebook.
 """
@@ -154,8 +154,9 @@ def results_key(plan: ex.Plan | str) -> dict:
     from ...probes import CODE_VERSION as PROBE_CODE
 
     plan = ex.plan(plan)
-    return json.loads(json.dumps({"results_version": RESULTS_VERSION, "code": {"probes": PROBE_CODE, "eval": EVAL_CODE},
-                                  "probe": plan.probe_settings(), "eval": plan.eval_settings()}, sort_keys=True))
+    key = {"results_version": RESULTS_VERSION, "code": {"probes": PROBE_CODE, "eval": EVAL_CODE},
+           "probe": plan.probe_settings(), "eval": plan.eval_settings()}
+    return json.loads(json.dumps(key, sort_keys=True))
 
 
 def stored_key(rec: dict | None) -> dict | None:

@@ -1,8 +1,8 @@
 """`sparsedepth run`: train, probe and evaluate experiment variants into ``paper_results/`` without notebooks.
 
-The same cache as the notebooks (``sparsedepth.paper.pipeline.results.run_experiment``): a variant whose results are up to
-date is skipped, a config shared by several experiments trains once, a failed variant leaves ``error.txt``
-and the others go on. Useful on a GPU machine without Jupyter; the notebooks then plot what it wrote
+The same cache as the notebooks (``results.run_experiment``): a variant whose results are up to date is
+skipped, a config shared by several experiments trains once, a failed variant leaves ``error.txt`` and the
+others go on. Useful on a GPU machine without Jupyter; the notebooks then plot what it wrote
 (``make figures PROFILE=gpu``).
 
     sparsedepth run --profile gpu depth                       # every variant of the depth sweep
@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def parse_items(profile: str, items: list[str]) -> list[tuple[str, str]]:
+def parse_items(profile: str | ex.Plan, items: list[str]) -> list[tuple[str, str]]:
     """(experiment, variant) pairs in the order given, without repeats; errors name the valid choices."""
+    plan = ex.plan(profile)
     pairs: list[tuple[str, str]] = []
     for item in items:
         exp, _, variant = item.partition("/")
@@ -62,9 +63,9 @@ def parse_items(profile: str, items: list[str]) -> list[tuple[str, str]]:
             raise SystemExit(f"sparsedepth run: unknown experiment {exp!r} in {item!r}; choose from "
                              f"{', '.join(ex.EXPERIMENTS)} or all")
         for e in exps:
-            names = list(ex.variants(profile, e))
+            names = list(plan.variants(e))
             if variant and variant not in names:
-                raise SystemExit(f"sparsedepth run: unknown variant {variant!r} of {e} at profile {profile}; "
+                raise SystemExit(f"sparsedepth run: unknown variant {variant!r} of {e} at profile {plan.profile}; "
                                  f"valid: {', '.join(names)}")
             for v in [variant] if variant else names:
                 if (e, v) not in pairs:
@@ -105,26 +106,27 @@ def estimate_seconds(cfg: TrainConfig, finished: list[dict]) -> float | None:
     return MARGIN * (flops / rate + statistics.median(f["setup_s"] for f in finished) + probes)
 
 
-def _done_hashes(profile: str) -> set[str]:
+def _done_hashes(plan: ex.Plan) -> set[str]:
     """Config hashes with up-to-date results anywhere in the profile: such a variant is copied, not trained."""
-    return {config_hash(ex.resolve(profile, e, v)) for e in ex.EXPERIMENTS
-            for v, st in results.status(profile, e).items() if st == "done"}
+    return {config_hash(plan.resolve(e, v)) for e in ex.EXPERIMENTS
+            for v, st in results.status(plan, e).items() if st == "done"}
 
 
-def _statuses(profile: str, pairs: list[tuple[str, str]]) -> dict[str, dict[str, str]]:
+def _statuses(plan: ex.Plan, pairs: list[tuple[str, str]]) -> dict[str, dict[str, str]]:
     """{experiment: {variant: status}} for the experiments among ``pairs``."""
-    return {e: results.status(profile, e) for e in dict.fromkeys(e for e, _ in pairs)}
+    return {e: results.status(plan, e) for e in dict.fromkeys(e for e, _ in pairs)}
 
 
 def run(args: argparse.Namespace) -> int:
-    pairs = parse_items(args.profile, args.items)
+    plan = ex.plan(args.profile)
+    pairs = parse_items(plan, args.items)
     finished = _finished(args.profile)
     if args.list:
-        status = _statuses(args.profile, pairs)
-        done = _done_hashes(args.profile)
+        status = _statuses(plan, pairs)
+        done = _done_hashes(plan)
         total = 0.0
         for e, v in pairs:
-            cfg = ex.resolve(args.profile, e, v)
+            cfg = plan.resolve(e, v)
             st = status[e][v]
             if st != "done" and config_hash(cfg) in done:
                 st = "same config done elsewhere (copied, not trained)"
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         if total:
             print(f"to train: about {total / 60:.0f} min")
         if args.gpus != 1 and total:
-            _print_plan(args, _to_train(args, pairs), finished)
+            _print_plan(args, plan, _to_train(args, plan, pairs), finished)
         return 0
     if args.force:  # one "forced since" for the whole command: a config shared by variants is forced once,
         os.environ.setdefault(results.FORCE_ENV, repr(time.time()))  # the others then find it fresh (copies)
@@ -142,15 +144,15 @@ def run(args: argparse.Namespace) -> int:
         return train_in_parallel(args, pairs)
     t0, failed, skipped = time.monotonic(), [], []
     for e, v in pairs:
-        if args.budget_s is not None and config_hash(ex.resolve(args.profile, e, v)) not in _done_hashes(args.profile):
-            est = estimate_seconds(ex.resolve(args.profile, e, v), finished)
+        if args.budget_s is not None and config_hash(plan.resolve(e, v)) not in _done_hashes(plan):
+            est = estimate_seconds(plan.resolve(e, v), finished)
             left = args.budget_s - (time.monotonic() - t0)
             if est is not None and est > left:
                 print(f"[{args.profile}/{e}/{v}] not started: about {est:.0f} s needed, {left:.0f} s of the budget left",
                       flush=True)
                 skipped.append(f"{e}/{v}")
                 continue
-        statuses = results.run_experiment(args.profile, e, args.force, variants=[v], progress=not args.quiet,
+        statuses = results.run_experiment(plan, e, args.force, variants=[v], progress=not args.quiet,
                                           device=args.device, raise_on_error=False)
         failed += [f"{e}/{name}" for name, st in statuses.items() if st == results.FAILED]
         finished = _finished(args.profile)  # the new run refines the estimates
@@ -166,22 +168,22 @@ def _report(failed: list[str], skipped: list[str]) -> int:
     return 0
 
 
-def _to_train(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _to_train(args: argparse.Namespace, plan: ex.Plan, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The variants that need training, one per distinct config (the others are cached or will be copies)."""
-    todo, hashes = [], set(_done_hashes(args.profile)) if not args.force else set()
+    todo, hashes = [], set(_done_hashes(plan)) if not args.force else set()
     for e, v in pairs:
-        h = config_hash(ex.resolve(args.profile, e, v))
+        h = config_hash(plan.resolve(e, v))
         if h not in hashes:
             hashes.add(h)
             todo.append((e, v))
     return todo
 
 
-def _print_plan(args: argparse.Namespace, todo: list[tuple[str, str]], finished: list[dict]) -> None:
+def _print_plan(args: argparse.Namespace, plan: ex.Plan, todo: list[tuple[str, str]], finished: list[dict]) -> None:
     from . import run_parallel
 
     rows, skipped = run_parallel.simulate(todo, args.gpus, args.budget_s,
-                                          lambda p: estimate_seconds(ex.resolve(args.profile, *p), finished))
+                                          lambda p: estimate_seconds(plan.resolve(*p), finished))
     print(f"plan for {args.gpus} jobs at a time (one per GPU)" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
     for slot, (e, v), start, end in sorted(rows, key=lambda r: (r[0], r[2])):
         print(f"  job {slot}: {start:5.0f}-{end:5.0f} s  {e}/{v}")
@@ -198,20 +200,21 @@ def train_in_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) ->
     from . import run_parallel
 
     run_parallel.check_gpus(args.gpus, args.device)
+    plan = ex.plan(args.profile)
     if args.force:  # run() set one "forced since" for the children and the copies below
         pending = pairs
     else:  # variants already up to date need nothing, not even a report
-        status = _statuses(args.profile, pairs)
+        status = _statuses(plan, pairs)
         pending = [(e, v) for e, v in pairs if status[e][v] != "done"]
-    todo = _to_train(args, pending)
+    todo = _to_train(args, plan, pending)
     if todo:
         print(f"training {len(todo)} variant(s), {args.gpus} at a time", flush=True)
     failed, skipped = run_parallel.schedule(
         todo, args.gpus, args.budget_s,
-        lambda p: estimate_seconds(ex.resolve(args.profile, *p), _finished(args.profile)),
+        lambda p: estimate_seconds(plan.resolve(*p), _finished(args.profile)),
         run_parallel.subprocess_launcher(args))
     for e, v in pending:  # copies of the configs trained above, or of ones already done elsewhere
         if (e, v) not in todo:
-            results.run_experiment(args.profile, e, force=args.force, variants=[v], train=False, progress=False,
+            results.run_experiment(plan, e, force=args.force, variants=[v], train=False, progress=False,
                                    raise_on_error=False)
     return _report(failed, skipped)

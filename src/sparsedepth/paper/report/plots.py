@@ -16,8 +16,8 @@ them (``seed_mean``: the mean plus ``<value>_min`` / ``<value>_max`` and ``seeds
 draw the mean with a min–max band or error bars. With one seed per label frames and charts are unchanged.
 
 ``save_chart(chart, name, profile, data)`` writes ``figures/<profile>/<name>.{png,svg,csv}`` under the output
-root (see ``sparsedepth.paper.report.tables.output_root``); the CSV is the chart's data, so every figure can be re-plotted
-or checked without re-running anything.
+root (see ``tables.output_root``); the CSV is the chart's data, so every figure can be re-plotted or checked
+without re-running anything.
 """
 from __future__ import annotations
 
@@ -155,7 +155,8 @@ def config_of(run: Mapping) -> dict:
     if isinstance(cfg, Mapping) and "config" in cfg and isinstance(cfg["config"], Mapping):
         cfg = cfg["config"]
     if not isinstance(cfg, Mapping):
-        raise ValueError("results entry has no 'config' dict; was it produced by sparsedepth.paper.pipeline.results.load_results?")
+        raise ValueError("results entry has no 'config' dict; was it produced by "
+                         "sparsedepth.paper.pipeline.results.load_results?")
     return dict(cfg)
 
 

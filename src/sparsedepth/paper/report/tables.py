@@ -2,8 +2,8 @@
 
 Files go to ``<root>/paper_results/<profile>/tables/<name>.{md,csv}``. ``root`` defaults to the output root
 (``set_output_root``, else the ``SPARSEDEPTH_OUTPUT_ROOT`` environment variable, else the checkout that holds
-the package, else the current folder: the rule of ``sparsedepth.paper.pipeline.results``), so notebooks executed from
-``notebooks/`` still write into the repo.
+the package, else the current folder: the rule of ``sparsedepth.paper.pipeline.results``), so notebooks
+executed from ``notebooks/`` still write into the repo.
 The Markdown is rendered here (no ``tabulate`` dependency); the CSV keeps full precision.
 """
 from __future__ import annotations
@@ -43,8 +43,8 @@ def set_output_root(root: str | os.PathLike | None) -> Path | None:
 
 def output_root() -> Path:
     """Folder under which ``figures/`` and ``paper_results/`` live: ``set_output_root``, else the rule of
-    ``sparsedepth.paper.pipeline.results.output_root`` ($SPARSEDEPTH_OUTPUT_ROOT, else the checkout, else the current folder),
-    so figures, tables and run results always land in the same tree."""
+    ``sparsedepth.paper.pipeline.results.output_root`` ($SPARSEDEPTH_OUTPUT_ROOT, else the checkout, else the
+    current folder), so figures, tables and run results always land in the same tree."""
     if _ROOT is not None:
         return _ROOT
     from sparsedepth.paper.pipeline.results import output_root as results_root
