@@ -22,7 +22,7 @@ def calls(monkeypatch, tmp_path) -> list:
                             device=None, raise_on_error=True, **kw):
         assert raise_on_error is False  # the command reports failures itself, after every variant ran
         (variant,) = variants
-        seen.append((profile, experiment, variant, force, device))
+        seen.append((ex.plan(profile).profile, experiment, variant, force, device))  # the command passes a Plan
         return {variant: R.FAILED if force and variant == "L3" else "trained"}  # an injected failure
 
     monkeypatch.setattr(R, "run_experiment", fake_run_experiment)
