@@ -1,8 +1,9 @@
 """`sparsedepth` command line: a thin wrapper over the library and the paper's reproduction.
 
-This file composes the program: it is the one place outside :mod:`sparsedepth.paper` that names the paper
-layer, by module name only (the catalog of named experiments, and the ``list``, ``run`` and ``reproduce``
-commands), so the library stays importable and testable without it. Each subcommand lives beside the code it
+This file composes the program: it is the one library module that chooses modules of the paper layer
+(:mod:`sparsedepth.paper`), by name only, imported when a command needs them (the catalog of named
+experiments, and the ``list``, ``run`` and ``reproduce`` commands), so the library stays importable and
+testable without it. Each subcommand lives beside the code it
 drives, in a module that provides ``add_arguments(parser)`` and ``run(args) -> int``; this file only
 registers them. Modules are imported lazily so that ``--help`` is fast
 and a subcommand's heavy imports (datasets, papermill, ...) happen only when it runs.

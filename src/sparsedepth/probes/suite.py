@@ -23,8 +23,8 @@ from .usefulness import UsefulnessProbe
 __all__ = ["PROBES", "CODE_VERSION", "run_probes", "probe_run", "probe_hf", "hf_windows", "parse_probes"]
 
 # Bump when a change alters what run_probes returns (a new reading, another definition): cached probe results
-# of runs then count as stale. tests/probes/test_probe_code_version.py holds the digest of each version's outputs on a
-# tiny fixed model and fails when the outputs change while this number does not.
+# of runs then count as stale. tests/probes/test_probe_code_version.py holds the digest of each version's
+# outputs on a tiny fixed model and fails when the outputs change while this number does not.
 CODE_VERSION = 1
 
 PROBES = ("variance", "jacobian", "usefulness", "causal", "permutation", "angular_distance", "block_influence",
