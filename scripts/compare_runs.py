@@ -45,8 +45,8 @@ def compare(a: dict[int, dict], b: dict[int, dict]) -> dict[str, dict]:
 
 def readings(folder: Path) -> dict[str, float]:
     """The scorecard's scalar readings of a result folder (empty for a run directory without probes)."""
-    from sparsedepth.results import load_variant
-    from sparsedepth.scorecard import metrics_of
+    from sparsedepth.paper.pipeline.results import load_variant
+    from sparsedepth.paper.analysis.scorecard import metrics_of
 
     res = load_variant(folder)
     if res is None:

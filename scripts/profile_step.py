@@ -45,7 +45,7 @@ except ImportError:  # run from a checkout: PYTHONPATH=src is the documented way
 
 from sparsedepth.atomic import atomic_write_json  # noqa: E402
 from sparsedepth.config import KERNELS, ConfigError  # noqa: E402
-from sparsedepth.experiments import base, resolve  # noqa: E402
+from sparsedepth.paper.spec.experiments import base, resolve  # noqa: E402
 from sparsedepth.train.distributed import init_distributed  # noqa: E402
 from sparsedepth.train.loop import Trainer  # noqa: E402
 from sparsedepth.train.telemetry import peak_flops  # noqa: E402

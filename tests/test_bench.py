@@ -105,7 +105,7 @@ def check_probes(records):
 
 
 def test_ablation_times_the_kernels_the_profile_does_not_use():
-    from sparsedepth.experiments import base
+    from sparsedepth.paper.spec.experiments import base
 
     gpu = bench.ablation_configs(base("gpu"))
     assert gpu["default"].model.kernels == "triton" and gpu["kernels-torch"].model.kernels == "torch"

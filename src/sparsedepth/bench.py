@@ -50,6 +50,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import catalog
 from .atomic import atomic_write_json
 from .train.distributed import resolve_device
 from .config import ConfigError, ModelConfig, TrainConfig, apply_overrides, config_hash, to_dict
@@ -132,11 +133,10 @@ def measure_peak_flops(dev: torch.device, n: int | None = None, repeats: int = 5
 
 def bench_configs(profile: str, corpus: str | None = None, cache_dir: str | None = None,
                   compile: bool | None = None) -> dict[str, dict[str, TrainConfig]]:
-    """The training configs each group times: the experiment profile's own (``experiments.base``), with the
+    """The training configs each group times: the experiment profile's own (the catalog's ``base``), with the
     data swapped for the packaged corpus (content does not change speed)."""
-    from .experiments import base, scale
-
-    s = scale(profile)
+    base = catalog.get().base
+    s = catalog.get().scale(profile)
     t_long = s.seq_for(4096)
     d = s.d_model
 
@@ -297,11 +297,10 @@ def time_probes(cfg: TrainConfig, profile: str, dev: torch.device, prefix: str =
     depend on the weights, except an MoE's through its routing balance) over the profile's probe windows of
     held-out text; records are named ``<prefix>-<probe>``."""
     from .data import prepare_data, val_windows
-    from .experiments import probe_settings
     from .model import build_model
     from .probes import run_probes
 
-    ps = probe_settings(profile)
+    ps = catalog.get().probe_settings(profile)
     n, seqlen = ps.pop("n_windows", 16), ps.pop("seq_len", None) or cfg.seq_len
     data = prepare_data(cfg.data, progress=False)
     windows = val_windows(data.val, seqlen, n, seed=0)
@@ -483,11 +482,9 @@ def _jobs(group: str, configs: dict, profile: str, shapes, dev: torch.device, pe
                                  lambda m=m, b=backend, bsz=bsz, t=seqlen:
                                  time_attention(m, b, bsz, t, dev, peak["peak_flops"], shapes.attn_iters)))
     elif group == "probes":
-        from .experiments import resolve
-
         deep = configs["depth"][max(configs["depth"], key=lambda k: configs["depth"][k].model.n_layers)]
         # the recipe's last step: the deepest MoE model, whose probes ran about 4x the dense suite's time
-        deep_moe = dataclasses.replace(deep, model=resolve(profile, "recipe", "+MoE").model)
+        deep_moe = dataclasses.replace(deep, model=catalog.get().resolve(profile, "recipe", "+MoE").model)
         jobs.append(("probes", lambda: time_probes(deep, profile, dev)))
         jobs.append(("probes-moe", lambda: time_probes(deep_moe, profile, dev, prefix="probe-moe")))
     return jobs
@@ -508,9 +505,7 @@ def _tag(tag: str | None, overrides: list[str]) -> str:
 
 
 def _attention_model(profile: str) -> ModelConfig:
-    from .experiments import scale
-
-    s = scale(profile)
+    s = catalog.get().scale(profile)
     return ModelConfig(vocab_size=256, d_model=s.d_model, n_layers=1, n_heads=s.n_heads)
 
 
@@ -548,7 +543,7 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-if __name__ == "__main__":  # python -m sparsedepth.bench
-    parser = argparse.ArgumentParser(prog="sparsedepth bench", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    sys.exit(run(parser.parse_args()))
+if __name__ == "__main__":  # python -m sparsedepth.bench: the command, with its catalog of named configs
+    from .cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))

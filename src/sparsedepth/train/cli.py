@@ -14,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+from .. import catalog
 from ..config import ConfigError, TrainConfig, apply_overrides, config_hash, from_dict
 
 
@@ -71,9 +72,7 @@ def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if args.config:
         cfg = load_config_file(args.config)
     elif all(named):
-        from ..experiments import resolve  # lazy: the experiment table imports more than the trainer needs
-
-        cfg = resolve(args.profile, args.experiment, args.variant)
+        cfg = catalog.get().resolve(args.profile, args.experiment, args.variant)
     else:
         raise ConfigError("name what to train: --profile P --experiment E --variant V, or --config FILE")
     if args.overrides:

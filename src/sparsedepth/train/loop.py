@@ -111,7 +111,7 @@ class _Clock:
 class Trainer:
     """One run in one run directory; ``fit`` trains from wherever the latest checkpoint left off."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, dist: Dist, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, dist: Dist, progress: bool = True, root: Path | None = None):
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
         self.dev, self.main = dist.device, dist.is_main
         self.progress = progress and self.main
@@ -125,7 +125,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not (self.run_dir / "config.json").exists():
                 write_config(self.run_dir, cfg)
-        self.data = dist.main_first(lambda: prepare_data(cfg.data, progress=self.progress))
+        self.data = dist.main_first(lambda: prepare_data(cfg.data, progress=self.progress, root=root))
         check_vocab(cfg, self.data.vocab_size)
         self.val = val_windows(self.data.val, cfg.seq_len, cfg.eval_batches * cfg.micro_batch_size, seed=cfg.seed)
 
@@ -407,14 +407,15 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = None, progress: bool = True,
-          device: str | None = None, checkpoints: bool = True) -> dict:
+          device: str | None = None, checkpoints: bool = True, root: str | Path | None = None) -> dict:
     """Train ``cfg`` into ``run_dir`` and return the summary (also written to run_dir/summary.json).
 
     Resumes from the latest checkpoint in ``run_dir``; refuses a run_dir that holds another config; returns
     the stored summary at once when the run is complete. ``stop_at_step=K`` ends after step K with a
     checkpoint, the schedule still planned for ``cfg.steps``. ``device`` overrides ``cfg.device`` for this
     call only (where to run is not part of the experiment). ``checkpoints=False`` writes none (timing runs:
-    a paper-scale model's state is tens of GB, written at every stop). Under torchrun (WORLD_SIZE > 1) it trains data
+    a paper-scale model's state is tens of GB, written at every stop). Relative data paths of ``cfg`` are taken
+    relative to ``root`` (default: the current folder). Under torchrun (WORLD_SIZE > 1) it trains data
     parallel (DDP, or sharded with ``parallel: fsdp``), and rank 0 writes the files (every rank writes its
     shards of a sharded checkpoint).
     """
@@ -428,14 +429,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
             return summary
     dist = init_distributed(device or cfg.device, group_of_one=cfg.parallel == "fsdp")
     try:
-        return Trainer(cfg, run_dir, dist, progress).fit(stop_at_step, checkpoints)
+        return Trainer(cfg, run_dir, dist, progress, root).fit(stop_at_step, checkpoints)
     finally:
         dist.close()
 
 
-def load_run(run_dir: str | Path, device: str = "auto"):
+def load_run(run_dir: str | Path, device: str = "auto", root: str | Path | None = None):
     """``(model, cfg, data)`` of a run directory: the model from its latest checkpoint, in eval mode, on
-    ``device``; the TrainConfig; the TokenData it was trained on. The model runs torch's code whatever
+    ``device``; the TrainConfig; the TokenData it was trained on (relative data paths taken relative to
+    ``root``, default the current folder). The model runs torch's code whatever
     kernels it trained with, so no reading (evaluation, probes) depends on how training computed."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
@@ -453,4 +455,4 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     else:
         model.load_state_dict(load_state(ckpt, "model.pt"))
     model.eval()
-    return model, cfg, prepare_data(cfg.data, progress=False)
+    return model, cfg, prepare_data(cfg.data, progress=False, root=root)
