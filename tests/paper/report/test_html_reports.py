@@ -16,7 +16,7 @@ import pytest
 from sparsedepth.paper.report import plots  # noqa: F401  (sets the SVG renderer, as every notebook does)
 from sparsedepth.paper.report.html import external_urls, render_html
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
