@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -194,9 +195,9 @@ def _probe_json(run: Path) -> dict:
     return res
 
 
-def test_kill_during_probe_then_rerun(work, reference):
+def test_kill_during_probe_then_rerun(work, reference, capsys):
     args = ["--probes", "variance,causal,permutation", "--n-windows", "2", "--device", "cpu", "--quiet"]
-    sd("probe", str(reference), *args, cwd=work, check=True)
+    assert run_in_process(capsys, "probe", str(reference), *args)[0] == 0  # the uninterrupted probe
     run = work / "probe-killed"
     shutil.copytree(reference, run, ignore=shutil.ignore_patterns("probes.json"))
     sd("probe", str(run), *args, cwd=work, crash="probe")
@@ -218,6 +219,7 @@ def test_second_training_into_a_held_run_dir_is_refused(work, reference):
         p = sd(*train_args(work / "cache", run), cwd=work)
     line = one_line_error(p.stderr, p.returncode, "is in use by pid", str(os.getpid()), "--run-dir")
     assert not (run / "metrics.jsonl").exists()
+    line = re.sub(r"pid \d+ on \S+ since [\d-]+ [\d:]+", "pid <pid> on <host> since <start time>", line)
     seen("a second `sparsedepth train` into a run directory that a live run holds", f"`{tidy(line, work)}`")
 
 
@@ -279,6 +281,19 @@ def test_damaged_checkpoint_one_line_then_resume_falls_back(work, reference, cap
     seen(f"{how} checkpoint `model.pt`: `sparsedepth train` (resume)",
          "a warning naming the file; resumes from the previous checkpoint (the damaged one is renamed "
          "`damaged-step-...`), final state bit-identical to an uninterrupted run")
+
+
+def test_advice_for_a_damaged_final_checkpoint_works(work, reference, capsys):
+    """The probe error says: delete the damaged folder and train again; a finished run then retrains its
+    last steps from the previous checkpoint, exactly."""
+    run = work / "final-deleted"
+    shutil.copytree(reference, run, ignore=shutil.ignore_patterns("probes.json"))
+    shutil.rmtree(run / "checkpoints" / "step-00000006")
+    rc, err = run_in_process(capsys, *train_args(work / "cache", run))
+    assert rc == 0, err
+    assert_same_run(reference, run)
+    seen("the damaged final checkpoint of a finished run deleted as the error advises, then `sparsedepth train`",
+         "retrains the last steps from the previous checkpoint, bit-identical to the original run")
 
 
 def test_wrong_shape_checkpoint_is_one_line(work, reference, capsys):
@@ -479,12 +494,12 @@ def test_random_kill_times_resume_bit_exact(work, reference, trial):
             p.send_signal(signal.SIGKILL)
             kills += 1
         p.wait()
+    assert kills, "every attempt finished before its kill: nothing was tested"
     sd(*train_args(work / "cache", run), cwd=work, check=True)
     assert temps(run) == []
     assert_same_run(reference, run)
-    if trial == 0:
-        seen("kill -9 at seeded random times (three kills per trial, four trials), then the same command",
-             "every trial resumes bit-identical to an uninterrupted run")
+    seen(f"kill -9 at seeded random times (trial {trial}: {kills} kill(s) in 3 attempts), then the same command",
+         "resumes bit-identical to an uninterrupted run")
 
 
 @full_only
@@ -500,6 +515,8 @@ def test_random_crash_points_resume_bit_exact(work, reference, point):
         sd(*train_args(cache, run), cwd=work, check=True)
         assert temps(run) == [] and temps(cache) == []
         assert_same_run(reference, run)
+        seen(f"kill -9 at a seeded random crash point (`{point}:{k}`), then the same command",
+             "resumes bit-identical to an uninterrupted run, no temporaries left")
 
 
 @full_only

@@ -62,7 +62,8 @@ def file_sha256(path: Path) -> str:
 
 def _damaged(path: Path, why: str) -> CheckpointError:
     return CheckpointError(f"checkpoint file {str(path)!r} is damaged ({why}); delete its folder "
-                           f"{str(path.parent)!r} (training resumes from the previous checkpoint)")
+                           f"{str(path.parent)!r} and run the same `sparsedepth train` again: it retrains from the "
+                           f"previous checkpoint")
 
 
 def read_meta(folder: Path) -> dict:

@@ -436,7 +436,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
     with RunDirLock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
         check_run_dir(run_dir, cfg)
         summary = _read_summary(run_dir / "summary.json")
-        if summary and summary.get("done"):
+        ckpts = list_checkpoints(run_dir)
+        # done, unless its final checkpoint was removed (damaged) while earlier ones remain: then retrain the
+        # last steps from those (a run whose checkpoints were all deleted to free space stays done)
+        if summary and summary.get("done") and (not ckpts or ckpts[-1][0] >= summary.get("steps", 0)):
             return summary
         clean_run_dir(run_dir)
         dist = init_distributed(device or cfg.device)
