@@ -470,10 +470,10 @@ def test_zero_shot_counts_truncated_continuations(work, reference):
     model, _, data = load_run(reference, device="cpu")
     short = zero_shot(model, data, ["copa"], limit=4, max_len=3)
     full = zero_shot(model, data, ["copa"], limit=4)
-    assert short["n_truncated"] == short["tasks"]["copa"]["n_truncated"] > 0
+    assert short["n_truncated"] == short["n_truncated_by_task"]["copa"] > 0
     assert full["n_truncated"] == 0
     seen("zero-shot continuation longer than the model's context",
-         "scored on its last tokens as lm-eval does, counted in `n_truncated` (per task and total) and "
+         "scored on its last tokens as lm-eval does, counted in `n_truncated` (and `n_truncated_by_task`) and "
          "reported on stderr")
 
 
