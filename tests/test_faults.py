@@ -346,7 +346,8 @@ def test_damaged_token_cache_is_rebuilt(work, reference, capsys, what):
     run = work / f"run-cache-{what}"
     rc, err = run_in_process(capsys, *train_args(cache, run))
     assert rc == 0 and "token cache" in err and "rebuilding it" in err, err
-    assert (folder / "train.bin").read_bytes() == (next((work / "cache" / "tokens").iterdir()) / "train.bin").read_bytes()
+    ref_tokens = next((work / "cache" / "tokens").iterdir())
+    assert (folder / "train.bin").read_bytes() == (ref_tokens / "train.bin").read_bytes()
     assert_same_run(reference, run)
     seen(f"damaged token cache `{what}`", "a warning; the cache is rebuilt from the corpus, the run is identical")
 

@@ -34,8 +34,9 @@ def _summary(res: dict) -> str:
     lines = []
     for key in ("usefulness", "causal", "permutation"):
         if key in res:
-            score = res[key]["score"]
-            lines.append(f"{key:12s} score " + (f"{score:.4f}" if score is not None else f"null ({res[key]['reason']})"))
+            score = res[key]["score"]  # null where undefined (a 1-layer model), with a reason
+            shown = f"{score:.4f}" if score is not None else f"null ({res[key]['reason']})"
+            lines.append(f"{key:12s} score {shown}")
     if "jacobian" in res and "mean_jacobian_norm" in res["jacobian"]:
         lines.append(f"jacobian     mean ||J-I||_F/d {res['jacobian']['mean_jacobian_norm']:.5f}")
     if "variance" in res:

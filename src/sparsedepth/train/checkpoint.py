@@ -41,6 +41,8 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
     if not path.exists():
         return
     saved = read_json(path, "delete it (it is rewritten when the run starts) or use another run directory")
+    if not isinstance(saved, dict):
+        saved = {}  # no config to compare: reported below as differing everywhere
     try:  # through the dataclasses: a setting added since the folder was written reads as its default
         saved_cfg = to_dict(from_dict(saved.get("config", {})))
     except (ConfigError, TypeError):
@@ -120,7 +122,7 @@ def load_state(folder: Path, fname: str) -> dict:
 
 
 def clean_run_dir(run_dir: Path) -> None:
-    """Remove what killed writers left in a run directory: temporary files and checkpoint folders."""
+    """Remove what killed writers left in a run directory: temporary files and half-written checkpoints."""
     for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
         clean_stale_temps(folder)
 

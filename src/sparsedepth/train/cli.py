@@ -42,8 +42,8 @@ def load_config_file(path: Path) -> TrainConfig:
         text = path.read_bytes().decode("utf-8")
         d = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"--config {str(path)!r} is not valid UTF-8 {'JSON' if path.suffix.lower() == '.json' else 'YAML'}"
-                          f" ({one_line(e)}); fix the file") from e
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise ConfigError(f"--config {str(path)!r} is not valid UTF-8 {kind} ({one_line(e)}); fix the file") from e
     if not isinstance(d, dict):
         raise ConfigError(f"--config {str(path)!r} must hold a mapping of config keys, got {type(d).__name__}")
     if set(d) == {"config", "hash"}:

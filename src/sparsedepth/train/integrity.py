@@ -21,7 +21,12 @@ _CHUNK = 1 << 22
 
 
 class CheckpointError(UserError, ValueError):
-    """A checkpoint file is damaged or does not fit the model; the message names the file."""
+    """A checkpoint file is damaged or does not fit the model; the message names the file, ``path`` is it and
+    ``why`` says what is wrong with it."""
+
+    def __init__(self, message: str, path: Path, why: str):
+        super().__init__(message)
+        self.path, self.why = Path(path), why
 
 
 class _HashingWriter:
@@ -63,7 +68,7 @@ def file_sha256(path: Path) -> str:
 def _damaged(path: Path, why: str) -> CheckpointError:
     return CheckpointError(f"checkpoint file {str(path)!r} is damaged ({why}); delete its folder "
                            f"{str(path.parent)!r} and run the same `sparsedepth train` again: it retrains from the "
-                           f"previous checkpoint")
+                           f"previous checkpoint", path, why)
 
 
 def read_meta(folder: Path) -> dict:
@@ -99,6 +104,6 @@ def apply_state(path: Path, load: Any, state: Any) -> None:
     try:
         load(state)
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint file {str(path)!r} does not fit this model/config "
-                              f"({one_line(e)[:300]}); it was written by another run: use that run's config or "
-                              f"delete the checkpoint") from e
+        why = f"does not fit this model/config: {one_line(e)[:300]}"
+        raise CheckpointError(f"checkpoint file {str(path)!r} {why}; it was written by another run: use that "
+                              f"run's config or delete the checkpoint", path, why) from e

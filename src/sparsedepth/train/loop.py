@@ -31,8 +31,8 @@ from ..model import build_model
 from ..rundir_lock import RunDirLock
 from .checkpoint import (check_run_dir, clean_run_dir, latest_checkpoint, list_checkpoints, load_state, rng_state,
                          save_checkpoint, set_rng_state, write_config)
-from .integrity import CheckpointError, apply_state
 from .distributed import Dist, init_distributed, maybe_no_sync, resolve_device
+from .integrity import CheckpointError, apply_state
 from .optim import build_optimizer, build_scheduler, format_groups, param_groups
 from .telemetry import (MetricsFile, SpikeMonitor, WandbLogger, add_stats, block_norms, pack, peak_flops, read_metrics,
                         unpack)
@@ -167,21 +167,22 @@ class Trainer:
         """Restore the newest checkpoint that verifies. A damaged one is reported and renamed ``damaged-<name>``
         (kept for inspection, out of the way of resume and keep-last-k); each restore sets every tensor, so a
         partial one is overwritten by the next."""
-        damaged: list[tuple[Path, str]] = []
+        damaged: list[tuple[Path, CheckpointError]] = []
         for _, folder in reversed(list_checkpoints(self.run_dir)):
             try:
                 self._restore(folder)
             except CheckpointError as e:
-                damaged.append((folder, str(e)))
+                damaged.append((folder, e))
                 continue
-            for bad, msg in damaged:
-                print(f"warning: {msg}; resuming from {folder.name} instead", file=sys.stderr, flush=True)
+            for bad, e in damaged:
+                print(f"warning: checkpoint file {str(e.path)!r} is unusable ({e.why}); set aside as "
+                      f"damaged-{bad.name}, resuming from {folder.name}", file=sys.stderr, flush=True)
                 if self.main:
                     bad.rename(bad.with_name(f"damaged-{bad.name}"))
             self.dist.barrier()
             return
         if damaged:
-            raise CheckpointError(f"no usable checkpoint to resume from: {' / '.join(m for _, m in damaged)}")
+            raise damaged[0][1]  # none verifies: the newest one's error says which file and what to do
 
     def _restore(self, folder: Path) -> None:
         model_state, st = load_state(folder, "model.pt"), load_state(folder, "train.pt")
