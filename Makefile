@@ -15,6 +15,10 @@ export WANDB_DIR ?= $(CURDIR)/runs
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export JUPYTER_PLATFORM_DIRS := 1
 export PYTHONUNBUFFERED := 1
+# make reproduce WANDB=1: every run also logs to W&B (offline, into its run dir; `wandb sync` uploads later)
+ifneq ($(WANDB),)
+export SPARSEDEPTH_WANDB := $(WANDB)
+endif
 
 RUN := $(PY) -m sparsedepth.cli
 REPRO := $(RUN) reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force,)
@@ -53,8 +57,13 @@ $(NOTEBOOK_TARGETS): setup
 bench: setup
 	$(RUN) bench
 
+# Extra flags for JupyterLab: make lab LAB_ARGS="--no-browser --ip=0.0.0.0 --port=8899"
+LAB_ARGS ?=
+# Containers run as root, which Jupyter refuses without --allow-root.
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: setup
-	.venv/bin/jupyter lab notebooks/
+	.venv/bin/jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/
 
 clean:
 	rm -rf build runs .cache .pytest_cache

@@ -45,7 +45,7 @@ except ImportError:  # run from a checkout: PYTHONPATH=src is the documented way
 
 from sparsedepth.atomic import atomic_write_json  # noqa: E402
 from sparsedepth.config import KERNELS, ConfigError  # noqa: E402
-from sparsedepth.experiments import base, resolve  # noqa: E402
+from sparsedepth.paper.spec.experiments import base, resolve  # noqa: E402
 from sparsedepth.train.distributed import init_distributed  # noqa: E402
 from sparsedepth.train.loop import Trainer  # noqa: E402
 from sparsedepth.train.telemetry import peak_flops  # noqa: E402
@@ -148,7 +148,7 @@ def main() -> int:
         cfg = base(args.profile, n_layers=args.layers)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus="embedded"), telemetry_interval=0,
                               model=dataclasses.replace(cfg.model, kernels=args.kernels or cfg.model.kernels))
-    dist = init_distributed(args.device)
+    dist = init_distributed(args.device, group_of_one=cfg.parallel == "fsdp")
     dev = dist.device
     if dev.type != "cuda":
         print("note: not on CUDA; kernel names and shares are CPU-side and say little about the GPU", flush=True)

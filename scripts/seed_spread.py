@@ -24,9 +24,9 @@ try:
 except ImportError:  # run from a checkout: PYTHONPATH=src is the documented way, this is the fallback
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sparsedepth import experiments as ex  # noqa: E402
+from sparsedepth.paper.spec import experiments as ex  # noqa: E402
 from sparsedepth.atomic import atomic_write_text  # noqa: E402
-from sparsedepth.results import output_root, run_context, run_dir_for  # noqa: E402
+from sparsedepth.paper.pipeline.results import output_root, run_context, run_dir_for  # noqa: E402
 from sparsedepth.train import train  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def spread_rows(profile: str, experiment: str, seeds: list[int], variants: list[
                 cfg = dataclasses.replace(base, seed=s)
                 run_dir = run_dir_for(profile, cfg, root)
                 print(f"[{profile}/{experiment}/{v} seed {s}] {run_dir}", flush=True)
-                summary = train(cfg, run_dir, progress=progress, device=device)
+                summary = train(cfg, run_dir, progress=progress, device=device, root=root)
                 rows.append({"variant": v, "seed": s, "val_loss": summary["val_loss"], "steps": summary["steps"],
                              "run": run_dir.name})
     return rows

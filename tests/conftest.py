@@ -13,7 +13,12 @@ try:
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from sparsedepth import catalog  # noqa: E402
 from sparsedepth.config import ModelConfig  # noqa: E402
+
+# Tests compose the program as the `sparsedepth` command does: the library's commands (train a named variant,
+# bench) find the paper's experiment table through the catalog.
+catalog.use("sparsedepth.paper.spec.experiments")
 
 
 def load_script(name: str):
@@ -25,6 +30,25 @@ def load_script(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def output_digest(obj, digits: int = 4) -> str:
+    """A short digest of JSON-like outputs with floats rounded to ``digits`` significant digits (enough to see
+    a changed definition, not the last-bit noise of another BLAS): golden values of a code version."""
+    import hashlib
+    import json
+    import math
+
+    def rounded(x):
+        if isinstance(x, float):
+            return float(f"{x:.{digits}g}") if math.isfinite(x) else str(x)
+        if isinstance(x, dict):
+            return {k: rounded(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [rounded(v) for v in x]
+        return x
+
+    return hashlib.sha256(json.dumps(rounded(obj), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # Tiny models gain nothing from intra-op threads, and two xdist workers on two cores with two threads each

@@ -105,7 +105,7 @@ def check_probes(records):
 
 
 def test_ablation_times_the_kernels_the_profile_does_not_use():
-    from sparsedepth.experiments import base
+    from sparsedepth.paper.spec.experiments import base
 
     gpu = bench.ablation_configs(base("gpu"))
     assert gpu["default"].model.kernels == "triton" and gpu["kernels-torch"].model.kernels == "torch"
@@ -195,3 +195,31 @@ def test_unknown_measurement_or_override_is_rejected_before_measuring(tmp_path):
     with pytest.raises(SystemExit, match=r"--set: .*model\.n_layer\b"):
         _bench(tmp_path, "--set", "model.n_layer=3")
     assert not (tmp_path / "cpu").exists()
+
+
+def test_config_file_is_timed_into_its_own_record(tmp_path):
+    cfg = tmp_path / "tiny-fsdp.yaml"
+    cfg.write_text("model: {vocab_size: 512, d_model: 32, n_layers: 2, n_heads: 2, max_seq_len: 64}\n"
+                   "data: {vocab_size: 512, max_docs: 200}\nseq_len: 32\nbatch_size: 4\nlog_interval: 2\n"
+                   "parallel: fsdp\nactivation_checkpointing: true\n")
+    assert _bench(tmp_path, "--config", str(cfg), "--timed-logs", "1") == 0
+    (rec,) = json.loads((tmp_path / "cpu" / "config-tiny-fsdp.json").read_text())
+    assert rec["name"] == "tiny-fsdp" and rec["parallel"] == "fsdp" and rec["activation_checkpointing"]
+    assert rec["steps_run"] == 4 and rec["n_layers"] == 2
+    _positive(rec, "tokens_per_s", "peak_mem_gib")
+    with pytest.raises(SystemExit, match=r"--config/--set: .*model\.n_layer\b"):
+        _bench(tmp_path, "--config", str(cfg), "--set", "model.n_layer=3")
+
+
+def test_fit_problem_names_what_a_model_needs():
+    from pathlib import Path
+
+    from sparsedepth.train.cli import load_config_file
+
+    moe = load_config_file(Path(__file__).parents[1] / "scripts" / "paper_scale" / "moe-7b-1b.yaml")
+    assert moe.model.param_counts()["total"] == pytest.approx(6.92e9, rel=1e-3)  # the paper's MoE-7B/1B
+    h200, a100_40 = int(139 * 2**30), 40 * 10**9
+    assert bench.fit_problem(moe, h200) is None and bench.fit_problem(moe, None) is None
+    msg = bench.fit_problem(moe, a100_40)
+    assert "103 GiB" in msg and "parallel=fsdp on 6 or more GPUs" in msg  # 103 / (0.6 x 0.9 x 37)
+    assert "activation_checkpointing" not in bench.oom_note(moe, h200)  # it is already on

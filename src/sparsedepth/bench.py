@@ -14,6 +14,11 @@ Groups (``--only``):
   does not use (gpu: torch's code instead of the hand-written Triton kernels; smoke: Triton, skipped without
   CUDA); ``wall_s`` includes the compilation.
 
+``--config FILE`` instead of the groups: one training config of your own (``scripts/paper_scale/`` holds the
+paper's dense 1B and MoE-7B/1B), timed the same way; when its model and AdamW state alone cannot fit the
+device, the record says so and how many GPUs under ``parallel: fsdp`` would hold it, and an out-of-memory
+error says what to lower.
+
 Training numbers come from ``sparsedepth.train.train`` itself (summary.json's steady-state tokens/s, which
 leaves out the first log interval: compilation and warm-up), stopped after a few log intervals.
 
@@ -22,7 +27,8 @@ causal attention) / peak, where peak is the matmul rate this command measures on
 the trainer computes in: bf16 8192^3 on CUDA, float32 1024^3 on CPU. Peak memory: CUDA max allocated; on CPU
 the process's max resident set size (a high-water mark over the whole command).
 
-Records go to ``<out>/<device-slug>/<group>-<profile>.json`` (a JSON list, one record per measurement).
+Records go to ``<out>/<device-slug>/<group>-<profile>.json`` (a JSON list, one record per measurement);
+with ``--config FILE`` to ``<out>/<device-slug>/config-<file stem>.json``.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import catalog
 from .atomic import atomic_write_json
 from .train.distributed import resolve_device
 from .config import ConfigError, ModelConfig, TrainConfig, apply_overrides, config_hash, to_dict
@@ -126,11 +133,10 @@ def measure_peak_flops(dev: torch.device, n: int | None = None, repeats: int = 5
 
 def bench_configs(profile: str, corpus: str | None = None, cache_dir: str | None = None,
                   compile: bool | None = None) -> dict[str, dict[str, TrainConfig]]:
-    """The training configs each group times: the experiment profile's own (``experiments.base``), with the
+    """The training configs each group times: the experiment profile's own (the catalog's ``base``), with the
     data swapped for the packaged corpus (content does not change speed)."""
-    from .experiments import base, scale
-
-    s = scale(profile)
+    base = catalog.get().base
+    s = catalog.get().scale(profile)
     t_long = s.seq_for(4096)
     d = s.d_model
 
@@ -151,6 +157,16 @@ def bench_configs(profile: str, corpus: str | None = None, cache_dir: str | None
         c = cfg()
         tele[f"telemetry-{interval or 'off'}"] = dataclasses.replace(c, telemetry_interval=interval)
     return {"depth": depth, "gqa_moe": long, "telemetry": tele, "ablation": ablation_configs(cfg())}
+
+
+def _config_file(path: Path, corpus: str | None, cache_dir: str | None, no_compile: bool) -> TrainConfig:
+    """A config file for ``--config``, with ``--corpus``, ``--cache-dir`` and ``--no-compile`` applied."""
+    from .train.cli import load_config_file
+
+    c = load_config_file(path)
+    data = dataclasses.replace(c.data, **({"corpus": corpus} if corpus else {}),
+                               **({"cache_dir": cache_dir} if cache_dir else {}))
+    return dataclasses.replace(c, data=data, compile=False if no_compile else c.compile)
 
 
 def ablation_configs(c: TrainConfig) -> dict[str, TrainConfig]:
@@ -187,7 +203,7 @@ def time_training(cfg: TrainConfig, dev: torch.device, peak: float, timed_logs: 
     try:
         _reset_mem(dev)
         t0 = time.perf_counter()
-        summary = train(cfg, run_dir, stop_at_step=stop, progress=False, device=str(dev))
+        summary = train(cfg, run_dir, stop_at_step=stop, progress=False, device=str(dev), checkpoints=False)
         wall = time.perf_counter() - t0
         mem = _peak_mem_gib(dev)
     finally:
@@ -197,10 +213,42 @@ def time_training(cfg: TrainConfig, dev: torch.device, peak: float, timed_logs: 
     return {"kind": "train", **_model_fields(cfg.model), "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
             "micro_batch_size": cfg.micro_batch_size, "compile": cfg.compile_mode, "dtype": cfg.dtype,
             "telemetry_interval": cfg.telemetry_interval, "log_interval": cfg.log_interval,
+            "parallel": cfg.parallel, "activation_checkpointing": cfg.activation_checkpointing,
             "steps_run": stop, "steps_timed": stop - cfg.log_interval, "wall_s": wall,
             "attn_backend": summary.get("attn_backend"), "tokens_per_s": tps, "flops_per_token": fpt,
             "mfu": tps * fpt / peak if tps else None, "trainer_mfu": summary.get("mfu"), "peak_mem_gib": mem,
             "config": to_dict(cfg), "config_hash": config_hash(cfg)}
+
+
+# fp32 parameter, fp32 gradient and AdamW's two fp32 moments: what training keeps per parameter, sharded or not
+STATE_BYTES_PER_PARAM = 16
+
+
+def device_bytes(dev: torch.device) -> int | None:
+    return torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda" else None
+
+
+def fit_problem(cfg: TrainConfig, have: int | None, usable: float = 0.9) -> str | None:
+    """Why ``cfg`` cannot train on one device of ``have`` bytes (its model and optimiser state alone pass
+    ``usable`` of them), with what it needs instead; None when the state fits or ``have`` is unknown (CPU).
+    Activations may still not fit: ``oom_note`` explains that case after the fact."""
+    need = STATE_BYTES_PER_PARAM * cfg.model.param_counts()["total"]
+    if have is None or need <= usable * have:
+        return None
+    gpus = math.ceil(need / (0.6 * usable * have))  # leave 40 % of each GPU for activations and buffers
+    return (f"does not fit one GPU: parameters, gradients and AdamW state need {need / 2**30:.0f} GiB "
+            f"({STATE_BYTES_PER_PARAM} bytes x {cfg.model.param_counts()['total'] / 1e9:.2f}B parameters) and "
+            f"this device has {have / 2**30:.0f} GiB; train it with parallel=fsdp on {gpus} or more GPUs "
+            f"(about {need / gpus / 2**30:.0f} GiB of state each)")
+
+
+def oom_note(cfg: TrainConfig, have: int | None) -> str:
+    need = STATE_BYTES_PER_PARAM * cfg.model.param_counts()["total"] / 2**30
+    hint = "" if cfg.activation_checkpointing else ", or set activation_checkpointing=true"
+    return (f"out of memory: {need:.0f} GiB of model and AdamW state plus the activations of micro-batches of "
+            f"{cfg.micro_batch_size} x {cfg.seq_len} tokens pass the device's "
+            f"{'?' if have is None else f'{have / 2**30:.0f}'} GiB; lower micro_batch_size{hint}, or shard over "
+            f"more GPUs with parallel=fsdp")
 
 
 def attention_flops_per_token(m: ModelConfig, seqlen: int) -> float:
@@ -249,11 +297,10 @@ def time_probes(cfg: TrainConfig, profile: str, dev: torch.device, prefix: str =
     depend on the weights, except an MoE's through its routing balance) over the profile's probe windows of
     held-out text; records are named ``<prefix>-<probe>``."""
     from .data import prepare_data, val_windows
-    from .experiments import probe_settings
     from .model import build_model
     from .probes import run_probes
 
-    ps = probe_settings(profile)
+    ps = catalog.get().probe_settings(profile)
     n, seqlen = ps.pop("n_windows", 16), ps.pop("seq_len", None) or cfg.seq_len
     data = prepare_data(cfg.data, progress=False)
     windows = val_windows(data.val, seqlen, n, seed=0)
@@ -289,6 +336,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override every timed training config, e.g. --set model.kernels=torch (repeatable)")
     parser.add_argument("--names", default="",
                         help="only these measurements of the chosen groups, comma-separated (e.g. default,kernels-torch)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="time this training config file (YAML/JSON) instead of the profile's groups")
     parser.add_argument("--tag", default=None,
                         help="suffix of the record files (default: made from --set, none without it)")
 
@@ -323,10 +372,14 @@ def run(args: argparse.Namespace) -> int:
     tag = _tag(args.tag, overrides)
     compile_flag = False if args.no_compile else (None if dev.type == "cuda" else False)
     try:
-        configs = {g: {n: apply_overrides(c, overrides) for n, c in cs.items()}
-                   for g, cs in bench_configs(profile, args.corpus, args.cache_dir, compile_flag).items()}
+        if args.config:  # one config of the user's: its file stem names the records
+            profile, groups = args.config.stem, ("config",)
+            configs = {"config": {profile: _config_file(args.config, args.corpus, args.cache_dir, args.no_compile)}}
+        else:
+            configs = bench_configs(profile, args.corpus, args.cache_dir, compile_flag)
+        configs = {g: {n: apply_overrides(c, overrides) for n, c in cs.items()} for g, cs in configs.items()}
     except ConfigError as e:
-        raise SystemExit(f"sparsedepth bench: --set: {e}") from None
+        raise SystemExit(f"sparsedepth bench: {'--config/' if args.config else ''}--set: {e}") from None
     peak: dict = {}  # filled below, before any job runs
     done: dict[str, dict] = {}  # measurement_key -> record: a config shared by two groups is trained once
 
@@ -336,6 +389,9 @@ def run(args: argparse.Namespace) -> int:
         key = measurement_key(cfg)
         if key in done:
             return {**done[key], "same_run_as": done[key]["name"]}
+        problem = fit_problem(cfg, device_bytes(dev))
+        if problem:
+            return {"skipped": problem, **_model_fields(cfg.model), "config": to_dict(cfg)}
         if not done:
             # An untimed first run: the first training of a process on an idle H200 measured 514k tokens/s
             # where the same config measured 591k later, beyond what skipping the first log interval absorbs.
@@ -381,6 +437,11 @@ def run(args: argparse.Namespace) -> int:
             try:
                 got = job()
                 rows = got if isinstance(got, list) else [{**got, "name": name}]
+            except torch.cuda.OutOfMemoryError:
+                traceback.print_exc()
+                cfg = configs.get(group, {}).get(name)
+                note = oom_note(cfg, device_bytes(dev)) if cfg else "out of memory"
+                rows, failed = [{"name": name, "error": note}], failed + 1
             except (ImportError, RuntimeError) as e:
                 if _unavailable(e):
                     rows = [{"name": name, "skipped": _first_line(e)}]
@@ -421,11 +482,9 @@ def _jobs(group: str, configs: dict, profile: str, shapes, dev: torch.device, pe
                                  lambda m=m, b=backend, bsz=bsz, t=seqlen:
                                  time_attention(m, b, bsz, t, dev, peak["peak_flops"], shapes.attn_iters)))
     elif group == "probes":
-        from .experiments import resolve
-
         deep = configs["depth"][max(configs["depth"], key=lambda k: configs["depth"][k].model.n_layers)]
         # the recipe's last step: the deepest MoE model, whose probes ran about 4x the dense suite's time
-        deep_moe = dataclasses.replace(deep, model=resolve(profile, "recipe", "+MoE").model)
+        deep_moe = dataclasses.replace(deep, model=catalog.get().resolve(profile, "recipe", "+MoE").model)
         jobs.append(("probes", lambda: time_probes(deep, profile, dev)))
         jobs.append(("probes-moe", lambda: time_probes(deep_moe, profile, dev, prefix="probe-moe")))
     return jobs
@@ -446,9 +505,7 @@ def _tag(tag: str | None, overrides: list[str]) -> str:
 
 
 def _attention_model(profile: str) -> ModelConfig:
-    from .experiments import scale
-
-    s = scale(profile)
+    s = catalog.get().scale(profile)
     return ModelConfig(vocab_size=256, d_model=s.d_model, n_layers=1, n_heads=s.n_heads)
 
 
@@ -486,7 +543,7 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-if __name__ == "__main__":  # python -m sparsedepth.bench
-    parser = argparse.ArgumentParser(prog="sparsedepth bench", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    sys.exit(run(parser.parse_args()))
+if __name__ == "__main__":  # python -m sparsedepth.bench: the command, with its catalog of named configs
+    from .cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))

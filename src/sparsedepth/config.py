@@ -19,6 +19,7 @@ from .errors import UserError
 ATTN_BACKENDS = ("auto", "sdpa", "cudnn", "xformers", "math")
 KERNELS = ("torch", "triton")  # sparsedepth.model.kernels
 COMPILE_MODES = (False, True, "blocks", "model")
+PARALLEL_MODES = ("ddp", "fsdp")  # sparsedepth.train.distributed (DDP) and sparsedepth.train.fsdp (FSDP2)
 MOE_AUX_SCALINGS = ("mean", "sum", "compound")
 
 
@@ -204,6 +205,13 @@ class TrainConfig:
     spike_sigma: float = 6.0
     wandb: bool = False
     wandb_project: str = "sparsedepth"
+    # Data parallelism across torchrun ranks: "ddp" (every rank holds the whole model and optimiser) or "fsdp"
+    # (FSDP2: parameters, gradients and AdamW state sharded per block, bf16 parameters in compute with float32
+    # gradient reductions; checkpoints through torch.distributed.checkpoint, resumable on another world size).
+    # DDP is the default because every measured run used it; FSDP has not been timed against it at paper scale.
+    parallel: str = "ddp"
+    # Recompute each block's activations in the backward pass (memory for compute; same results, not hashed)
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for name, cls in _NESTED.items():
@@ -229,6 +237,10 @@ class TrainConfig:
             _require(getattr(self, name) >= 0, name, "must be >= 0")
         _require(self.log_interval > 0, "log_interval", "must be positive")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        _require(self.parallel in PARALLEL_MODES, "parallel", f"must be one of {PARALLEL_MODES}, got {self.parallel!r}")
+        _require(not (self.parallel == "fsdp" and self.compile_mode == "model"), "compile",
+                 "compile='model' traces the whole forward, FSDP's per-block hooks included; with parallel=fsdp "
+                 "use compile: blocks")
 
     @property
     def tokens_per_step(self) -> int:
@@ -252,16 +264,30 @@ def from_dict(d: dict) -> TrainConfig:
 
 
 # How a model computes, not what it trains: a run trained with the Triton kernels tracks its torch twin within
-# rerun noise (docs/performance.md), so both share a hash, a cached result and a resumable run directory.
-# config.json and provenance still say which ran.
-IMPLEMENTATION_KEYS = (("model", "kernels"),)
+# rerun noise (docs/performance.md), and activation checkpointing recomputes exactly what it dropped, so each
+# pair shares a hash, a cached result and a resumable run directory. config.json and provenance still say which ran.
+IMPLEMENTATION_KEYS = (("model", "kernels"), ("activation_checkpointing",))
+# Fields added after runs were cached: hashed only when they differ from this value, so every existing hash
+# (run cache, run directories) stays valid. FSDP computes in bf16 parameters, DDP under autocast: hashed.
+HASHED_UNLESS = {("parallel",): "ddp"}
 
 
 def hashed_fields(d: dict) -> dict:
-    """A config dict (as ``to_dict`` writes) without the implementation choices (``IMPLEMENTATION_KEYS``)."""
+    """A config dict (as ``to_dict`` writes) without the implementation choices (``IMPLEMENTATION_KEYS``) and
+    the later fields at their old behaviour (``HASHED_UNLESS``)."""
     d = json.loads(json.dumps(d))
-    for section, key in IMPLEMENTATION_KEYS:
-        d.get(section, {}).pop(key, None)
+    drop = list(IMPLEMENTATION_KEYS) + [path for path, value in HASHED_UNLESS.items() if _get(d, path) == value]
+    for *section, key in drop:
+        node = d
+        for name in section:
+            node = node.get(name, {})
+        node.pop(key, None)
+    return d
+
+
+def _get(d: dict, path: tuple[str, ...]) -> Any:
+    for name in path:
+        d = d.get(name, {}) if isinstance(d, dict) else {}
     return d
 
 

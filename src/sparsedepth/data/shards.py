@@ -7,6 +7,7 @@ writers safe, but each would tokenise.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -121,8 +122,24 @@ def _load_or_discard(folder: Path) -> TokenData | None:
         return None
 
 
-def prepare_data(cfg: DataConfig, progress: bool = True) -> TokenData:
-    """Load, split, tokenise and cache the corpus of ``cfg``; a cached config loads as memmaps at once."""
+def at_root(cfg: DataConfig, root: str | os.PathLike | None) -> DataConfig:
+    """``cfg`` with a relative corpus path and cache folder taken relative to ``root`` (None: as they are, so
+    relative to the current folder). Config files name paths relative to the project, wherever a program runs."""
+    if root is None:
+        return cfg
+
+    def under(path: str) -> str:
+        p = Path(path).expanduser()
+        return path if p.is_absolute() else str(Path(root) / p)
+
+    local = cfg.corpus != "embedded" and not cfg.corpus.startswith("hf:")
+    return dataclasses.replace(cfg, corpus=under(cfg.corpus) if local else cfg.corpus, cache_dir=under(cfg.cache_dir))
+
+
+def prepare_data(cfg: DataConfig, progress: bool = True, root: str | os.PathLike | None = None) -> TokenData:
+    """Load, split, tokenise and cache the corpus of ``cfg``; a cached config loads as memmaps at once.
+    Relative paths of ``cfg`` are taken relative to ``root`` (see :func:`at_root`)."""
+    cfg = at_root(cfg, root)
     key = cache_key(cfg)
     root = Path(cfg.cache_dir) / "tokens"
     folder = root / key

@@ -3,7 +3,9 @@
     from sparsedepth.eval import perplexity, zero_shot, evaluate_run, TASKS
 
 The evaluation sets ship inside the package (``eval/data/<task>.jsonl.xz``); ``lm_eval_adapter`` gives
-the same numbers through lm-evaluation-harness.
+the same numbers through lm-evaluation-harness. Your own questions (a JSON Lines file of context, choices,
+answer) go through the same scorer with ``read_task_file``, ``score_docs`` and ``evaluate_task_file``
+(``sparsedepth.eval.user_tasks``).
 """
 from __future__ import annotations
 
@@ -13,18 +15,24 @@ from typing import Any, Sequence
 
 from .perplexity import perplexity
 from .tasks import TASKS, EvalError, MCDoc, check_tasks, load_rows, task_docs
+from .user_tasks import evaluate_task_file, read_task_file, score_docs
 from .zero_shot import mc_metrics, score_tokens, zero_shot
 
-__all__ = ["TASKS", "EvalError", "MCDoc", "check_tasks", "evaluate_run", "load_rows", "mc_metrics", "perplexity",
-           "score_tokens", "task_docs", "zero_shot"]
+__all__ = ["CODE_VERSION", "TASKS", "EvalError", "MCDoc", "check_tasks", "evaluate_run", "evaluate_task_file",
+           "load_rows", "mc_metrics", "perplexity", "read_task_file", "score_docs", "score_tokens", "task_docs",
+           "zero_shot"]
 
 PPL_WINDOWS = 64  # held-out windows for perplexity (64 x T tokens)
+# Bump when a change alters what perplexity or the zero-shot scoring returns: cached evaluations of runs then
+# count as stale. tests/eval/test_eval_code_version.py holds the digest of each version's outputs on a tiny fixed
+# model and fails when the outputs change while this number does not.
+CODE_VERSION = 1
 
 
 def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, limit: int | None = None,
                  ppl_windows: int = PPL_WINDOWS, seq_len: int | None = None, batch_size: int | None = None,
                  harness: bool = False, device: str = "auto", out: str | None = "eval.json",
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False, root: str | Path | None = None) -> dict[str, Any]:
     """Perplexity on the run's validation split at ``seq_len`` (default: the run's training seq_len) and
     zero-shot accuracy of its latest checkpoint; writes ``run_dir/out`` atomically (``out=None``: don't).
 
@@ -33,7 +41,8 @@ def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, lim
     zero_shot). ``harness=True`` scores through
     lm-evaluation-harness instead of the built-in scorer (same numbers, slower). ``batch_size`` (requests per
     forward) defaults to 128 on CUDA (all 11 sets, 74,560 requests, in about 22 s on an H200 for a
-    d=512 model) and 32 on CPU."""
+    d=512 model) and 32 on CPU. ``root``: where the run's relative data paths start (default: the current
+    folder)."""
     from ..atomic import atomic_write_json
     from ..data import val_windows
     from ..train import load_run  # lazy: evaluation of in-memory models needs no trainer
@@ -42,7 +51,7 @@ def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, lim
     if ppl_windows < 1:
         raise EvalError(f"ppl_windows must be >= 1, got {ppl_windows}")
     t0 = time.perf_counter()
-    model, cfg, data = load_run(run_dir, device=device)
+    model, cfg, data = load_run(run_dir, device=device, root=root)
     t_load = time.perf_counter()
     seq_len = seq_len or cfg.seq_len
     if seq_len > model.cfg.max_seq_len:

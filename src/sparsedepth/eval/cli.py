@@ -1,4 +1,7 @@
-"""`sparsedepth eval RUN_DIR`: perplexity and zero-shot accuracy of a run directory, written to eval.json."""
+"""`sparsedepth eval RUN_DIR`: perplexity and zero-shot accuracy of a run directory, written to eval.json.
+
+``--task FILE.jsonl`` scores your own multiple-choice questions instead (see ``eval/user_tasks.py``) and
+writes ``eval_<file name>.json``."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +13,9 @@ from .tasks import TASKS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="run directory written by `sparsedepth train`")
+    parser.add_argument("--task", metavar="FILE.jsonl", default=None,
+                        help="score your own multiple-choice questions (one JSON object per line: context, "
+                             "choices, answer) instead of the packaged tasks; writes eval_<name>.json")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated tasks (default: all: {','.join(TASKS)})")
     parser.add_argument("--limit", type=int, default=None, help="first N rows of each task (default: all)")
     parser.add_argument("--seq-len", type=int, default=None, help="perplexity context length (default: the run's seq_len)")
@@ -18,13 +24,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests per forward pass (default: 128 on CUDA, 32 on CPU)")
     parser.add_argument("--harness", action="store_true", help="score through lm-evaluation-harness (same numbers)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--out", default="eval.json", help="file name inside RUN_DIR (default: eval.json)")
+    parser.add_argument("--out", default=None,
+                        help="file name inside RUN_DIR (default: eval.json, or eval_<name>.json with --task)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
 
 
+def run_task_file(args: argparse.Namespace) -> int:
+    from .user_tasks import evaluate_task_file
+
+    try:
+        res = evaluate_task_file(args.run_dir, args.task, limit=args.limit, batch_size=args.batch_size,
+                                 device=args.device, out=args.out, progress=args.progress)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"sparsedepth eval: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{'task':16s} {'acc':>7s} {'acc_norm':>9s} {'n':>7s}")
+    print(f"{res['task']:16s} {res['acc']:7.4f} {res['acc_norm']:9.4f} {res['n']:7d}")
+    print(f"wrote {args.run_dir}/{args.out or 'eval_' + res['task'] + '.json'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.task:
+        return run_task_file(args)
     from . import evaluate_run
 
+    args.out = args.out or "eval.json"
     try:
         res = evaluate_run(args.run_dir, tasks=args.tasks, limit=args.limit, ppl_windows=args.ppl_windows,
                            seq_len=args.seq_len, batch_size=args.batch_size, harness=args.harness,

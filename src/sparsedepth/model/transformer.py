@@ -141,15 +141,20 @@ class Transformer(nn.Module):
         """(final normed stream, logits, mean LM loss or None): the head and loss, one compilable region."""
         return self._output_fn(self, x, targets)
 
-    def compile_regions(self) -> None:
+    def compile_regions(self, hooks_eager: bool = False) -> None:
         """Regional compilation: torch.compile each block and the head + loss, not the whole forward.
 
         Every block has the same code and shapes, so one compiled graph serves all layers and every depth:
         compile time stops growing with L and the inductor cache is shared by the depth sweep's models.
-        Parameter names and the state dict are unchanged. Blocks are compiled in place (``nn.Module.compile``).
+        Parameter names and the state dict are unchanged. Blocks are compiled in place (``nn.Module.compile``),
+        module hooks included; ``hooks_eager`` compiles only each block's ``forward``, so hooks that must not be
+        traced (FSDP's parameter gathering) stay outside the graph.
         """
         for blk in self.blocks:
-            blk.compile()
+            if hooks_eager:
+                blk.forward = torch.compile(blk.forward)
+            else:
+                blk.compile()
         self._output_fn = torch.compile(_output)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, telemetry: bool = False) -> ModelOutput:

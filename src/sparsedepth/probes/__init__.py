@@ -16,11 +16,11 @@ from .jacobian import block_jacobian, jacobian, jacobian_metrics
 from .permutation import permutation
 from .similarity import angular_distance, block_influence, layer_variance, logit_lens
 from .sparsity import attention_sparsity, expert_load, nominal_density, weight_density
-from .suite import PROBES, hf_windows, probe_hf, probe_run, run_probes
+from .suite import CODE_VERSION, PROBES, hf_windows, probe_hf, probe_run, run_probes
 from .usefulness import usefulness
 
 __all__ = ["PROBES", "run_probes", "probe_run", "probe_hf", "hf_windows", "ProbeError", "ModelAdapter",
            "SparsedepthAdapter", "HFAdapter", "as_adapter", "ActivationCollector", "StreamProbe", "WindowBatch",
            "replay", "run_stream_probes", "jacobian", "block_jacobian", "jacobian_metrics", "usefulness", "causal",
            "permutation", "layer_variance", "angular_distance", "block_influence", "logit_lens", "weight_density",
-           "attention_sparsity", "expert_load", "nominal_density"]
+           "attention_sparsity", "expert_load", "nominal_density", "CODE_VERSION"]

@@ -21,7 +21,12 @@ from .similarity import AngularDistanceProbe, BlockInfluenceProbe, LogitLensProb
 from .sparsity import ExpertProbe, attention_sparsity, weight_density
 from .usefulness import UsefulnessProbe
 
-__all__ = ["PROBES", "run_probes", "probe_run", "probe_hf", "hf_windows", "parse_probes"]
+__all__ = ["PROBES", "CODE_VERSION", "run_probes", "probe_run", "probe_hf", "hf_windows", "parse_probes"]
+
+# Bump when a change alters what run_probes returns (a new reading, another definition): cached probe results
+# of runs then count as stale. tests/probes/test_probe_code_version.py holds the digest of each version's
+# outputs on a tiny fixed model and fails when the outputs change while this number does not.
+CODE_VERSION = 1
 
 PROBES = ("variance", "jacobian", "usefulness", "causal", "permutation", "angular_distance", "block_influence",
           "logit_lens", "sparsity")
@@ -147,10 +152,11 @@ def _device(device: str) -> str:
 
 def probe_run(run_dir, *, n_windows: int = 16, seq_len: int | None = None, probes=PROBES, out: str = "probes.json",
               paper_compat: bool = False, seed: int = 0, device: str = "auto", progress: bool = False,
-              **options) -> dict:
+              root: str | Path | None = None, **options) -> dict:
     """Probe the latest checkpoint of a training run on ``n_windows`` held-out validation windows
     (``sparsedepth.data.val_windows`` with ``seed``) of ``seq_len`` tokens (default: the run's own), write
-    ``run_dir/out`` atomically and return the result. ``options`` go to ``run_probes``."""
+    ``run_dir/out`` atomically and return the result. ``options`` go to ``run_probes``; ``root``: where the
+    run's relative data paths start (default: the current folder)."""
     from ..atomic import atomic_write_json
     from ..data import val_windows
     from ..train import load_run
@@ -160,7 +166,7 @@ def probe_run(run_dir, *, n_windows: int = 16, seq_len: int | None = None, probe
         raise ProbeError(f"{run_dir} is not a run directory (no config.json); train one with `sparsedepth train` "
                          f"or pass --hf PATH for a Hugging Face model folder")
     probes = parse_probes(probes)
-    model, cfg, data = load_run(run_dir, device=device)
+    model, cfg, data = load_run(run_dir, device=device, root=root)
     model.float()  # probes compute in float32 whatever the training precision was
     T = seq_len or cfg.seq_len
     if T > cfg.model.max_seq_len:

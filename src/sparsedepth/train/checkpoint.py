@@ -2,7 +2,8 @@
 
 A checkpoint is a folder ``checkpoints/step-00000123/`` holding ``model.pt`` (the model's state dict, all
 that ``load_run`` reads), ``train.pt`` (optimiser, scheduler, RNG states, spike-monitor window, wall time)
-and ``meta.json`` (which records each torch file's SHA-256, checked on load: ``integrity``). It is written under
+and ``meta.json`` (which records each torch file's SHA-256, checked on load: ``integrity``); a sharded run
+(``parallel: fsdp``) has ``dcp/`` in place of ``model.pt`` and the optimiser (``dcp.py``). It is written under
 a temporary name and renamed into place, so a folder with that name is always complete. The data position
 needs no saving: ``get_batch(seed, step)`` is a pure function of the step.
 """
@@ -97,11 +98,13 @@ def set_rng_state(state: dict) -> None:
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
-def save_checkpoint(run_dir: Path, name: str, files: dict[str, dict], meta: dict, keep: int | None = None) -> Path:
+def save_checkpoint(run_dir: Path, name: str, files: dict[str, dict], meta: dict, keep: int | None = None,
+                    staged: Path | None = None) -> Path:
     """Write ``checkpoints/<name>`` (one torch file per entry of ``files``, plus meta.json) atomically; with
-    ``keep`` delete all but the newest ``keep`` step folders."""
+    ``keep`` delete all but the newest ``keep`` step folders. ``staged``: a temporary folder under
+    ``checkpoints/`` that already holds more of the checkpoint (the sharded state of ``dcp.save_sharded``)."""
     root = Path(run_dir) / "checkpoints"
-    tmp = make_temp_dir(root, prefix=f".{name}.tmp-")
+    tmp = staged or make_temp_dir(root, prefix=f".{name}.tmp-")
     try:
         hashes = {fname: save_hashed(obj, tmp / fname) for fname, obj in files.items()}
         atomic_write_json(tmp / "meta.json", {**meta, "sha256": hashes})

@@ -3,15 +3,18 @@
     sparsedepth train --profile smoke --experiment depth --variant L4
     sparsedepth train --config my.yaml --set optim.lr=3e-4 --set steps=200 --run-dir runs/mine
     torchrun --nproc_per_node 8 -m sparsedepth.cli train --profile gpu --experiment moe --variant E8
+    torchrun --nproc_per_node 8 -m sparsedepth.cli train --config scripts/paper_scale/moe-7b-1b.yaml  # FSDP
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
+from .. import catalog
 from ..config import ConfigError, TrainConfig, apply_overrides, config_hash, from_dict
 from ..errors import UserError, one_line
 
@@ -30,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after step K with a checkpoint (the schedule still plans for all steps)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to run (overrides config device)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--wandb", action="store_true",
+                        help="log to Weights & Biases (offline into RUN_DIR/wandb; `wandb sync` uploads), as "
+                             "SPARSEDEPTH_WANDB=1 does; the config and its hash stay the same")
 
 
 def load_config_file(path: Path) -> TrainConfig:
@@ -68,9 +74,7 @@ def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if args.config:
         cfg = load_config_file(args.config)
     elif all(named):
-        from ..experiments import resolve  # lazy: the experiment table imports more than the trainer needs
-
-        cfg = resolve(args.profile, args.experiment, args.variant)
+        cfg = catalog.get().resolve(args.profile, args.experiment, args.variant)
     else:
         raise ConfigError("name what to train: --profile P --experiment E --variant V, or --config FILE")
     if args.overrides:
@@ -86,7 +90,10 @@ def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 
 def run(args: argparse.Namespace) -> int:
     from . import train  # torch is imported only when a command actually trains
+    from .telemetry import WANDB_ENV
 
+    if args.wandb:
+        os.environ[WANDB_ENV] = "1"
     try:
         cfg, run_dir = resolve_args(args)
         print(f"run dir: {run_dir}", flush=True)

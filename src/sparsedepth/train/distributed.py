@@ -72,13 +72,21 @@ class Dist:
             tdist.destroy_process_group()
 
 
-def init_distributed(device: str = "auto") -> Dist:
-    """Describe this process: rank, world size and device; joins the process group when WORLD_SIZE > 1."""
+def init_distributed(device: str = "auto", group_of_one: bool = False) -> Dist:
+    """Describe this process: rank, world size and device; joins the process group when WORLD_SIZE > 1.
+
+    ``group_of_one``: alone, still create a process group of one (in memory, no rendezvous): FSDP2 and
+    torch.distributed.checkpoint then run the same code on one process as on many."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if tdist.is_available() and tdist.is_initialized():
         world = tdist.get_world_size()
-    if world <= 1:
+    if world <= 1 and not (group_of_one and not tdist.is_initialized()):
         return Dist(device=resolve_device(device))
+    if world <= 1:
+        dev = resolve_device(device)
+        tdist.init_process_group("cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo", store=tdist.HashStore(),
+                                 rank=0, world_size=1)
+        return Dist(0, 1, 0, dev, owns_group=True)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)
     if dev.type == "cuda":

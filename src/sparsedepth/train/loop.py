@@ -1,4 +1,4 @@
-"""The training loop: AdamW + warmup-cosine, accumulation, bf16 autocast, DDP, telemetry, safe resume.
+"""The training loop: AdamW + warmup-cosine, accumulation, bf16 autocast, DDP or FSDP, telemetry, safe resume.
 
 Step numbering follows OLMo's global step: step ``s`` (1-based) trains on ``get_batch(seed, s)`` with the
 weights left by step ``s - 1`` and uses ``lr * lr_factor(s)``. Between log steps nothing leaves the device:
@@ -31,11 +31,14 @@ from ..model import build_model
 from ..rundir_lock import RunDirLock
 from .checkpoint import (check_run_dir, clean_run_dir, latest_checkpoint, list_checkpoints, load_state, rng_state,
                          save_checkpoint, set_rng_state, write_config)
+from .dcp import is_sharded, load_model, load_sharded, save_sharded
 from .distributed import Dist, init_distributed, maybe_no_sync, resolve_device
+from .fsdp import checkpoint_blocks, full_tensor, shard_model
 from .integrity import CheckpointError, apply_state
 from .optim import build_optimizer, build_scheduler, format_groups, param_groups
 from .telemetry import (MetricsFile, SpikeMonitor, WandbLogger, add_stats, block_norms, pack, peak_flops, read_metrics,
                         unpack)
+from .telemetry import wandb_enabled, wandb_run_id
 
 
 # The only buffers are constant RoPE tables: skip DDP's per-forward buffer broadcast (renamed in torch 2.13).
@@ -114,7 +117,7 @@ class _Clock:
 class Trainer:
     """One run in one run directory; ``fit`` trains from wherever the latest checkpoint left off."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, dist: Dist, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, dist: Dist, progress: bool = True, root: Path | None = None):
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
         self.dev, self.main = dist.device, dist.is_main
         self.progress = progress and self.main
@@ -124,7 +127,7 @@ class Trainer:
                               f"of micro_batch_size {cfg.micro_batch_size}; pick batch_size a multiple of "
                               f"{dist.world_size * cfg.micro_batch_size}")
         self.n_micro = per_rank // cfg.micro_batch_size
-        self.data = dist.main_first(lambda: prepare_data(cfg.data, progress=self.progress))
+        self.data = dist.main_first(lambda: prepare_data(cfg.data, progress=self.progress, root=root))
         check_vocab(cfg, self.data.vocab_size)
         self.val = val_windows(self.data.val, cfg.seq_len, cfg.eval_batches * cfg.micro_batch_size, seed=cfg.seed)
         # config.json marks a run that has started: written only once its data is ready, so a run that failed
@@ -134,6 +137,12 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.dev)
+        bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.dev.type == "cuda")
+        self.fsdp = cfg.parallel == "fsdp"
+        if cfg.activation_checkpointing:
+            checkpoint_blocks(self.model)
+        if self.fsdp:  # before the optimiser: sharding replaces the parameters
+            shard_model(self.model, self.dev, bf16)
         groups, self.groups = param_groups(self.model, cfg.optim)
         self.params = [p for g in groups for p in g["params"]]
         self.opt = build_optimizer(groups, cfg.optim, self.dev)
@@ -143,7 +152,7 @@ class Trainer:
         self._resume()
 
         self.ddp = DDP(self.model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
-                       **_NO_BUFFER_SYNC) if dist.enabled else None
+                       **_NO_BUFFER_SYNC) if dist.enabled and not self.fsdp else None
         self.fwd = self.ddp or self.model
         self.eval_fwd = self.model
         if cfg.compile_mode:
@@ -154,8 +163,8 @@ class Trainer:
             self.fwd = torch.compile(self.fwd)
             self.eval_fwd = torch.compile(self.model) if dist.enabled else self.fwd
         elif cfg.compile_mode == "blocks":
-            self.model.compile_regions()  # in place: the DDP wrapper and evaluation use the compiled blocks
-        bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.dev.type == "cuda")
+            # in place: the DDP wrapper and evaluation use the compiled blocks; FSDP's hooks stay eager
+            self.model.compile_regions(hooks_eager=self.fsdp)
         self.amp = (lambda: torch.autocast(self.dev.type, dtype=torch.bfloat16)) if bf16 else nullcontext
         self.peak = peak_flops(self.dev)
         self.metrics: MetricsFile | None = None  # rank 0 only, opened by fit
@@ -185,11 +194,15 @@ class Trainer:
             raise damaged[0][1]  # none verifies: the newest one's error says which file and what to do
 
     def _restore(self, folder: Path) -> None:
-        model_state, st = load_state(folder, "model.pt"), load_state(folder, "train.pt")
-        apply_state(folder / "model.pt", self.model.load_state_dict, model_state)
+        st = load_state(folder, "train.pt")
+        if self.fsdp:  # the sharded state is read by DCP, whose files carry no recorded hash
+            load_sharded(folder, self.model, self.opt)
+        else:
+            apply_state(folder / "model.pt", self.model.load_state_dict, load_state(folder, "model.pt"))
 
         def train_state(st: dict) -> None:
-            self.opt.load_state_dict(st["optim"])
+            if not self.fsdp:
+                self.opt.load_state_dict(st["optim"])
             self.sched.load_state_dict(st["sched"])
             self.monitor.load_state_dict(st["monitor"])
             set_rng_state(st["rng"])
@@ -199,12 +212,15 @@ class Trainer:
 
     def _save(self, name: str, wall_s: float, keep: int | None, **meta) -> Path | None:
         path = None
+        train_state = {"sched": self.sched.state_dict(), "step": self.step, "rng": rng_state(),
+                       "monitor": self.monitor.state_dict(), "wall_s": wall_s, "val_loss": self.val_loss}
+        meta = {"step": self.step, "hash": config_hash(self.cfg), **meta}
+        if self.fsdp:  # every rank writes its shards
+            return save_sharded(self.run_dir, name, self.model, self.opt, train_state, meta, keep, self.dist)
         if self.main:
-            train_state = {"optim": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": self.step,
-                           "rng": rng_state(), "monitor": self.monitor.state_dict(), "wall_s": wall_s,
-                           "val_loss": self.val_loss}
+            train_state["optim"] = self.opt.state_dict()
             path = save_checkpoint(self.run_dir, name, {"model.pt": self.model.state_dict(), "train.pt": train_state},
-                                   {"step": self.step, "hash": config_hash(self.cfg), **meta}, keep)
+                                   meta, keep)
         self.dist.barrier()
         return path
 
@@ -229,8 +245,9 @@ class Trainer:
                 stats = add_stats(stats, out.stats)
         flat = None
         if telemetry:
-            flat, self.layout = pack(stats, 1.0 / n, *block_norms(self.model))  # norms before clipping
-        grad_norm = get_total_norm([p.grad for p in self.params if p.grad is not None])
+            sum_shards = self.dist.all_reduce_sum if self.fsdp else None
+            flat, self.layout = pack(stats, 1.0 / n, *block_norms(self.model, sum_shards))  # norms before clipping
+        grad_norm = full_tensor(get_total_norm([p.grad for p in self.params if p.grad is not None]))
         if cfg.optim.grad_clip > 0:
             clip_grads_with_norm_(self.params, cfg.optim.grad_clip, grad_norm)
         self.opt.step()
@@ -243,12 +260,16 @@ class Trainer:
         """Mean LM loss over the fixed held-out windows (each rank takes every world_size-th window)."""
         self.model.eval()
         total = torch.zeros(2, device=self.dev)
-        for chunk in self.val[self.dist.rank::self.dist.world_size].split(self.cfg.micro_batch_size):
+        mb, world = self.cfg.micro_batch_size, self.dist.world_size
+        chunks = [(c, len(c)) for c in self.val[self.dist.rank::world].split(mb)]
+        if self.fsdp:  # each forward gathers parameters collectively: every rank runs as many (spares weigh 0)
+            chunks += [(self.val[:1], 0)] * (math.ceil(math.ceil(len(self.val) / world) / mb) - len(chunks))
+        for chunk, count in chunks:
             chunk = self._to_dev(chunk)
             with self.amp():
                 out = self.eval_fwd(chunk[:, :-1], chunk[:, 1:])
-            total[0] += out.lm_loss.float() * len(chunk)
-            total[1] += len(chunk)
+            total[0] += out.lm_loss.float() * count
+            total[1] += count
         self.model.train()
         total = self.dist.all_reduce_sum(total).tolist()
         return total[0] / total[1]
@@ -266,14 +287,14 @@ class Trainer:
         return ci > 0 and step % ci == 0
 
     # ---- the loop --------------------------------------------------------------------------------------
-    def fit(self, stop_at_step: int | None = None) -> dict:
+    def fit(self, stop_at_step: int | None = None, checkpoints: bool = True) -> dict:
         cfg = self.cfg
         last = cfg.steps if stop_at_step is None else min(stop_at_step, cfg.steps)
         if self.step >= last:
             return self._read_summary() or self._rebuild_summary()
         self.metrics = MetricsFile(self.run_dir / "metrics.jsonl", keep_up_to_step=self.step) if self.main else None
-        self.wandb = (WandbLogger(self.run_dir, cfg.wandb_project, to_dict(cfg), f"sd-{config_hash(cfg)}")
-                      if self.main and cfg.wandb else None)
+        self.wandb = (WandbLogger(self.run_dir, cfg.wandb_project, to_dict(cfg), wandb_run_id(config_hash(cfg)))
+                      if self.main and wandb_enabled(cfg.wandb) else None)
         if self.progress:
             print(format_groups(self.groups), flush=True)
         self._write_provenance(self.prior_wall, finished=False)
@@ -302,7 +323,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:,.0f}",
                                     mfu="n/a" if row["mfu"] is None else f"{row['mfu']:.1%}", refresh=False)
                     bar.update(step - bar.n)
-                    if step == last or stopping or self._is_ckpt(step):
+                    if checkpoints and (step == last or stopping or self._is_ckpt(step)):
                         if self.metrics:
                             self.metrics.sync()  # rows up to the checkpoint are durable before it exists
                         self._save(f"step-{step:08d}", self.prior_wall + clock.elapsed(), keep=cfg.keep_checkpoints)
@@ -422,14 +443,17 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = None, progress: bool = True,
-          device: str | None = None) -> dict:
+          device: str | None = None, checkpoints: bool = True, root: str | Path | None = None) -> dict:
     """Train ``cfg`` into ``run_dir`` and return the summary (also written to run_dir/summary.json).
 
     Resumes from the latest checkpoint in ``run_dir``; refuses a run_dir that holds another config; returns
     the stored summary at once when the run is complete. ``stop_at_step=K`` ends after step K with a
     checkpoint, the schedule still planned for ``cfg.steps``. ``device`` overrides ``cfg.device`` for this
-    call only (where to run is not part of the experiment). Under torchrun (WORLD_SIZE > 1) it trains data
-    parallel, and rank 0 writes the files.
+    call only (where to run is not part of the experiment). ``checkpoints=False`` writes none (timing runs:
+    a paper-scale model's state is tens of GB, written at every stop). Relative data paths of ``cfg`` are taken
+    relative to ``root`` (default: the current folder). Under torchrun (WORLD_SIZE > 1) it trains data
+    parallel (DDP, or sharded with ``parallel: fsdp``), and rank 0 writes the files (every rank writes its
+    shards of a sharded checkpoint).
     """
     run_dir = Path(run_dir)
     check_vocab(cfg)
@@ -443,9 +467,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
         if summary and summary.get("done") and (not ckpts or ckpts[-1][0] >= summary.get("steps", 0)):
             return summary
         clean_run_dir(run_dir)
-        dist = init_distributed(device or cfg.device)
+        dist = init_distributed(device or cfg.device, group_of_one=cfg.parallel == "fsdp")
         try:
-            return Trainer(cfg, run_dir, dist, progress).fit(stop_at_step)
+            return Trainer(cfg, run_dir, dist, progress, root).fit(stop_at_step, checkpoints)
         finally:
             dist.close()
 
@@ -459,9 +483,10 @@ def _read_summary(path: Path) -> dict | None:
     return summary if isinstance(summary, dict) else None
 
 
-def load_run(run_dir: str | Path, device: str = "auto"):
+def load_run(run_dir: str | Path, device: str = "auto", root: str | Path | None = None):
     """``(model, cfg, data)`` of a run directory: the model from its latest checkpoint, in eval mode, on
-    ``device``; the TrainConfig; the TokenData it was trained on. The model runs torch's code whatever
+    ``device``; the TrainConfig; the TokenData it was trained on (relative data paths taken relative to
+    ``root``, default the current folder). The model runs torch's code whatever
     kernels it trained with, so no reading (evaluation, probes) depends on how training computed."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
@@ -477,6 +502,9 @@ def load_run(run_dir: str | Path, device: str = "auto"):
                                 f"were removed with delete_checkpoints)")
     model = build_model(cfg.model, resolve_device(device))
     model.set_kernels("torch")
-    apply_state(ckpt / "model.pt", model.load_state_dict, load_state(ckpt, "model.pt"))
+    if is_sharded(ckpt):
+        load_model(ckpt, model)
+    else:
+        apply_state(ckpt / "model.pt", model.load_state_dict, load_state(ckpt, "model.pt"))
     model.eval()
-    return model, cfg, prepare_data(cfg.data, progress=False)
+    return model, cfg, prepare_data(cfg.data, progress=False, root=root)

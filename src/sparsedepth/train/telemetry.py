@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from ..atomic import atomic_write_text
+from ..config import ConfigError
 from ..model import STAT_KEYS
+from .fsdp import local_tensor
 
 # Row key of each model statistic; the residual stream variance is "layer_var" as in the official logs.
 ROW_KEYS = {"out_var": "layer_var", "attn_var": "attn_var", "ffn_var": "ffn_var",
@@ -41,23 +44,28 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
-def block_norms(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def block_norms(model: nn.Module, sum_across_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-block L2 norms of the gradients and of the parameters, each [L] float32 on the device.
 
     ``||g_l|| = sqrt(sum_{p in block l} ||grad p||^2)``: one ``_foreach_norm`` over all block tensors, then
-    a stack per block. Call it after backward and before clipping; missing gradients count as zero.
+    a sum of squares per block. Call it after backward and before clipping; missing gradients count as zero.
+    Sharded parameters (FSDP): each rank squares its own shards and ``sum_across_ranks`` adds them up.
     """
     params = [list(b.parameters()) for b in model.blocks]
     flat = [p for ps in params for p in ps]
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in flat]
+    grads = [local_tensor(p.grad) if p.grad is not None else torch.zeros_like(local_tensor(p)) for p in flat]
     gn = torch._foreach_norm([g.float() for g in grads]) if grads else []
-    pn = torch._foreach_norm([p.detach().float() for p in flat]) if flat else []
-    out_g, out_p, i = [], [], 0
+    pn = torch._foreach_norm([local_tensor(p.detach()).float() for p in flat]) if flat else []
+    sq, i = [], 0
     for ps in params:
-        out_g.append(torch.stack(gn[i:i + len(ps)]).norm())
-        out_p.append(torch.stack(pn[i:i + len(ps)]).norm())
+        sq.append(torch.stack([torch.stack(gn[i:i + len(ps)]).square().sum(),
+                               torch.stack(pn[i:i + len(ps)]).square().sum()]))
         i += len(ps)
-    return torch.stack(out_g), torch.stack(out_p)
+    sq = torch.stack(sq, 1)  # [2, L]
+    if sum_across_ranks is not None:
+        sq = sum_across_ranks(sq)
+    return sq[0].sqrt(), sq[1].sqrt()
 
 
 def add_stats(acc: dict | None, stats: dict) -> dict:
@@ -184,38 +192,130 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     return [row for row in map(_parse, path.read_text().splitlines()) if row]
 
 
-class WandbLogger:
-    """Mirrors metrics rows to Weights & Biases. Offline unless WANDB_MODE says otherwise; never logs in.
+WANDB_ENV = "SPARSEDEPTH_WANDB"  # 1: log every run to W&B, without touching its config (or config hash)
+PER_LAYER = "per_layer"  # W&B section of the per-layer series: per_layer/<stat>/layer_<l>
+CHARTS = "per_layer_charts"  # one chart per statistic, a line per layer, drawn when the run finishes
+CHART_POINTS = 300  # steps per line in those charts (every k-th telemetry row)
 
-    Lists become one key per layer (``layer_var/layer_3``) as in the official logs; expert load is
-    reduced to its per-layer max and min so a 64-expert model does not create thousands of keys.
+
+def wandb_enabled(cfg_wandb: bool = False) -> bool:
+    """Whether to log to W&B: the config's ``wandb`` field or ``SPARSEDEPTH_WANDB=1`` in the environment."""
+    value = os.environ.get(WANDB_ENV, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"{WANDB_ENV}={os.environ[WANDB_ENV]!r}: use 1 to log runs to W&B, 0 (or unset) not to")
+    return bool(cfg_wandb) or value in ("1", "true", "yes", "on")
+
+
+def wandb_run_id(config_hash: str) -> str:
+    """The W&B run id of a run: its config hash, so a resumed run (and its later probes) log into one run."""
+    return f"sd-{config_hash}"
+
+
+def _open_run(run_dir: Path, project: str, run_id: str, config: dict | None = None):
+    """Start or resume the W&B run ``run_id``, writing under ``run_dir/wandb``. Offline unless WANDB_MODE says
+    otherwise (``wandb sync run_dir/wandb/offline-run-*`` uploads it later); never logs in."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb  # lazy: only runs that ask for it need it
+
+    return wandb.init(project=project, dir=str(run_dir), config=config, id=run_id, name=Path(run_dir).name,
+                      resume="allow")
+
+
+def layer_key(stat: str, layer: int, n_layers: int) -> str:
+    """``per_layer/<stat>/layer_<l>``, l 1-based (block l's output, as in the figures) and zero-padded so
+    W&B lists the lines in layer order."""
+    return f"{PER_LAYER}/{stat}/layer_{layer + 1:0{len(str(n_layers))}d}"
+
+
+class WandbLogger:
+    """Mirrors metrics rows to Weights & Biases, with the config; see ``_open_run`` for where and how.
+
+    Scalars keep their row names (loss, lr, grad_norm, val_loss, ...). Each per-layer list (residual variance
+    ``layer_var``, sublayer variances ``attn_var``/``ffn_var`` and norms, ``layer_grad_norm``,
+    ``layer_param_norm``) becomes one series per layer, ``per_layer/<stat>/layer_<l>``; expert load is
+    reduced to its per-layer max and min so a 64-expert model does not create thousands of keys. At the end
+    ``finish`` draws, from metrics.jsonl (so a resumed run's earlier steps count too), one chart per
+    statistic with a line per layer under ``per_layer_charts/<stat>``.
     """
 
     def __init__(self, run_dir: Path, project: str, config: dict, run_id: str):
-        os.environ.setdefault("WANDB_MODE", "offline")
-        os.environ.setdefault("WANDB_SILENT", "true")
-        import wandb  # lazy: only runs that ask for it need it
+        self.run_dir = Path(run_dir)
+        self.run = _open_run(self.run_dir, project, run_id, config)
 
-        self._wandb = wandb
-        self.run = wandb.init(project=project, dir=str(run_dir), config=config, id=run_id,
-                              name=Path(run_dir).name, resume="allow")
-
-    def log(self, row: dict) -> None:
+    @staticmethod
+    def flatten(row: dict) -> dict[str, float]:
+        """A metrics row as W&B keys (see the class docstring); strings and non-numeric lists are left out."""
         flat = {}
         for k, v in row.items():
             if k == "step" or v is None or isinstance(v, str):
                 continue
             if k == "expert_load":
                 for i, load in enumerate(v):
-                    flat[f"expert_load_max/layer_{i}"] = max(load)
-                    flat[f"expert_load_min/layer_{i}"] = min(load)
+                    flat[layer_key("expert_load_max", i, len(v))] = max(load)
+                    flat[layer_key("expert_load_min", i, len(v))] = min(load)
             elif isinstance(v, list):
-                if v and not isinstance(v[0], (int, float)):
-                    continue
-                flat.update({f"{k}/layer_{i}": x for i, x in enumerate(v)})
+                if v and isinstance(v[0], (int, float)):
+                    flat.update({layer_key(k, i, len(v)): x for i, x in enumerate(v)})
             else:
                 flat[k] = float(v)
-        self.run.log(flat, step=row["step"])
+        return flat
+
+    def log(self, row: dict) -> None:
+        self.run.log(self.flatten(row), step=row["step"])
+
+    def _charts(self) -> None:
+        import wandb
+
+        rows = [r for r in read_metrics(self.run_dir) if "layer_var" in r]
+        rows = rows[::max(1, math.ceil(len(rows) / CHART_POINTS))]
+        stats = [k for k, v in (rows[-1].items() if rows else ()) if isinstance(v, list) and v
+                 and isinstance(v[0], (int, float))]
+        charts = {}
+        for stat in stats:
+            series = [r[stat] for r in rows if isinstance(r.get(stat), list)]
+            steps = [r["step"] for r in rows if isinstance(r.get(stat), list)]
+            n = len(series[-1])
+            ys = [[(s[i] if i < len(s) and s[i] is not None else float("nan")) for s in series] for i in range(n)]
+            charts[f"{CHARTS}/{stat}"] = wandb.plot.line_series(
+                xs=steps, ys=ys, keys=[layer_key(stat, i, n).rsplit("/", 1)[1] for i in range(n)], title=stat,
+                xname="step")
+        if charts:
+            self.run.log(charts)
 
     def finish(self) -> None:
-        self.run.finish()
+        try:
+            self._charts()
+        except Exception as e:  # a chart is a view of logged data: never let it fail a finished run
+            print(f"warning: W&B per-layer charts not drawn ({type(e).__name__}: {e}); the series are logged",
+                  file=sys.stderr)
+        finally:
+            self.run.finish()
+
+
+def _scalars(prefix: str, d: Any, out: dict) -> dict:
+    """Every finite number in a nested dict, as ``prefix/key/subkey`` (lists are left out)."""
+    if isinstance(d, dict):
+        for k, v in d.items():
+            _scalars(f"{prefix}/{k}", v, out)
+    elif isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d):
+        out[prefix] = d
+    return out
+
+
+def wandb_log_scores(run_dir: str | os.PathLike, project: str, run_id: str) -> dict[str, float]:
+    """Put a finished run's probe scores (probes.json) and evaluation (eval.json) into its W&B run's summary,
+    as ``probes/<probe>/<score>`` and ``eval/...``; returns what was logged (empty when neither file exists)."""
+    run_dir = Path(run_dir)
+    scores: dict[str, float] = {}
+    for name, prefix in (("probes.json", "probes"), ("eval.json", "eval")):
+        path = run_dir / name
+        if path.is_file():
+            _scalars(prefix, json.loads(path.read_text()), scores)
+    if scores:
+        run = _open_run(run_dir, project, run_id)
+        try:
+            run.summary.update(scores)
+        finally:
+            run.finish()
+    return scores

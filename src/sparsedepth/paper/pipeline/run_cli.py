@@ -1,0 +1,220 @@
+"""`sparsedepth run`: train, probe and evaluate experiment variants into ``paper_results/`` without notebooks.
+
+The same cache as the notebooks (``results.run_experiment``): a variant whose results are up to date is
+skipped, a config shared by several experiments trains once, a failed variant leaves ``error.txt`` and the
+others go on. Useful on a GPU machine without Jupyter; the notebooks then plot what it wrote
+(``make figures PROFILE=gpu``).
+
+    sparsedepth run --profile gpu depth                       # every variant of the depth sweep
+    sparsedepth run --profile gpu depth/L24 gqa/G4 moe        # single variants and whole sweeps, in order
+    sparsedepth run --profile gpu all --budget-s 560          # start only what should finish in 560 s
+    sparsedepth run --profile gpu all --list                  # status and estimated time of each variant
+    sparsedepth run --profile gpu all --gpus 2 --budget-s 560 # two variants at a time, one per GPU
+    sparsedepth run --profile gpu all --gpus 2 --list         # ... and the plan: which GPU trains what, when
+
+``--budget-s`` is for machines lent by the hour: a run killed half-way loses its work once the machine is
+gone, so a variant is started only when its estimated time fits in what is left of the budget. The
+estimate (:func:`estimate_seconds`) comes from the profile's finished results: their training FLOP rate and
+their time outside the training loop (data, compilation, probes, evaluation).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from ..spec import experiments as ex
+from . import results
+from ...config import TrainConfig, config_hash
+
+MARGIN = 1.15  # estimates are medians of a few runs; keep a safety margin
+# MoE FLOP rate relative to dense while no MoE run has finished. The bench measured 0.80x at L=16, T=4096;
+# a smaller MoE with its own compile ran past a 0.8x estimate and was lost, and a run cut off on a lent
+# machine costs all its time while an overestimate only leaves a slot unused: guess low.
+MOE_RATE_GUESS = 0.6
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("items", nargs="+", metavar="EXPERIMENT[/VARIANT]",
+                        help=f"experiments ({', '.join(ex.EXPERIMENTS)} or all) or single variants such as depth/L24")
+    parser.add_argument("--profile", choices=ex.PROFILES, default="cpu", help="scale of the runs (default: cpu)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: the profile's choice)")
+    parser.add_argument("--force", action="store_true", help="retrain even where results are up to date")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start a variant only if its estimated time fits in what is left of this many seconds")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="train this many variants at a time, one per GPU, in child processes (default: 1); "
+                             "with --device cpu, that many CPU processes")
+    parser.add_argument("--list", action="store_true", help="print each variant's status and estimate, then stop")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parse_items(profile: str | ex.Plan, items: list[str]) -> list[tuple[str, str]]:
+    """(experiment, variant) pairs in the order given, without repeats; errors name the valid choices."""
+    plan = ex.plan(profile)
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        exp, _, variant = item.partition("/")
+        exps = list(ex.EXPERIMENTS) if exp == "all" and not variant else [exp]
+        if exp not in ex.EXPERIMENTS and exps != list(ex.EXPERIMENTS):
+            raise SystemExit(f"sparsedepth run: unknown experiment {exp!r} in {item!r}; choose from "
+                             f"{', '.join(ex.EXPERIMENTS)} or all")
+        for e in exps:
+            names = list(plan.variants(e))
+            if variant and variant not in names:
+                raise SystemExit(f"sparsedepth run: unknown variant {variant!r} of {e} at profile {plan.profile}; "
+                                 f"valid: {', '.join(names)}")
+            for v in [variant] if variant else names:
+                if (e, v) not in pairs:
+                    pairs.append((e, v))
+    return pairs
+
+
+def _finished(profile: str) -> list[dict]:
+    """Timings of the profile's finished results that were trained (not copied) here."""
+    out = []
+    base = results.output_root() / "paper_results" / profile
+    for folder in sorted(base.glob("*/*")) if base.is_dir() else []:
+        res = results.load_variant(folder)
+        pipe = (res or {}).get("provenance", {}).get("pipeline", {})
+        summ = (res or {}).get("summary") or {}
+        if not res or "copied_from" in pipe or not summ.get("wall_s") or "train_s" not in pipe:
+            continue
+        cfg = TrainConfig(**res["config"])
+        out.append({"moe": cfg.model.is_moe, "layers": cfg.model.n_layers,
+                    "flop_rate": summ["tokens"] * cfg.model.flops_per_token(cfg.seq_len) / summ["wall_s"],
+                    "setup_s": pipe["train_s"] - summ["wall_s"] + pipe.get("eval_s", 0.0),
+                    "probes_per_layer2": pipe.get("probes_s", 0.0) / cfg.model.n_layers ** 2})
+    return out
+
+
+def estimate_seconds(cfg: TrainConfig, finished: list[dict]) -> float | None:
+    """Rough wall time of one variant from finished runs of the same profile (None when there are none):
+    training FLOPs at the median FLOP rate of finished runs of the same kind (MoE or dense; MoE runs without
+    MoE history at MOE_RATE_GUESS times the dense rate), plus their median setup and evaluation time, plus
+    probes scaled by L^2 (the permutation probe replays every pair of layers), times a safety margin."""
+    if not finished:
+        return None
+    same = [f for f in finished if f["moe"] == cfg.model.is_moe]
+    guess = MOE_RATE_GUESS if cfg.model.is_moe and not same else 1.0
+    rate = statistics.median(f["flop_rate"] for f in same or finished) * guess
+    flops = cfg.steps * cfg.tokens_per_step * cfg.model.flops_per_token(cfg.seq_len)
+    probes = statistics.median(f["probes_per_layer2"] for f in finished) * cfg.model.n_layers ** 2
+    return MARGIN * (flops / rate + statistics.median(f["setup_s"] for f in finished) + probes)
+
+
+def _done_hashes(plan: ex.Plan) -> set[str]:
+    """Config hashes with up-to-date results anywhere in the profile: such a variant is copied, not trained."""
+    return {config_hash(plan.resolve(e, v)) for e in ex.EXPERIMENTS
+            for v, st in results.status(plan, e).items() if st == "done"}
+
+
+def _statuses(plan: ex.Plan, pairs: list[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """{experiment: {variant: status}} for the experiments among ``pairs``."""
+    return {e: results.status(plan, e) for e in dict.fromkeys(e for e, _ in pairs)}
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = ex.plan(args.profile)
+    pairs = parse_items(plan, args.items)
+    finished = _finished(args.profile)
+    if args.list:
+        status = _statuses(plan, pairs)
+        done = _done_hashes(plan)
+        total = 0.0
+        for e, v in pairs:
+            cfg = plan.resolve(e, v)
+            st = status[e][v]
+            if st != "done" and config_hash(cfg) in done:
+                st = "same config done elsewhere (copied, not trained)"
+            est = estimate_seconds(cfg, finished) if st in ("missing", "stale", results.FAILED) else None
+            total += est or 0.0
+            print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s)"))
+        if total:
+            print(f"to train: about {total / 60:.0f} min")
+        if args.gpus != 1 and total:
+            _print_plan(args, plan, _to_train(args, plan, pairs), finished)
+        return 0
+    if args.force:  # one "forced since" for the whole command: a config shared by variants is forced once,
+        os.environ.setdefault(results.FORCE_ENV, repr(time.time()))  # the others then find it fresh (copies)
+    if args.gpus != 1:
+        return train_in_parallel(args, pairs)
+    t0, failed, skipped = time.monotonic(), [], []
+    for e, v in pairs:
+        if args.budget_s is not None and config_hash(plan.resolve(e, v)) not in _done_hashes(plan):
+            est = estimate_seconds(plan.resolve(e, v), finished)
+            left = args.budget_s - (time.monotonic() - t0)
+            if est is not None and est > left:
+                print(f"[{args.profile}/{e}/{v}] not started: about {est:.0f} s needed, {left:.0f} s of the budget left",
+                      flush=True)
+                skipped.append(f"{e}/{v}")
+                continue
+        statuses = results.run_experiment(plan, e, args.force, variants=[v], progress=not args.quiet,
+                                          device=args.device, raise_on_error=False)
+        failed += [f"{e}/{name}" for name, st in statuses.items() if st == results.FAILED]
+        finished = _finished(args.profile)  # the new run refines the estimates
+    return _report(failed, skipped)
+
+
+def _report(failed: list[str], skipped: list[str]) -> int:
+    if skipped:
+        print(f"not started (budget): {', '.join(skipped)}", flush=True)
+    if failed:
+        print(f"failed: {', '.join(failed)} (error.txt in their results folders)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _to_train(args: argparse.Namespace, plan: ex.Plan, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The variants that need training, one per distinct config (the others are cached or will be copies)."""
+    todo, hashes = [], set(_done_hashes(plan)) if not args.force else set()
+    for e, v in pairs:
+        h = config_hash(plan.resolve(e, v))
+        if h not in hashes:
+            hashes.add(h)
+            todo.append((e, v))
+    return todo
+
+
+def _print_plan(args: argparse.Namespace, plan: ex.Plan, todo: list[tuple[str, str]], finished: list[dict]) -> None:
+    from . import run_parallel
+
+    rows, skipped = run_parallel.simulate(todo, args.gpus, args.budget_s,
+                                          lambda p: estimate_seconds(plan.resolve(*p), finished))
+    print(f"plan for {args.gpus} jobs at a time (one per GPU)" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
+    for slot, (e, v), start, end in sorted(rows, key=lambda r: (r[0], r[2])):
+        print(f"  job {slot}: {start:5.0f}-{end:5.0f} s  {e}/{v}")
+    if rows:
+        print(f"  about {max(r[3] for r in rows) / 60:.0f} min of wall time")
+    if skipped:
+        print(f"  not started (budget): {', '.join(skipped)}")
+
+
+def train_in_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
+    """Variants that need training, one per distinct config, spread over ``args.gpus`` child processes; then
+    a pass here that installs every variant whose config another one trained (copies, no training).
+    ``args`` as this command parses them (profile, device, force, budget_s, gpus)."""
+    from . import run_parallel
+
+    run_parallel.check_gpus(args.gpus, args.device)
+    plan = ex.plan(args.profile)
+    if args.force:  # run() set one "forced since" for the children and the copies below
+        pending = pairs
+    else:  # variants already up to date need nothing, not even a report
+        status = _statuses(plan, pairs)
+        pending = [(e, v) for e, v in pairs if status[e][v] != "done"]
+    todo = _to_train(args, plan, pending)
+    if todo:
+        print(f"training {len(todo)} variant(s), {args.gpus} at a time", flush=True)
+    failed, skipped = run_parallel.schedule(
+        todo, args.gpus, args.budget_s,
+        lambda p: estimate_seconds(plan.resolve(*p), _finished(args.profile)),
+        run_parallel.subprocess_launcher(args))
+    for e, v in pending:  # copies of the configs trained above, or of ones already done elsewhere
+        if (e, v) not in todo:
+            results.run_experiment(plan, e, force=args.force, variants=[v], train=False, progress=False,
+                                   raise_on_error=False)
+    return _report(failed, skipped)

@@ -1,0 +1,1 @@
+"""Figures, tables and the functions the notebooks call to show them."""

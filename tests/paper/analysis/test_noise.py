@@ -1,0 +1,92 @@
+"""The noise model: effects over seeds, their standard errors (paired, unpaired, single runs) and the verdict."""
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from sparsedepth.paper.analysis import noise
+
+
+def test_paired_difference_is_the_mean_and_error_of_per_seed_differences():
+    a = {0: 10.0, 1: 20.0, 2: 30.0}  # large seed effects, shared by both settings
+    b = {0: 9.5, 1: 19.6, 2: 29.4}
+    est = noise.difference(a, b)
+    d = [0.5, 0.4, 0.6]
+    assert est.value == pytest.approx(0.5)
+    assert est.se == pytest.approx(statistics.stdev(d) / math.sqrt(3))
+    assert "paired" in est.how
+    assert noise.verdict(est, +1) == noise.HOLDS and noise.verdict(est, -1) == noise.CONTRADICTED
+
+
+def test_unpaired_difference_adds_both_means_errors():
+    a = {0: 10.0, 1: 20.0, 2: 30.0}
+    b = {3: 9.5, 4: 19.6}  # no common seed: the seed effects stay in the error
+    est = noise.difference(a, b)
+    assert est.value == pytest.approx(20.0 - 14.55)
+    assert est.se == pytest.approx(math.sqrt(statistics.variance(a.values()) / 3 + statistics.variance(b.values()) / 2))
+    assert "unpaired" in est.how and noise.verdict(est, +1) == noise.INCONCLUSIVE
+
+
+def test_single_runs_take_the_reference_spread():
+    a, b = {0: 1.0}, {0: 0.8}
+    assert noise.difference(a, b, sd=0.1, sd_diff=0.05).se == pytest.approx(0.05)  # paired reference
+    assert noise.difference(a, b, sd=0.1).se == pytest.approx(math.sqrt(2) * 0.1)  # no paired one: two runs' error
+    unknown = noise.difference(a, b)
+    assert unknown.se is None and noise.verdict(unknown, +1) == noise.INCONCLUSIVE
+    assert "reference" in noise.difference(a, b, sd=0.1).how
+    # three seeds against one: the single run's variance comes from the reference, the others' from themselves
+    est = noise.difference({0: 1.0, 1: 1.2, 2: 1.4}, {0: 0.5}, sd=0.3)
+    assert est.value == pytest.approx(0.7)
+    assert est.se == pytest.approx(math.sqrt(0.04 / 3 + 0.09)) and "unpaired, 3 vs 1" in est.how
+
+
+def test_verdict_needs_two_standard_errors_either_way():
+    assert noise.verdict(noise.Estimate(0.21, 0.1, ""), +1) == noise.HOLDS
+    assert noise.verdict(noise.Estimate(0.19, 0.1, ""), +1) == noise.INCONCLUSIVE
+    assert noise.verdict(noise.Estimate(-0.21, 0.1, ""), +1) == noise.CONTRADICTED
+    assert noise.verdict(noise.Estimate(-0.21, 0.1, ""), -1) == noise.HOLDS
+    # a tolerance on the paper's side: 0.05 worse counts as within 0.3
+    assert noise.verdict(noise.Estimate(0.05, 0.1, ""), -1, margin=0.3) == noise.HOLDS
+    assert noise.verdict(noise.Estimate(0.0, 0.0, ""), +1) == noise.INCONCLUSIVE  # a tie decides nothing
+    assert noise.verdict(None, +1) == noise.MISSING
+
+
+def test_trend_pairs_seeds_when_every_setting_has_them():
+    # each seed's sweep rises by 1 per setting from its own offset
+    series = [{0: 0.0 + i, 1: 5.0 + i * 1.2, 2: -3.0 + i * 0.8} for i in range(4)]
+    est = noise.trend(series)
+    assert est.value == pytest.approx(1.0) and "paired" in est.how
+    assert est.se == pytest.approx(statistics.stdev([1.0, 1.2, 0.8]) / math.sqrt(3))
+    assert noise.slope([1, 3, 5]) == pytest.approx(2.0)
+    assert sum(noise.slope_weights(5)) == pytest.approx(0.0)
+
+
+def test_trend_of_single_runs_propagates_the_reference_spread():
+    series = [{0: 0.0}, {0: 1.0}, {0: 2.0}, {0: 3.0}]
+    est = noise.trend(series, sd=0.5)
+    assert est.value == pytest.approx(1.0)
+    assert est.se == pytest.approx(0.5 / math.sqrt(5))  # sd / sqrt(sum (i - 1.5)^2) = 0.5 / sqrt(5)
+    assert noise.trend(series).se is None
+    with pytest.raises(ValueError, match="two settings"):
+        noise.trend([{0: 1.0}])
+
+
+def test_level_and_errors_of_accuracy():
+    assert noise.level({0: 1.0, 1: 3.0}).se == pytest.approx(1.0)
+    assert noise.level({0: 1.0}, sd=0.2).se == pytest.approx(0.2)
+    assert noise.binomial_se([(0.3, 100), (0.3, 100)]) == pytest.approx(math.sqrt(2 * 0.0021) / 2)
+    assert noise.item_error([0.3, 0.4]) == pytest.approx(math.sqrt((0.09 + 0.16) / 2))
+    assert noise.item_error([]) is None
+    with pytest.raises(ValueError, match="accuracy"):
+        noise.binomial_se([(1.5, 10)])
+    est = noise.Estimate(1.0, 0.3, "x").plus_error(0.4, "binomial")
+    assert est.se == pytest.approx(0.5) and est.how == "x + binomial"
+    assert noise.Estimate(1.0, None, "x").plus_error(0.4, "b").se == pytest.approx(0.4)
+
+
+def test_pooled_sd():
+    sd, dof = noise.pooled_sd([[1.0, 3.0], [10.0, 12.0, 14.0], [7.0]])
+    assert dof == 3 and sd == pytest.approx(math.sqrt((2 + 8) / 3))
+    assert noise.pooled_sd([[1.0]]) == (None, 0)

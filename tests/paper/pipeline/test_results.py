@@ -1,0 +1,369 @@
+"""Run cache: real tiny smoke runs (train + probe + eval) trained once, reused, forced, invalidated, failing."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparsedepth.paper.spec import experiments as ex
+from sparsedepth.paper.pipeline import results as R
+from sparsedepth.config import config_hash
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add contention
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def overrides(tmp_path_factory) -> dict:
+    """Smoke configs cut further: 2 steps, a 60-document corpus and a token cache shared by every test."""
+    cache = tmp_path_factory.mktemp("cache")
+    return {"steps": 2, "optim.warmup_steps": 1, "telemetry_interval": 1, "log_interval": 1, "data.max_docs": 60,
+            "data.vocab_size": 300, "model.vocab_size": 300, "data.cache_dir": str(cache), "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _tiny_settings(monkeypatch):
+    small = dataclasses.replace(ex.SCALES["smoke"], probe={"n_windows": 2, "seq_len": 32},
+                                eval={"limit": 2, "tasks": ["arc_easy", "piqa"], "ppl_windows": 2})
+    monkeypatch.setitem(ex.SCALES, "smoke", small)
+    monkeypatch.delenv(R.FORCE_ENV, raising=False)
+
+
+@pytest.fixture
+def counted(monkeypatch) -> dict:
+    """Counts the trainings that really ran (the trainer returns at once for a finished run)."""
+    calls = {"train": 0, "probes": 0, "eval": 0, "fail_layers": set()}
+    real_train, real_probe, real_eval = R._train_run, R._probe_run, R._eval_run
+
+    def train(cfg, run_dir, progress, device, root):
+        if cfg.model.n_layers in calls["fail_layers"]:
+            raise RuntimeError(f"injected failure for L={cfg.model.n_layers}")
+        done = (run_dir / "summary.json").exists() and json.loads((run_dir / "summary.json").read_text())["done"]
+        calls["train"] += not done
+        return real_train(cfg, run_dir, False, device, root)
+
+    def probe(run_dir, kw, root):
+        calls["probes"] += 1
+        return real_probe(run_dir, kw, root)
+
+    def evaluate(run_dir, kw, root):
+        calls["eval"] += 1
+        return real_eval(run_dir, kw, root)
+
+    monkeypatch.setattr(R, "_train_run", train)
+    monkeypatch.setattr(R, "_probe_run", probe)
+    monkeypatch.setattr(R, "_eval_run", evaluate)
+    return calls
+
+
+def _mtimes(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_train_once_then_cached_copied_forced_and_stale(tmp_path, overrides, counted, capsys):
+    kw = dict(root=tmp_path, overrides=overrides, progress=False)
+    dest, st = R.run_variant_status("smoke", "depth", "L3", **kw)
+    assert st == "trained" and counted["train"] == 1 and counted["probes"] == 1 and counted["eval"] == 1
+    assert sorted(p.name for p in dest.iterdir()) == sorted(R.RESULT_FILES)
+    rec = json.loads((dest / "config.json").read_text())
+    assert rec["results_version"] == R.RESULTS_VERSION and rec["meta"]["paper_key"] == 16
+    assert (tmp_path / "runs" / "smoke" / rec["hash"] / "checkpoints").is_dir()
+    before = _mtimes(dest)
+
+    # a second call neither trains nor rewrites anything
+    assert R.run_variant_status("smoke", "depth", "L3", **kw)[1] == "cached"
+    assert counted["train"] == 1 and counted["probes"] == 1 and _mtimes(dest) == before
+
+    # the same config under another experiment is copied, not retrained
+    dest2, st = R.run_variant_status("smoke", "weight_decay", "wd0.1", **kw)
+    assert st == "copied" and counted["train"] == 1
+    rec2 = json.loads((dest2 / "config.json").read_text())
+    assert rec2["hash"] == rec["hash"] and rec2["experiment"] == "weight_decay" and rec2["meta"]["value"] == 0.1
+    assert json.loads((dest2 / "provenance.json").read_text())["pipeline"]["copied_from"] == "depth/L3"
+
+    # force retrains once per force: a shared run is not retrained again by the next experiment
+    os.environ[R.FORCE_ENV] = repr(time.time())
+    try:
+        assert R.run_variant_status("smoke", "depth", "L3", force=True, **kw)[1] == "forced"
+        assert counted["train"] == 2
+        assert R.run_variant_status("smoke", "gqa", "G1", force=True, **kw)[1] == "copied"
+        assert counted["train"] == 2
+    finally:
+        del os.environ[R.FORCE_ENV]
+    assert _mtimes(dest) != before
+
+    # a changed config is stale: kept with --no-train, retrained otherwise (and said so)
+    changed = {**overrides, "seed": 1}
+    assert R.run_variant_status("smoke", "depth", "L3", root=tmp_path, overrides=changed, train=False)[1] == "stale"
+    capsys.readouterr()
+    dest3, st = R.run_variant_status("smoke", "depth", "L3", root=tmp_path, overrides=changed, progress=False)
+    assert st == "retrained" and counted["train"] == 3
+    assert "config changed" in capsys.readouterr().out
+    assert json.loads((dest3 / "config.json").read_text())["hash"] != rec["hash"]
+
+
+def test_results_version_bump_reprobes_without_retraining(tmp_path, overrides, counted, monkeypatch):
+    kw = dict(root=tmp_path, overrides=overrides, progress=False)
+    dest, _ = R.run_variant_status("smoke", "depth", "L2", **kw)
+    run_dir = tmp_path / "runs" / "smoke" / json.loads((dest / "config.json").read_text())["hash"]
+    metrics_mtime = (run_dir / "metrics.jsonl").stat().st_mtime_ns
+    monkeypatch.setattr(R, "RESULTS_VERSION", R.RESULTS_VERSION + 1)
+    assert R.run_variant_status("smoke", "depth", "L2", **kw)[1] == "retrained"
+    assert counted["train"] == 1 and counted["probes"] == 2 and counted["eval"] == 2
+    assert (run_dir / "metrics.jsonl").stat().st_mtime_ns == metrics_mtime  # training was not redone
+    assert json.loads((dest / "config.json").read_text())["results_version"] == R.RESULTS_VERSION
+    # changed probe settings also mean re-probing (and say so), still without retraining
+    more = dataclasses.replace(ex.SCALES["smoke"], probe={"n_windows": 3, "seq_len": 32})
+    monkeypatch.setitem(ex.SCALES, "smoke", more)
+    assert R.run_variant_status("smoke", "depth", "L2", **kw)[1] == "retrained"
+    assert counted["train"] == 1 and counted["probes"] == 3
+    assert R.load_variant(dest)["probes"]["meta"]["n_windows"] == 3
+    assert R.run_variant_status("smoke", "depth", "L2", **kw)[1] == "cached"
+
+
+def test_failing_variant_does_not_stop_the_sweep(tmp_path, overrides, counted):
+    counted["fail_layers"] = {3}
+    kw = dict(root=tmp_path, overrides=overrides, progress=False, variants=["L2", "L3", "L4"])
+    with pytest.raises(R.ExperimentError, match="1 variant\\(s\\) failed: L3") as err:
+        R.run_experiment("smoke", "depth", **kw)
+    assert err.value.statuses == {"L2": "trained", "L3": "failed", "L4": "trained"}
+    error = (tmp_path / "paper_results" / "smoke" / "depth" / "L3" / "error.txt").read_text()
+    assert "injected failure for L=3" in error and "Traceback" in error
+    # without overrides the hashes differ, so status() reports by folder content
+    assert R.status("smoke", "depth", root=tmp_path)["L3"] == "failed"
+    # the next sweep retries only the failed variant, and a success clears error.txt
+    counted["fail_layers"] = set()
+    statuses = R.run_experiment("smoke", "depth", **kw)
+    assert statuses == {"L2": "cached", "L3": "trained", "L4": "cached"}
+    assert not (tmp_path / "paper_results" / "smoke" / "depth" / "L3" / "error.txt").exists()
+
+
+def test_load_results_has_the_contract_keys(tmp_path, overrides, counted):
+    R.run_experiment("smoke", "moe", variants=["moe-small"], root=tmp_path, overrides=overrides, progress=False)
+    res = R.load_results("smoke", "moe", root=tmp_path)
+    assert list(res) == ["moe-small"]
+    r = res["moe-small"]
+    assert {"config", "metrics", "probes", "eval", "summary", "provenance", "meta", "hash", "stale"} <= set(r)
+    assert r["config"]["model"]["n_experts"] == 8 and r["meta"]["pair"] == "dense-small"
+    assert r["stale"]  # stored hash (with test overrides) differs from the profile's own config
+    assert len(r["metrics"]) == 2 and len(r["metrics"][-1]["layer_var"]) == 3 and "expert_load" in r["metrics"][-1]
+    assert "usefulness" in r["probes"] and r["eval"]["tasks"].keys() == {"arc_easy", "piqa"}
+    assert r["summary"]["done"] and r["provenance"]["pipeline"]["train_s"] > 0
+    assert R.load_results("smoke", "moe", root=tmp_path, include_stale=False) == {}
+    assert R.run_variant_status("smoke", "moe", "dense-small", root=tmp_path, train=False)[1] == "missing"
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, overrides, counted):
+    from sparsedepth.config import apply_overrides
+    from sparsedepth.train import train
+
+    cfg = apply_overrides(ex.resolve("smoke", "depth", "L2"), {**overrides, "steps": 4, "ckpt_interval": 1})
+    run_dir = tmp_path / "runs" / "smoke" / config_hash(cfg)
+    train(cfg, run_dir, stop_at_step=2, progress=False)  # interrupted after step 2
+    dest, st = R.run_variant_status("smoke", "depth", "L2", root=tmp_path, progress=False,
+                                    overrides={**overrides, "steps": 4, "ckpt_interval": 1})
+    assert st == "trained"
+    steps = [r["step"] for r in R.load_variant(dest)["metrics"]]
+    assert steps == [1, 2, 3, 4]  # resumed at step 3, not restarted
+
+
+def test_gpu_profile_refuses_to_train_on_cpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(R.RunError, match="needs a CUDA GPU"):
+        R.run_variant("gpu", "depth", "L12", root=tmp_path)
+    assert "--no-train" in (tmp_path / "paper_results" / "gpu" / "depth" / "L12" / "error.txt").read_text()
+
+
+def test_large_metrics_are_downsampled():
+    lines = [json.dumps({"step": i, "loss": 1.0, "layer_var": [0.5] * 64}) for i in range(1, 5001)]
+    lines[1234] = json.dumps({"step": 1235, "val_loss": 2.0})
+    kept, k = R.downsample_metrics(lines, limit=200_000)
+    assert k > 1 and sum(len(x) + 1 for x in kept) <= 200_000
+    assert kept[0] == lines[0] and kept[-1] == lines[-1] and lines[1234] in kept
+    assert R.downsample_metrics(lines[:10])[1] == 1
+
+
+def test_committed_metrics_and_probes_are_compact():
+    row = {"step": 10, "loss": 9.917455673217773, "lr": 0.00013333333333333334, "nonfinite": True,
+           "layer_var": [0.021327432245016098, 18.234664916992188], "note": "x", "val_loss": float("nan")}
+    line = json.dumps(row)
+    out = R.compact_json(line)
+    back = json.loads(out)
+    assert back["loss"] == 9.91746 and back["lr"] == 0.000133333 and back["layer_var"] == [0.0213274, 18.2347]
+    assert back["step"] == 10 and back["nonfinite"] is True and back["note"] == "x" and back["val_loss"] != back["val_loss"]
+    assert len(out) < 0.7 * len(line) and " " not in out
+    assert R.compact_json("not json {") == "not json {"
+    nested = json.dumps({"permutation": {"matrix": [[0.47818607771237254, 1.0]]}}, indent=2)
+    assert R.compact_json(nested) == '{"permutation":{"matrix":[[0.478186,1.0]]}}'
+
+
+def test_output_root_rule(tmp_path, monkeypatch):
+    monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
+    assert R.output_root() == tmp_path.resolve()
+    assert R.results_dir("cpu", "gqa", "G2") == tmp_path.resolve() / "paper_results" / "cpu" / "gqa" / "G2"
+    assert R.output_root(tmp_path / "x") == (tmp_path / "x").resolve()
+
+
+# ------------------------------------------------------------------------------- the reproduce driver
+
+NAMES = ["00_theory", "01_depth", "02_weight_decay", "03_sequence_length", "04_gqa", "05_moe", "06_recipe",
+         "07_summary", "08_probe_a_model"]
+
+
+def _notebook(path, code: list[str], params: str | None = 'profile = "smoke"\nforce = False\ntrain = True'):
+    """A percent-format notebook source, as in notebooks/."""
+    import jupytext
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    if params is not None:
+        cell = nbformat.v4.new_code_cell(params)
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in code]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    jupytext.write(nb, str(path), fmt="py:percent")
+
+
+def test_reproduce_selects_notebooks_by_name(tmp_path):
+    from sparsedepth.paper.pipeline import reproduce as rp
+
+    paths = [tmp_path / f"{n}.py" for n in NAMES]
+    pick = lambda *only: [p.stem for p in rp.select(paths, list(only))]  # noqa: E731
+    assert pick() == NAMES
+    assert pick("depth") == ["01_depth"] and pick("seqlen") == ["03_sequence_length"]
+    assert pick("summary", "theory") == ["00_theory", "07_summary"]  # notebook order, not argument order
+    assert pick("05") == ["05_moe"] and pick("weight_decay") == ["02_weight_decay"] and pick("probe") == [NAMES[-1]]
+    for target in ("theory", "depth", "weight_decay", "seqlen", "gqa", "moe", "recipe", "summary"):  # make targets
+        assert len(pick(target)) == 1
+    with pytest.raises(ValueError, match="choose from: theory, depth"):
+        pick("depht")
+    _notebook(paths[-1], [], params='profile = "smoke"\nrun = "x"')
+    converted = rp.to_ipynb(paths[-1], tmp_path / "out" / f"{paths[-1].stem}.ipynb")
+    assert rp.parameters_for(converted, {"profile": "gpu", "force": True, "device": "auto"}) == {}
+
+
+def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, monkeypatch):
+    import nbformat
+
+    from sparsedepth.cli import main
+
+    monkeypatch.delenv(R.ROOT_ENV, raising=False)  # restored afterwards: reproduce exports both variables
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_depth.py",
+              ["import os\nprint('ran', profile, force, train, os.environ['SPARSEDEPTH_FORCE_SINCE'])"])
+    _notebook(nbs / "02_broken.py", ["raise ValueError('boom')", "print('never')"])
+    _notebook(nbs / "03_after.py", ["print('after', profile)"], params=None)
+    out = tmp_path / "out"
+    rc = main(["reproduce", "--profile", "cpu", "--notebooks", str(nbs), "--out", str(out), "--force", "--no-train",
+               "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert "02_broken  failed" in text and "01_depth   ok" in text and "03_after   ok" in text
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.{e}" for n in ("01_depth", "02_broken", "03_after")
+                                                         for e in ("ipynb", "html"))
+    first = (out / "01_depth.ipynb").read_text()
+    assert "ran cpu True False" in first  # parameters injected
+    broken = nbformat.read(str(out / "02_broken.ipynb"), as_version=4).cells
+    assert broken[-2].outputs[0]["ename"] == "ValueError" and not broken[-1].outputs  # kept as far as it ran
+    assert "boom" in (out / "02_broken.html").read_text()
+    assert "after cpu" in (out / "03_after.ipynb").read_text()  # the next notebook still ran
+    assert main(["reproduce", "--notebooks", str(nbs), "--only", "after", "--list"]) == 0
+    assert capsys.readouterr().out.strip() == "03_after.py  (--only after)"
+    assert main(["reproduce", "--notebooks", str(nbs), "--only", "nope"]) == 2
+
+
+def test_reproduce_trains_the_chosen_notebooks_variants_in_parallel_first(tmp_path, capsys, monkeypatch):
+    from sparsedepth.paper.pipeline import reproduce as rp
+    from sparsedepth.paper.pipeline import run_cli
+    from sparsedepth.paper.pipeline import run_parallel as rpar
+    from sparsedepth.cli import main
+
+    monkeypatch.delenv(R.ROOT_ENV, raising=False)
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for name in ("00_theory", "01_depth", "03_sequence_length"):
+        _notebook(nbs / f"{name}.py", ["print('plotted')"])
+    assert rp.experiments_of(sorted(nbs.glob("*.py"))) == ["depth", "seqlen"]
+    seen = []
+    monkeypatch.setattr(run_cli, "train_in_parallel", lambda args, pairs: seen.append((args, pairs)) or 0)
+    monkeypatch.setattr(rpar, "_cuda_count", lambda: 0)
+    monkeypatch.setattr(rpar.os, "cpu_count", lambda: 3)
+    argv = ["reproduce", "--profile", "smoke", "--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 0 and not seen  # auto: smoke runs are too short to gain from processes
+    assert main(argv + ["--jobs", "3"]) == 0
+    ((args, pairs),) = seen
+    assert args.gpus == 3 and args.profile == "smoke" and args.device is None and not args.force
+    assert pairs == run_cli.parse_items("smoke", ["depth", "seqlen"])
+    assert main(argv + ["--jobs", "1"]) == 0 and main(argv + ["--jobs", "3", "--no-train"]) == 0 and len(seen) == 1
+    assert rp.jobs_for(rp_args("cpu")) == 3  # cpu runs use one thread: one job per core
+    assert main(argv + ["--jobs", "0"]) == 2 and "--jobs must be a positive integer or auto" in capsys.readouterr().err
+
+
+def rp_args(profile: str, jobs: str = "auto"):
+    import argparse
+
+    return argparse.Namespace(profile=profile, jobs=jobs, device="auto")
+
+
+def test_auto_jobs_one_per_gpu_or_per_core_for_single_thread_runs(monkeypatch):
+    from sparsedepth.paper.pipeline import run_parallel as rpar
+
+    monkeypatch.setattr(rpar.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(rpar, "_cuda_count", lambda: 0)
+    assert rpar.auto_jobs(1, None) == rpar.MAX_CPU_JOBS and rpar.auto_jobs(None, None) == 1
+    monkeypatch.setattr(rpar, "_cuda_count", lambda: 2)
+    assert rpar.auto_jobs(None, None) == 2 and rpar.auto_jobs(1, "cuda") == 2
+    assert rpar.auto_jobs(1, "cpu") == rpar.MAX_CPU_JOBS  # CPU runs on a GPU machine: cores, not GPUs
+
+
+def test_run_force_trains_a_shared_config_once(tmp_path, capsys, monkeypatch):
+    """``sparsedepth run --force`` one variant after another: the config depth/L3 shares with weight_decay/wd0.1
+    is forced once, and the second variant is installed as its copy, not retrained."""
+    from sparsedepth.cli import main
+
+    monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
+    monkeypatch.delenv(R.FORCE_ENV, raising=False)  # restored afterwards: --force exports it for the command
+    assert main(["run", "--profile", "smoke", "depth/L3", "weight_decay/wd0.1", "--force", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "[smoke/depth/L3] forced" in out and "[smoke/weight_decay/wd0.1] copied from depth/L3" in out
+
+
+def test_results_key_holds_the_probe_and_evaluation_code_versions(monkeypatch):
+    import sparsedepth.eval
+    import sparsedepth.probes
+
+    for mod in (sparsedepth.probes, sparsedepth.eval):
+        monkeypatch.setattr(mod, "CODE_VERSION", 1)
+    key = R.results_key("smoke")
+    assert key["code"] == {"probes": 1, "eval": 1}
+    # records written before the versions were part of the key hold their version-1 outputs
+    legacy = {"hash": "h", "results_key": {k: v for k, v in key.items() if k != "code"}}
+    assert R._fresh(legacy, "h", None, key)
+    monkeypatch.setattr(sparsedepth.probes, "CODE_VERSION", 2)  # the probes' outputs changed
+    newer = R.results_key("smoke")
+    assert newer["code"] == {"probes": 2, "eval": 1}
+    assert not R._fresh(legacy, "h", None, newer) and not R._fresh({"hash": "h", "results_key": key}, "h", None, newer)
+
+
+def test_runs_leave_the_working_directory_alone(tmp_path, monkeypatch, overrides):
+    """Training, probing and evaluating take their relative data paths from the output root, not a chdir."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "out"
+    relative_cache = {k: v for k, v in overrides.items() if k != "data.cache_dir"}  # the default, .cache/...
+    _, status = R.run_variant_status("smoke", "depth", "L2", root=root, overrides=relative_cache, progress=False)
+    assert status == "trained" and Path.cwd() == tmp_path
+    assert not (tmp_path / ".cache").exists() and (root / ".cache" / "sparsedepth" / "tokens").is_dir()
