@@ -24,7 +24,7 @@ RUN := $(PY) -m sparsedepth.cli
 REPRO := $(RUN) reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force,)
 NOTEBOOK_TARGETS := theory depth weight_decay seqlen gqa moe recipe summary
 
-.PHONY: setup test reproduce figures bench lab clean $(NOTEBOOK_TARGETS)
+.PHONY: setup test test-faults reproduce figures bench lab clean $(NOTEBOOK_TARGETS)
 
 setup: $(VENV_STAMP)
 
@@ -38,6 +38,11 @@ $(VENV_STAMP): requirements.txt pyproject.toml
 
 test: setup
 	$(PY) -m pytest -n 2 -q
+
+# The fault suite with its randomised part (kill -9 at seeded random times, `sparsedepth run`), a few
+# minutes on 2 cores; writes the table of faults and what the user sees to docs/faults.md.
+test-faults: setup
+	SPARSEDEPTH_FAULTS=full SPARSEDEPTH_FAULTS_DOC=docs/faults.md $(PY) -m pytest -q tests/test_faults.py
 
 reproduce: setup
 	$(REPRO)

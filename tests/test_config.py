@@ -74,8 +74,10 @@ def test_override_values_are_parsed_and_validated():
     assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)  # YAML 1.1 alone would give "3e-4"
     assert cfg.optim.weight_decay == 0.3 and cfg.compile is True and cfg.model.attn_backend == "math"
     assert cfg.data.max_docs is None
-    with pytest.raises(ConfigError, match="^n_kv_heads:"):  # overrides go through the same validation
+    with pytest.raises(ConfigError, match="^model.n_kv_heads:"):  # the same validation, named as the user wrote it
         apply_overrides(TrainConfig(), {"model.n_kv_heads": 3})
+    with pytest.raises(ConfigError, match="^optim.lr:"):
+        from_dict({"optim": {"lr": -1}})
     base = TrainConfig()
     apply_overrides(base, {"model.n_layers": 4})
     assert base.model.n_layers == 16  # the input config is left alone

@@ -7,6 +7,9 @@ testable without it. Each subcommand lives beside the code it
 drives, in a module that provides ``add_arguments(parser)`` and ``run(args) -> int``; this file only
 registers them. Modules are imported lazily so that ``--help`` is fast
 and a subcommand's heavy imports (datasets, papermill, ...) happen only when it runs.
+
+A ``UserError`` (bad input, a damaged file, a busy run directory) that a subcommand does not report itself
+ends as one line on stderr and exit status 2, never a traceback.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import catalog
+from .errors import UserError, one_line
 
 # The experiment table that `train --profile/--experiment/--variant` and `bench` resolve names through.
 CATALOG = "sparsedepth.paper.spec.experiments"
@@ -60,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd_parser = argparse.ArgumentParser(prog=f"sparsedepth {argv[0]}", description=commands[argv[0]][1])
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except UserError as e:
+        print(f"sparsedepth {argv[0]}: error: {one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

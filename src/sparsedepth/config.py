@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserError
+
 ATTN_BACKENDS = ("auto", "sdpa", "cudnn", "xformers", "math")
 KERNELS = ("torch", "triton")  # sparsedepth.model.kernels
 COMPILE_MODES = (False, True, "blocks", "model")
@@ -21,7 +23,7 @@ PARALLEL_MODES = ("ddp", "fsdp")  # sparsedepth.train.distributed (DDP) and spar
 MOE_AUX_SCALINGS = ("mean", "sum", "compound")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value breaks a rule; the message names the field and the fix."""
 
 
@@ -212,12 +214,12 @@ class TrainConfig:
     activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = ModelConfig(**self.model)
-        if isinstance(self.optim, dict):
-            self.optim = OptimConfig(**self.optim)
-        if isinstance(self.data, dict):
-            self.data = DataConfig(**self.data)
+        for name, cls in _NESTED.items():
+            if isinstance(getattr(self, name), dict):
+                try:
+                    setattr(self, name, cls(**getattr(self, name)))
+                except ConfigError as e:  # the section's own check names "lr": the user wrote "optim.lr"
+                    raise ConfigError(f"{name}.{e}") from None
         if self.micro_batch_size is None:
             self.micro_batch_size = self.batch_size
         _require(self.seq_len > 0, "seq_len", "must be positive")

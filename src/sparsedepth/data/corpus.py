@@ -1,18 +1,24 @@
 """Reading a pretraining corpus into a list of documents, and splitting it into train / validation.
 
 Sources: "embedded" (the Wikipedia sample shipped in this package), a local file or folder (.txt /
-.txt.xz with ``<|endoftext|>`` separator lines, .jsonl / .json / .parquet / .arrow with a "text" field,
-or a ``datasets.save_to_disk`` folder), or ``hf:NAME[:config]`` for a hub dataset when online.
+.txt.xz with ``<|endoftext|>`` separator lines; .jsonl / .json (also gzipped) / .csv / .parquet / .arrow
+with a "text" field; or a ``datasets.save_to_disk`` folder of a Dataset or DatasetDict), or
+``hf:NAME[:config]`` for a hub dataset when online. Every format goes through one document filter
+(``keep_documents``): a document is a string that is not blank, whatever file it came from.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import lzma
 import os
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from ..errors import UserError, one_line
 
 # The hub is unreachable on our machines: default to offline so `datasets` never waits on the network.
 # A user with internet sets HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 before running.
@@ -23,10 +29,12 @@ EMBEDDED = Path(__file__).resolve().parent / "corpus" / "wiki-sample.txt.xz"
 SEPARATOR = "<|endoftext|>"
 DEFAULT_DATASETS_CACHE = os.path.join(".cache", "sparsedepth", "datasets")
 _TEXT_SUFFIXES = (".txt", ".txt.xz")
-_DATASETS_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
+_DATASETS_SUFFIXES = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json", ".csv": "csv",
+                      ".parquet": "parquet", ".arrow": "arrow"}
+_SUPPORTED = ".txt, .txt.xz, .jsonl, .json, .jsonl.gz, .json.gz, .csv, .parquet, .arrow"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad data input; the message names the file (or setting) and how to fix it."""
 
 
@@ -34,28 +42,43 @@ def _suffix_kind(path: Path) -> str | None:
     name = path.name.lower()
     if name.endswith(_TEXT_SUFFIXES):
         return "text"
-    return _DATASETS_SUFFIXES.get(path.suffix.lower())
+    return next((kind for suffix, kind in _DATASETS_SUFFIXES.items() if name.endswith(suffix)), None)
 
 
 def _is_saved_dataset(path: Path) -> bool:
-    return path.is_dir() and (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    """A ``save_to_disk`` folder: of a Dataset (state.json + dataset_info.json) or a DatasetDict."""
+    return path.is_dir() and ((path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+                              or (path / "dataset_dict.json").is_file())
+
+
+def keep_documents(values, where: str) -> Iterator[str]:
+    """The documents among ``values`` (one per row or separator-delimited block of ``where``): non-blank
+    strings. A value that is not a string is an error naming its row, never silently text."""
+    for row, v in enumerate(values):
+        if not isinstance(v, str):
+            if v is None:
+                continue  # a missing value (an empty CSV cell, JSON null) is an empty document
+            raise DataError(f"corpus {where!r}: row {row} has a 'text' value of type {type(v).__name__} "
+                            f"({str(v)[:40]!r}), not a string; make every 'text' value a string")
+        if v.strip():
+            yield v
 
 
 def resolve_files(source: str) -> list[Path]:
     """The corpus files behind a local ``source`` (a file, or every supported file under a folder, sorted)."""
     path = EMBEDDED if source == "embedded" else Path(source).expanduser()
     if not path.exists():
-        raise DataError(f"corpus {str(path)!r} does not exist; pass an existing .txt/.txt.xz/.jsonl/.json/"
-                        f".parquet/.arrow file or folder, 'embedded', or hf:NAME")
+        raise DataError(f"corpus {str(path)!r} does not exist; pass an existing file or folder ({_SUPPORTED}), "
+                        f"'embedded', or hf:NAME")
     if path.is_file() or _is_saved_dataset(path):
         if path.is_file() and _suffix_kind(path) is None:
             raise DataError(f"corpus {str(path)!r}: unknown file type; supported are .txt, .txt.xz (documents "
-                            f"separated by a '{SEPARATOR}' line), .jsonl, .json, .parquet, .arrow ('text' field)")
+                            f"separated by a '{SEPARATOR}' line) and {_SUPPORTED.split(', ', 2)[2]} ('text' field)")
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix_kind(p) and not p.name.startswith("."))
     if not files:
-        raise DataError(f"corpus folder {str(path)!r} holds no .txt, .txt.xz, .jsonl, .json, .parquet or .arrow "
-                        f"files; add some or point corpus at a file")
+        raise DataError(f"corpus folder {str(path)!r} holds no {_SUPPORTED} files; add some or point corpus at "
+                        f"a file")
     return files
 
 
@@ -104,6 +127,10 @@ def _iter_text_docs(path: Path) -> Iterator[str]:
 
 def _decode_doc(lines: list[bytes], path: Path, offset: int, lineno: int) -> str:
     raw = b"".join(lines)
+    nul = raw.find(b"\0")
+    if nul >= 0:  # no text encoding has NUL bytes: re-encoding advice would be wrong for a binary file
+        raise DataError(f"corpus {str(path)!r} is a binary file, not text (a NUL byte at byte offset "
+                        f"{offset + nul}); point corpus at a UTF-8 text file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -116,25 +143,72 @@ def _decode_doc(lines: list[bytes], path: Path, offset: int, lineno: int) -> str
     return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
 
 
-def _load_with_datasets(path: Path, kind: str, cache_dir: str, max_docs: int | None) -> list[str]:
+class _LogCapture(logging.Handler):
+    """Holds what `datasets` logs while reading, in place of its own output: its json reader logs the row a
+    parse error happened in, then raises a different error without it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[_LogCapture]:
+    """No `datasets` progress bars or log lines while a corpus is read; its errors are captured."""
     import datasets
 
+    lib = logging.getLogger("datasets")
+    handlers, capture = lib.handlers[:], _LogCapture()
+    bars = datasets.is_progress_bar_enabled()
+    lib.handlers = [capture]
+    datasets.disable_progress_bars()
     try:
-        if _is_saved_dataset(path):
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-        else:
-            ds = datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=cache_dir)
-    except Exception as e:  # datasets raises many types (ArrowInvalid, DatasetGenerationError, ...)
-        raise DataError(f"corpus {str(path)!r} could not be read as {kind}: {type(e).__name__}: {e}; check the "
-                        f"file is valid UTF-8 {kind} with a 'text' field") from e
+        yield capture
+    finally:
+        lib.handlers = handlers
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _load_with_datasets(path: Path, kind: str, cache_dir: str, max_docs: int | None) -> list[str]:
+    with _quiet_datasets() as log:
+        try:
+            ds = _open_dataset(path, kind, cache_dir)
+        except Exception as e:  # datasets raises many types (ArrowInvalid, DatasetGenerationError, ...)
+            cause = _root_cause(e)  # "An error occurred while generating the dataset" hides the row
+            detail = log.messages[-1] if log.messages else f"{type(cause).__name__}: {one_line(cause)}"
+            raise DataError(f"corpus {str(path)!r} could not be read as {kind}: {one_line(detail)[:300]}; "
+                            f"check the file is valid UTF-8 {kind} with a 'text' field holding strings") from e
     if "text" not in ds.column_names:
         raise DataError(f"corpus {str(path)!r} has no 'text' field (columns: {ds.column_names}); rename the "
                         f"document column to 'text'")
-    if max_docs is not None:
-        ds = ds.select(range(min(max_docs, len(ds))))
-    return [t for t in ds["text"] if t]
+    docs = []
+    rows = (t for batch in ds.iter(batch_size=4096) for t in batch["text"])  # lazy: max_docs stops early
+    for d in keep_documents(rows, str(path)):
+        if max_docs is not None and len(docs) >= max_docs:
+            break
+        docs.append(d)
+    return docs
+
+
+def _open_dataset(path: Path, kind: str, cache_dir: str):
+    import datasets
+
+    if _is_saved_dataset(path):
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+        return ds
+    return datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=cache_dir)
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ or e.__context__
+    return e
 
 
 def _load_hub(name: str, cache_dir: str, max_docs: int | None) -> list[str]:
@@ -155,7 +229,7 @@ def _load_hub(name: str, cache_dir: str, max_docs: int | None) -> list[str]:
                         f"name, config and your network") from e
     if "text" not in ds.column_names:
         raise DataError(f"corpus 'hf:{name}' has no 'text' column (columns: {ds.column_names})")
-    return [t for t in ds["text"] if t]
+    return list(keep_documents(ds["text"], f"hf:{name}"))
 
 
 def load_documents(source: str, max_docs: int | None = None, cache_dir: str | None = None) -> list[str]:
@@ -177,11 +251,10 @@ def load_documents(source: str, max_docs: int | None = None, cache_dir: str | No
                 break
             kind = "arrow" if _is_saved_dataset(f) else _suffix_kind(f)
             if kind == "text":
-                for d in _iter_text_docs(f):
-                    if d.strip():
-                        docs.append(d)
-                        if max_docs is not None and len(docs) >= max_docs:
-                            break
+                for d in keep_documents(_iter_text_docs(f), str(f)):
+                    docs.append(d)
+                    if max_docs is not None and len(docs) >= max_docs:
+                        break
             else:
                 docs.extend(_load_with_datasets(f, kind, cache_dir, room))
     if not docs:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from itertools import chain
 from dataclasses import dataclass, field
@@ -22,12 +23,14 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from ..atomic import atomic_replace_dir, atomic_write_json, make_temp_dir
+from ..atomic import atomic_replace_dir, atomic_write_json, clean_stale_temps, make_temp_dir, read_json
 from ..config import DataConfig
+from ..errors import UserError, one_line
+from ..faults import crash_point
 from .corpus import DataError, fingerprint, load_documents, split_documents
 from .tokenizer import check_tokenizer, get_tokenizer, tokenizer_identity
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: blank documents dropped in every format (1 kept them in .jsonl/.parquet)
 _ENCODE_CHUNK = 512  # documents per encode_batch call: parallel enough, bounded memory for Encoding objects
 
 
@@ -83,15 +86,40 @@ def _tokenize(tok: Tokenizer, docs: list[str], eos: int, path: Path, desc: str, 
             arr.tofile(f)
             n += arr.size
             bar.update(len(encs))
+            crash_point("tokenize")
     return n
 
 
 def _load_cached(folder: Path) -> TokenData:
-    meta = json.loads((folder / "meta.json").read_text())
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    train = np.memmap(folder / "train.bin", dtype=np.uint16, mode="r")
-    val = np.memmap(folder / "val.bin", dtype=np.uint16, mode="r")
-    return TokenData(train, val, meta["vocab_size"], meta["eos_id"], tok, meta["key"], meta)
+    """The cached shards of ``folder``; DataError when a file is missing, damaged or of the wrong length."""
+    try:
+        meta = read_json(folder / "meta.json", "")
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        splits = {}
+        for split in ("train", "val"):
+            path = folder / f"{split}.bin"
+            if path.stat().st_size != 2 * meta["n_tokens"][split]:
+                raise DataError(f"{path.name} holds {path.stat().st_size} bytes, meta.json says "
+                                f"{meta['n_tokens'][split]} uint16 tokens")
+            splits[split] = np.memmap(path, dtype=np.uint16, mode="r")
+        return TokenData(splits["train"], splits["val"], meta["vocab_size"], meta["eos_id"], tok, meta["key"], meta)
+    except UserError:
+        raise
+    except Exception as e:  # a truncated tokenizer.json, a missing key, a missing file, ...
+        raise DataError(f"{type(e).__name__}: {one_line(e)[:200]}") from e
+
+
+def _load_or_discard(folder: Path) -> TokenData | None:
+    """The cache in ``folder``; a damaged one is moved aside and removed (it is rebuilt from the corpus)."""
+    try:
+        return _load_cached(folder)
+    except UserError as e:
+        print(f"warning: token cache {str(folder)!r} is damaged ({one_line(e)}); rebuilding it", file=sys.stderr,
+              flush=True)
+        aside = make_temp_dir(folder.parent, prefix=f".{folder.name}.tmp-")
+        os.replace(folder, aside / folder.name)  # one rename: other readers never see half a folder
+        shutil.rmtree(aside, ignore_errors=True)
+        return None
 
 
 def at_root(cfg: DataConfig, root: str | os.PathLike | None) -> DataConfig:
@@ -115,8 +143,9 @@ def prepare_data(cfg: DataConfig, progress: bool = True, root: str | os.PathLike
     key = cache_key(cfg)
     root = Path(cfg.cache_dir) / "tokens"
     folder = root / key
-    if (folder / "meta.json").is_file():
-        return _load_cached(folder)
+    clean_stale_temps(root)  # left by a tokenisation that was killed
+    if folder.is_dir() and (data := _load_or_discard(folder)) is not None:
+        return data
 
     t0 = time.perf_counter()
     docs = load_documents(cfg.corpus, cfg.max_docs, cache_dir=os.path.join(cfg.cache_dir, "datasets"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import lzma
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -104,7 +105,11 @@ def get_tokenizer(spec: str, vocab_size: int, train_docs: Sequence[str], cache_d
     key = hashlib.sha256(f"{docs_hash(train_docs)}|{vocab_size}".encode()).hexdigest()[:16]
     path = Path(cache_dir) / "tokenizers" / f"bpe-{vocab_size}-{key}.json"
     if path.is_file():
-        return Tokenizer.from_file(str(path))
+        try:
+            return Tokenizer.from_file(str(path))
+        except Exception as e:  # a damaged cache file: train again (same documents, same tokenizer)
+            print(f"warning: cached tokenizer {str(path)!r} is damaged ({type(e).__name__}); retraining it",
+                  file=sys.stderr, flush=True)
     tok = train_bpe(train_docs, vocab_size, progress)
     check_tokenizer(tok, "bpe")
     atomic_write_text(path, tok.to_str())

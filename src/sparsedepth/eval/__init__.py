@@ -70,6 +70,7 @@ def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, lim
         zs = zero_shot(model, data, names, limit=limit, batch_size=batch_size, progress=progress)
     result = {"perplexity": ppl, "tasks": zs["tasks"], "mean_acc": zs["mean_acc"],
               "mean_acc_norm": zs["mean_acc_norm"], "limit": limit, "scorer": "lm_eval" if harness else "sparsedepth",
+              "n_truncated": zs.get("n_truncated"),  # continuations longer than the context (built-in scorer)
               "seconds": round(time.perf_counter() - t0, 3),
               "stage_seconds": {"load": round(t_load - t0, 3), "perplexity": round(t_ppl - t_load, 3),
                                 "zero_shot": round(time.perf_counter() - t_ppl, 3)}}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import UserError, one_line
 from .tasks import TASKS
 
 
@@ -53,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
         res = evaluate_run(args.run_dir, tasks=args.tasks, limit=args.limit, ppl_windows=args.ppl_windows,
                            seq_len=args.seq_len, batch_size=args.batch_size, harness=args.harness,
                            device=args.device, out=args.out, progress=args.progress)
-    except (ValueError, FileNotFoundError) as e:  # EvalError, ConfigError and DataError are ValueErrors
-        print(f"sparsedepth eval: error: {e}", file=sys.stderr)
+    except (UserError, ValueError, FileNotFoundError) as e:  # EvalError, CheckpointError, DataError, ...
+        print(f"sparsedepth eval: error: {one_line(e)}", file=sys.stderr)
         return 2
     p = res["perplexity"]
     print(f"perplexity  {p['ppl']:.3f}  (loss {p['loss']:.4f}, seq_len {p['seq_len']}, {p['n_tokens']} tokens)")

@@ -25,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..errors import UserError
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "sciq", "winogrande", "openbookqa", "boolq",
          "copa", "social_iqa", "commonsense_qa")
 PACK_SCRIPT = "scripts/pack_eval_sets.py"
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     """Bad evaluation input; the message names what is wrong and how to fix it."""
 
 

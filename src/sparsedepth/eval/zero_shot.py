@@ -9,13 +9,16 @@ For a question with choices i = 1..n scored as continuations c_i of contexts x_i
 Tokenisation matches lm-eval's causal models: trailing spaces of the context move to the continuation,
 then ``whole = enc(context + continuation)``, ``ctx = enc(context)``, ``cont = whole[len(ctx):]`` (no
 special tokens). The scored sequence ``(ctx + cont)[-(T+1):]`` is cut from the left to the model's
-``max_seq_len`` T. Requests are sorted by length (longest first, ties by tokens, so the batches do not
+``max_seq_len`` T. A continuation longer than T then loses its first tokens, and its log-likelihood covers
+only the last T: such requests are counted (``n_truncated``, and ``n_truncated_by_task``) and reported on
+stderr, never dropped silently. Requests are sorted by length (longest first, ties by tokens, so the batches do not
 depend on the order they came in), right-padded and run one forward pass per batch: with causal attention
 the padding never influences the scored positions.
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -160,6 +163,11 @@ def score_tokens(model: torch.nn.Module, requests: Sequence[tuple[list[int], lis
     return results
 
 
+def truncated(requests: Sequence[tuple[list[int], list[int]]], max_len: int) -> list[bool]:
+    """Per request: whether ``score_tokens`` scores only part of its continuation (longer than ``max_len``)."""
+    return [len(cont) > max_len for _, cont in requests]
+
+
 def mc_metrics(docs: Sequence[MCDoc], lls: Sequence[float]) -> dict[str, float | int]:
     """acc and acc_norm of ``docs`` given the flat log-likelihoods of their choices (doc by doc, in order).
 
@@ -198,12 +206,19 @@ def zero_shot(model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | str
     encode, eos = get_encoder(tokenizer)
     token_reqs = encode_requests(requests, encode, eos)
     scores = score_tokens(model, token_reqs, batch_size=batch_size, max_len=max_len, progress=progress)
-    per_task, pos = {}, 0
+    cut = truncated(token_reqs, _max_len(model, max_len))
+    per_task, by_task, pos = {}, {}, 0
     for name in names:
         n = sum(len(d.continuations) for d in docs[name])
         per_task[name] = mc_metrics(docs[name], [ll for ll, _ in scores[pos:pos + n]])
+        by_task[name] = sum(cut[pos:pos + n])
         pos += n
     out = summarize(per_task)
     out["n_requests"] = len(requests)
+    out["n_truncated"], out["n_truncated_by_task"] = sum(cut), by_task
+    if out["n_truncated"]:
+        print(f"warning: {out['n_truncated']} of {len(requests)} zero-shot continuations are longer than the "
+              f"model's context of {_max_len(model, max_len)} tokens and were scored on their last tokens only "
+              f"(n_truncated_by_task in the result)", file=sys.stderr)
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out

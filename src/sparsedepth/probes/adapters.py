@@ -22,10 +22,12 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 __all__ = ["ProbeError", "ModelAdapter", "SparsedepthAdapter", "HFAdapter", "as_adapter", "hidden", "with_hidden"]
 
 
-class ProbeError(ValueError):
+class ProbeError(UserError, ValueError):
     """A probe cannot run on this model or input; the message says what is wrong and how to fix it."""
 
 

@@ -13,7 +13,7 @@ official code's only aggregation is exactly that per-skipped-layer average (mean
 weights every skipped layer equally; the alternative, the mean of the strict upper triangle
 (``score_upper_mean``), weights early layers by their number of successors (L−1−s). Both are reported; the
 paper's own aggregation is unreleased (paper-spec 1.5). ``per_layer[L−1]`` is 0 (no later layers) and is
-excluded from ``score``.
+excluded from ``score``. With one layer both scores are undefined: null, with a ``reason``.
 
 Origin: Csordás, Manning, Potts 2025 (effect of skipping a layer on later layers' computations).
 Differences from the official code (paper-spec 1.5, 5.2): it skips via ``config.skip_layer_ids`` and reads
@@ -68,11 +68,14 @@ class CausalProbe(StreamProbe):
         c = torch.triu(c, diagonal=1)
         per_layer = [float(c[s, s + 1:].mean()) if s < L - 1 else 0.0 for s in range(L)]
         upper = c[torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1)]
-        return {"matrix": c.tolist(), "per_layer": per_layer,
-                "score": sum(per_layer[:-1]) / (L - 1) if L > 1 else 0.0,
-                "score_upper_mean": float(upper.mean()) if upper.numel() else 0.0,
-                "update_norm": den.tolist(), "n_tokens": self.count,
-                "aggregation": "score = mean over skipped layers s of mean_{l>s} C[s,l]"}
+        out = {"matrix": c.tolist(), "per_layer": per_layer,
+               "score": sum(per_layer[:-1]) / (L - 1) if L > 1 else None,
+               "score_upper_mean": float(upper.mean()) if upper.numel() else None,
+               "update_norm": den.tolist(), "n_tokens": self.count,
+               "aggregation": "score = mean over skipped layers s of mean_{l>s} C[s,l]"}
+        if L < 2:  # no block has a later block whose computation it could change
+            out["reason"] = "undefined for a 1-layer model: no layer follows a skipped one"
+        return out
 
 
 def causal(model, windows: torch.Tensor, *, batch_tokens: int = 4096) -> dict:

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..errors import UserError, one_line
 from .adapters import ProbeError
 from .suite import PROBES
 
@@ -33,7 +34,9 @@ def _summary(res: dict) -> str:
     lines = []
     for key in ("usefulness", "causal", "permutation"):
         if key in res:
-            lines.append(f"{key:12s} score {res[key]['score']:.4f}")
+            score = res[key]["score"]  # null where undefined (a 1-layer model), with a reason
+            shown = f"{score:.4f}" if score is not None else f"null ({res[key]['reason']})"
+            lines.append(f"{key:12s} score {shown}")
     if "jacobian" in res and "mean_jacobian_norm" in res["jacobian"]:
         lines.append(f"jacobian     mean ||J-I||_F/d {res['jacobian']['mean_jacobian_norm']:.5f}")
     if "variance" in res:
@@ -71,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             out = Path(args.run_dir) / args.out
             res = probe_run(args.run_dir, seq_len=args.seq_len, out=args.out, **opts)
-    except (ProbeError, ValueError, FileNotFoundError) as e:
-        print(f"sparsedepth probe: {e}", file=sys.stderr)
+    except (UserError, ValueError, FileNotFoundError) as e:  # ProbeError, CheckpointError, DataError, ...
+        print(f"sparsedepth probe: {one_line(e)}", file=sys.stderr)
         return 2
     if not args.quiet:
         print(_summary(res))

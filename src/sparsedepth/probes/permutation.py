@@ -8,7 +8,8 @@ and measure
 with L = mean next-token cross-entropy over the windows. ``score`` = mean of P over the evaluated pairs (all
 L(L−1)/2 by default; the most likely reading of the paper's numbers, paper-spec 1.6). With ``max_pairs`` a
 seeded random subset is evaluated and ``stderr`` = std(P)/sqrt(n_pairs) is the standard error of that mean
-(with all pairs it is the same formula, a measure of spread). Higher = swapping hurts more = blocks more
+(with all pairs it is the same formula, a measure of spread). With one layer there is no pair: the scores
+are null, with a ``reason``. Higher = swapping hurts more = blocks more
 specialised. Also reported: the official ``weighted`` variant, mean over layers i of
 Σ_{pairs∋i} 0.9^i·P / count_i.
 
@@ -69,9 +70,9 @@ class PermutationProbe(StreamProbe):
         base = self.base / n
         swapped = (self.swap_sum / n).tolist()
         p = [abs(base - v) / abs(base) for v in swapped]
-        if not p:
-            return {"score": 0.0, "stderr": 0.0, "n_pairs": 0, "base_loss": base, "pairs": [], "matrix": [],
-                    "weighted": 0.0}
+        if not p:  # one layer: nothing to swap, so no change to measure (0.0 would read as "no effect")
+            return {"score": None, "stderr": None, "n_pairs": 0, "base_loss": base, "pairs": [], "matrix": [],
+                    "weighted": None, "reason": "undefined for a 1-layer model: no pair of layers to swap"}
         mean = sum(p) / len(p)
         sd = math.sqrt(sum((x - mean) ** 2 for x in p) / (len(p) - 1)) if len(p) > 1 else 0.0
         matrix = [[0.0 if a == b else None for b in range(L)] for a in range(L)]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..faults import crash_point
 from .adapters import ProbeError, as_adapter
 from .causal import CausalProbe
 from .collector import check_windows, run_stream_probes, sync
@@ -179,6 +180,7 @@ def probe_run(run_dir, *, n_windows: int = 16, seq_len: int | None = None, probe
     res = run_probes(model, windows, probes=probes, paper_compat=paper_compat, progress=progress, seed=seed,
                      attention_context=context, **options)
     res["meta"].update({"source": "run", "split": "val", "window_seed": seed})
+    crash_point("probe")
     atomic_write_json(run_dir / out, res)
     return res
 

@@ -2,26 +2,26 @@
 
 A checkpoint is a folder ``checkpoints/step-00000123/`` holding ``model.pt`` (the model's state dict, all
 that ``load_run`` reads), ``train.pt`` (optimiser, scheduler, RNG states, spike-monitor window, wall time)
-and ``meta.json``; a sharded run (``parallel: fsdp``) has ``dcp/`` in place of ``model.pt`` and the
-optimiser (``dcp.py``). It is written under a
-temporary name and renamed into place, so a folder with that name is always complete. The data position
+and ``meta.json`` (which records each torch file's SHA-256, checked on load: ``integrity``); a sharded run
+(``parallel: fsdp``) has ``dcp/`` in place of ``model.pt`` and the optimiser (``dcp.py``). It is written under
+a temporary name and renamed into place, so a folder with that name is always complete. The data position
 needs no saving: ``get_batch(seed, step)`` is a pure function of the step.
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..atomic import atomic_replace_dir, atomic_write_json
+from ..atomic import atomic_replace_dir, atomic_write_json, clean_stale_temps, make_temp_dir, read_json
 from ..config import ConfigError, TrainConfig, config_hash, from_dict, hashed_fields, to_dict
+from ..faults import crash_point
+from .integrity import load_verified, save_hashed
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -41,7 +41,9 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
     path = Path(run_dir) / "config.json"
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
+    saved = read_json(path, "delete it (it is rewritten when the run starts) or use another run directory")
+    if not isinstance(saved, dict):
+        saved = {}  # no config to compare: reported below as differing everywhere
     try:  # through the dataclasses: a setting added since the folder was written reads as its default
         saved_cfg = to_dict(from_dict(saved.get("config", {})))
     except (ConfigError, TypeError):
@@ -102,12 +104,11 @@ def save_checkpoint(run_dir: Path, name: str, files: dict[str, dict], meta: dict
     ``keep`` delete all but the newest ``keep`` step folders. ``staged``: a temporary folder under
     ``checkpoints/`` that already holds more of the checkpoint (the sharded state of ``dcp.save_sharded``)."""
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = staged or Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    tmp = staged or make_temp_dir(root, prefix=f".{name}.tmp-")
     try:
-        for fname, obj in files.items():
-            torch.save(obj, tmp / fname)
-        atomic_write_json(tmp / "meta.json", meta)
+        hashes = {fname: save_hashed(obj, tmp / fname) for fname, obj in files.items()}
+        atomic_write_json(tmp / "meta.json", {**meta, "sha256": hashes})
+        crash_point("checkpoint")
         atomic_replace_dir(tmp, root / name, overwrite=True)
     finally:
         if tmp.exists():
@@ -119,9 +120,14 @@ def save_checkpoint(run_dir: Path, name: str, files: dict[str, dict], meta: dict
 
 
 def load_state(folder: Path, fname: str) -> dict:
-    """Load ``model.pt`` or ``train.pt`` on the CPU: RNG states must stay CPU tensors, and the model and
-    optimiser copy their tensors to their own device."""
-    return torch.load(Path(folder) / fname, map_location="cpu", weights_only=True)
+    """``model.pt`` or ``train.pt`` on the CPU, verified; a damaged file raises CheckpointError naming it."""
+    return load_verified(folder, fname)
+
+
+def clean_run_dir(run_dir: Path) -> None:
+    """Remove what killed writers left in a run directory: temporary files and half-written checkpoints."""
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        clean_stale_temps(folder)
 
 
 def delete_checkpoints(run_dir: str | Path) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import catalog
 from ..config import ConfigError, TrainConfig, apply_overrides, config_hash, from_dict
+from ..errors import UserError, one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,13 +42,14 @@ def load_config_file(path: Path) -> TrainConfig:
     """A TrainConfig from a YAML/JSON file; a ``{"config": ...}`` wrapper (a run's config.json) is accepted."""
     if not path.is_file():
         raise ConfigError(f"--config {str(path)!r} does not exist")
-    text = path.read_text()
-    if path.suffix.lower() == ".json":
-        d = json.loads(text)
-    else:
-        import yaml
+    import yaml
 
-        d = yaml.safe_load(text)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        d = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise ConfigError(f"--config {str(path)!r} is not valid UTF-8 {kind} ({one_line(e)}); fix the file") from e
     if not isinstance(d, dict):
         raise ConfigError(f"--config {str(path)!r} must hold a mapping of config keys, got {type(d).__name__}")
     if set(d) == {"config", "hash"}:
@@ -87,7 +89,6 @@ def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import DataError
     from . import train  # torch is imported only when a command actually trains
     from .telemetry import WANDB_ENV
 
@@ -98,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"run dir: {run_dir}", flush=True)
         summary = train(cfg, run_dir, stop_at_step=args.stop_at_step, progress=not args.no_progress,
                         device=args.device)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except UserError as e:  # ConfigError, DataError, CheckpointError, RunDirBusyError, ...
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

@@ -8,9 +8,10 @@ together with the per-layer telemetry.
 from __future__ import annotations
 
 import inspect
-import json
 import math
+import os
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -21,17 +22,22 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from .. import provenance
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, read_json
 from ..config import ConfigError, TrainConfig, config_hash, from_dict, to_dict
 from ..data import get_batch, prepare_data, val_windows
+from ..errors import CorruptFileError
+from ..faults import crash_point
 from ..model import build_model
-from .checkpoint import (check_run_dir, latest_checkpoint, load_state, rng_state, save_checkpoint,
-                         set_rng_state, write_config)
+from ..rundir_lock import RunDirLock
+from .checkpoint import (check_run_dir, clean_run_dir, latest_checkpoint, list_checkpoints, load_state, rng_state,
+                         save_checkpoint, set_rng_state, write_config)
 from .dcp import is_sharded, load_model, load_sharded, save_sharded
 from .distributed import Dist, init_distributed, maybe_no_sync, resolve_device
 from .fsdp import checkpoint_blocks, full_tensor, shard_model
+from .integrity import CheckpointError, apply_state
 from .optim import build_optimizer, build_scheduler, format_groups, param_groups
-from .telemetry import MetricsFile, SpikeMonitor, WandbLogger, add_stats, block_norms, pack, peak_flops, unpack
+from .telemetry import (MetricsFile, SpikeMonitor, WandbLogger, add_stats, block_norms, pack, peak_flops, read_metrics,
+                        unpack)
 from .telemetry import wandb_enabled, wandb_run_id
 
 
@@ -121,13 +127,13 @@ class Trainer:
                               f"of micro_batch_size {cfg.micro_batch_size}; pick batch_size a multiple of "
                               f"{dist.world_size * cfg.micro_batch_size}")
         self.n_micro = per_rank // cfg.micro_batch_size
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not (self.run_dir / "config.json").exists():
-                write_config(self.run_dir, cfg)
         self.data = dist.main_first(lambda: prepare_data(cfg.data, progress=self.progress, root=root))
         check_vocab(cfg, self.data.vocab_size)
         self.val = val_windows(self.data.val, cfg.seq_len, cfg.eval_batches * cfg.micro_batch_size, seed=cfg.seed)
+        # config.json marks a run that has started: written only once its data is ready, so a run that failed
+        # on its input (a wrong corpus path, ...) can be retried in the same folder with the input corrected
+        if self.main and not (self.run_dir / "config.json").exists():
+            write_config(self.run_dir, cfg)
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.dev)
@@ -143,9 +149,7 @@ class Trainer:
         self.sched = build_scheduler(self.opt, cfg)
         self.monitor = SpikeMonitor(cfg.spike_window, cfg.spike_sigma)
         self.step, self.prior_wall, self.val_loss = 0, 0.0, None
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is not None:
-            self._restore(ckpt)
+        self._resume()
 
         self.ddp = DDP(self.model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
                        **_NO_BUFFER_SYNC) if dist.enabled and not self.fsdp else None
@@ -168,17 +172,43 @@ class Trainer:
         self.flops_per_token = cfg.model.flops_per_token(cfg.seq_len)
 
     # ---- state -----------------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        """Restore the newest checkpoint that verifies. A damaged one is reported and renamed ``damaged-<name>``
+        (kept for inspection, out of the way of resume and keep-last-k); each restore sets every tensor, so a
+        partial one is overwritten by the next."""
+        damaged: list[tuple[Path, CheckpointError]] = []
+        for _, folder in reversed(list_checkpoints(self.run_dir)):
+            try:
+                self._restore(folder)
+            except CheckpointError as e:
+                damaged.append((folder, e))
+                continue
+            for bad, e in damaged:
+                print(f"warning: checkpoint file {str(e.path)!r} is unusable ({e.why}); set aside as "
+                      f"damaged-{bad.name}, resuming from {folder.name}", file=sys.stderr, flush=True)
+                if self.main:
+                    bad.rename(bad.with_name(f"damaged-{bad.name}"))
+            self.dist.barrier()
+            return
+        if damaged:
+            raise damaged[0][1]  # none verifies: the newest one's error says which file and what to do
+
     def _restore(self, folder: Path) -> None:
         st = load_state(folder, "train.pt")
-        if self.fsdp:
+        if self.fsdp:  # the sharded state is read by DCP, whose files carry no recorded hash
             load_sharded(folder, self.model, self.opt)
         else:
-            self.model.load_state_dict(load_state(folder, "model.pt"))
-            self.opt.load_state_dict(st["optim"])
-        self.sched.load_state_dict(st["sched"])
-        self.monitor.load_state_dict(st["monitor"])
-        set_rng_state(st["rng"])
-        self.step, self.prior_wall, self.val_loss = st["step"], st["wall_s"], st.get("val_loss")
+            apply_state(folder / "model.pt", self.model.load_state_dict, load_state(folder, "model.pt"))
+
+        def train_state(st: dict) -> None:
+            if not self.fsdp:
+                self.opt.load_state_dict(st["optim"])
+            self.sched.load_state_dict(st["sched"])
+            self.monitor.load_state_dict(st["monitor"])
+            set_rng_state(st["rng"])
+            self.step, self.prior_wall, self.val_loss = st["step"], st["wall_s"], st.get("val_loss")
+
+        apply_state(folder / "train.pt", train_state, st)
 
     def _save(self, name: str, wall_s: float, keep: int | None, **meta) -> Path | None:
         path = None
@@ -261,7 +291,7 @@ class Trainer:
         cfg = self.cfg
         last = cfg.steps if stop_at_step is None else min(stop_at_step, cfg.steps)
         if self.step >= last:
-            return self._read_summary()
+            return self._read_summary() or self._rebuild_summary()
         self.metrics = MetricsFile(self.run_dir / "metrics.jsonl", keep_up_to_step=self.step) if self.main else None
         self.wandb = (WandbLogger(self.run_dir, cfg.wandb_project, to_dict(cfg), wandb_run_id(config_hash(cfg)))
                       if self.main and wandb_enabled(cfg.wandb) else None)
@@ -282,6 +312,7 @@ class Trainer:
                     lr = self.sched.get_last_lr()[0]
                     loss, gnorm, flat = self.train_step(step, tel)
                     self.step = step
+                    crash_point("train_step")
                     buf.append((step, lr, loss, gnorm))
                     local_stop = stop.signum is not None and not self.dist.enabled  # ranks agree at log steps
                     if not (step % cfg.log_interval == 0 or tel or step == last or local_stop
@@ -382,9 +413,14 @@ class Trainer:
     def _write_summary(self, summary: dict) -> None:
         atomic_write_json(self.run_dir / "summary.json", summary)
 
-    def _read_summary(self) -> dict:
-        path = self.run_dir / "summary.json"
-        return json.loads(path.read_text()) if path.exists() else {"done": False, "steps": self.step}
+    def _read_summary(self) -> dict | None:
+        return _read_summary(self.run_dir / "summary.json")
+
+    def _rebuild_summary(self) -> dict:
+        """summary.json of a run whose file is missing or damaged, from its last checkpoint and metrics (the
+        throughput of the original session is unknown: null)."""
+        rows = read_metrics(self.run_dir) if self.main else []
+        return self._finish(rows[-1] if rows else {}, self.prior_wall, None)
 
     def _finish(self, last_row: dict, wall: float, tps: float | None) -> dict:
         summary = self._summary(self.step >= self.cfg.steps, last_row, wall, tps)
@@ -421,17 +457,30 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
     """
     run_dir = Path(run_dir)
     check_vocab(cfg)
-    check_run_dir(run_dir, cfg)
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("done"):
+    # one writer per run directory; under torchrun rank 0 holds it for all ranks of its job
+    with RunDirLock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        check_run_dir(run_dir, cfg)
+        summary = _read_summary(run_dir / "summary.json")
+        ckpts = list_checkpoints(run_dir)
+        # done, unless its final checkpoint was removed (damaged) while earlier ones remain: then retrain the
+        # last steps from those (a run whose checkpoints were all deleted to free space stays done)
+        if summary and summary.get("done") and (not ckpts or ckpts[-1][0] >= summary.get("steps", 0)):
             return summary
-    dist = init_distributed(device or cfg.device, group_of_one=cfg.parallel == "fsdp")
+        clean_run_dir(run_dir)
+        dist = init_distributed(device or cfg.device, group_of_one=cfg.parallel == "fsdp")
+        try:
+            return Trainer(cfg, run_dir, dist, progress, root).fit(stop_at_step, checkpoints)
+        finally:
+            dist.close()
+
+
+def _read_summary(path: Path) -> dict | None:
+    """summary.json, or None when absent or damaged (training then simply goes on and rewrites it)."""
     try:
-        return Trainer(cfg, run_dir, dist, progress, root).fit(stop_at_step, checkpoints)
-    finally:
-        dist.close()
+        summary = read_json(path, "") if path.is_file() else None
+    except CorruptFileError:
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def load_run(run_dir: str | Path, device: str = "auto", root: str | Path | None = None):
@@ -443,7 +492,10 @@ def load_run(run_dir: str | Path, device: str = "auto", root: str | Path | None 
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{str(run_dir)!r} has no config.json: not a run directory (train it first)")
-    cfg = from_dict(json.loads(cfg_path.read_text())["config"])
+    saved = read_json(cfg_path, "restore it or retrain the run")
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise CorruptFileError(f"{str(cfg_path)!r} holds no 'config' mapping; restore it or retrain the run")
+    cfg = from_dict(saved["config"])
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{str(run_dir)!r} has no checkpoint: train it (or retrain it if its checkpoints "
@@ -453,6 +505,6 @@ def load_run(run_dir: str | Path, device: str = "auto", root: str | Path | None 
     if is_sharded(ckpt):
         load_model(ckpt, model)
     else:
-        model.load_state_dict(load_state(ckpt, "model.pt"))
+        apply_state(ckpt / "model.pt", model.load_state_dict, load_state(ckpt, "model.pt"))
     model.eval()
     return model, cfg, prepare_data(cfg.data, progress=False, root=root)

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..spec import experiments as ex
-from ...atomic import atomic_replace_dir, atomic_write_json, atomic_write_text, make_temp_dir
+from ...atomic import atomic_replace_dir, atomic_write_json, atomic_write_text, is_temp_name, make_temp_dir
 from ...config import TrainConfig, apply_overrides, config_hash, to_dict
+from ...faults import crash_point
 
 # Bump when a metric definition, probe setting or result file format changes: results become stale
 # (re-probed and re-evaluated) although their training config did not change.
@@ -179,7 +180,7 @@ def _find_same_config(profile: str, h: str, since: float | None, root: Path, exc
         return None
     for cfg_file in sorted(base.glob("*/*/config.json")):
         folder = cfg_file.parent
-        if folder == exclude:
+        if folder == exclude or is_temp_name(folder.name):  # a temporary left by a killed install
             continue
         rec = _read_json(cfg_file)
         if isinstance(rec, dict) and rec.get("hash") == h and _fresh(read_record(folder), h, since, key):
@@ -353,6 +354,7 @@ def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipelin
             elif name != "config.json":
                 shutil.copyfile(src, tmp / name)
         (tmp / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        crash_point("install")
         atomic_replace_dir(tmp, dest, overwrite=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
