@@ -166,6 +166,11 @@ class Trainer:
         self.metrics: MetricsFile | None = None  # rank 0 only, opened by fit
         self.wandb: WandbLogger | None = None
         self.flops_per_token = cfg.model.flops_per_token(cfg.seq_len)
+        self.trajectory = None  # probes along training (sparsedepth.probes.trajectory), on a copy of the weights
+        if cfg.probe_points:
+            from ..probes.trajectory import TrainingHook
+
+            self.trajectory = TrainingHook(self)
 
     # ---- state -----------------------------------------------------------------------------------------
     def _restore(self, folder: Path) -> None:
@@ -296,6 +301,8 @@ class Trainer:
                         if self.metrics:
                             self.metrics.sync()  # rows up to the checkpoint are durable before it exists
                         self._save(f"step-{step:08d}", self.prior_wall + clock.elapsed(), keep=cfg.keep_checkpoints)
+                    if self.trajectory is not None:  # probe steps are log steps
+                        self.trajectory.after_step(step)
                     if stopping:
                         break
                     clock.restart()  # eval and checkpoint time do not count as training time
@@ -433,16 +440,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
         dist.close()
 
 
-def load_run(run_dir: str | Path, device: str = "auto"):
-    """``(model, cfg, data)`` of a run directory: the model from its latest checkpoint, in eval mode, on
-    ``device``; the TrainConfig; the TokenData it was trained on. The model runs torch's code whatever
-    kernels it trained with, so no reading (evaluation, probes) depends on how training computed."""
+def load_run(run_dir: str | Path, device: str = "auto", checkpoint: str | Path | None = None):
+    """``(model, cfg, data)`` of a run directory: the model from its latest checkpoint (or the checkpoint
+    folder ``checkpoint``), in eval mode, on ``device``; the TrainConfig; the TokenData it was trained on. The
+    model runs torch's code whatever kernels it trained with, so no reading (evaluation, probes) depends on how
+    training computed."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{str(run_dir)!r} has no config.json: not a run directory (train it first)")
     cfg = from_dict(json.loads(cfg_path.read_text())["config"])
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = latest_checkpoint(run_dir) if checkpoint is None else Path(checkpoint)
     if ckpt is None:
         raise FileNotFoundError(f"{str(run_dir)!r} has no checkpoint: train it (or retrain it if its checkpoints "
                                 f"were removed with delete_checkpoints)")
