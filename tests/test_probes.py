@@ -249,7 +249,8 @@ def test_largest_activation_per_layer_over_micro_batches():
     model = tiny(init_std=0.1)
     w = windows(4)
     outs = []
-    hooks = [b.register_forward_hook(lambda m, i, o: outs.append(float(o[0].abs().max()))) for b in model.blocks]  # a block returns (h, stats)
+    # a block returns (h, stats)
+    hooks = [b.register_forward_hook(lambda m, i, o: outs.append(float(o[0].abs().max()))) for b in model.blocks]
     with torch.no_grad():
         model(w[:, :-1])
     for h in hooks:
