@@ -93,7 +93,7 @@ def _val_loss(model, cfg, data) -> float:
     val = val_windows(data.val, cfg.seq_len, cfg.eval_batches * cfg.micro_batch_size, seed=cfg.seed)
     dev = next(model.parameters()).device
     total, count = 0.0, 0
-    for chunk in val.split(cfg.micro_batch_size):
+    for chunk in val.split(max(1, 8192 // cfg.seq_len)):  # float32 logits of 8k tokens: 1.6 GB at vocab 50k
         chunk = chunk.to(dev)
         total += float(model(chunk[:, :-1], chunk[:, 1:]).lm_loss) * len(chunk)
         count += len(chunk)
