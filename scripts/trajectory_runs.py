@@ -5,10 +5,12 @@
 
 Each run trains the profile's config of that variant unchanged (the probe settings are not hashed) in
 ``OUT/<experiment>/<variant>``, probing the weights at ``--points`` steps spaced evenly in log tokens. The last
-point uses the profile's probe settings, so it equals the probes.json written afterwards with them (checked
-here); the points before it use the cheaper ``--along`` settings (default ``ALONG``; ``--along none`` probes
-every point in full). A run that stops resumes, keeping its points. Prints one JSON line per run: the probe
-time, the training time without it and their ratio.
+point uses the profile's probe settings and writes probes.json (``--check`` probes the final checkpoint again
+with ``probe_run`` and reports the largest difference from the last point); the points before it use the
+cheaper ``--along`` settings (default ``ALONG``; ``--along none`` probes every point in full). A run that
+stops resumes, keeping its points. Prints one JSON line per run: the time spent on the points before the
+last (the extra cost: the last one replaces the final probes), the training time without the probes, and
+their ratio.
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--along", action="append", default=[], metavar="KEY=VALUE",
                     help="probe setting for the points before the last (repeatable; 'none' = full settings)")
     ap.add_argument("--keep-checkpoints", action="store_true", help="keep each probe point's weights")
+    ap.add_argument("--check", action="store_true", help="probe the final checkpoint again and compare")
     ap.add_argument("--out", default="runs/trajectory")
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
@@ -84,12 +87,17 @@ def main(argv: list[str] | None = None) -> int:
                 if not summary.get("done"):
                     print(f"{name}: stopped at step {summary.get('steps')}; rerun to resume", file=sys.stderr)
                     return 1
-                res = probe_run(run_dir, device=args.device or "auto", **settings)
-            last = read_trajectory(run_dir)["points"][-1]
-            stats = summarize(res)
-            print(json.dumps({"run": str(run_dir), **probe_cost(run_dir),
-                              "last_point_vs_probes_max_abs_diff": max_difference({k: last[k] for k in stats}, stats),
-                              "final_probes_s": res["timings"]["total"]}), flush=True)
+                check = probe_run(run_dir, device=args.device or "auto", out="probes-check.json",
+                                  **settings) if args.check else None
+            points = read_trajectory(run_dir)["points"]
+            cost = probe_cost(run_dir)
+            row = {"run": str(run_dir), **cost, "final_probes_s": points[-1]["probe_s"],
+                   "extra_probe_s": cost["probe_s"] - points[-1]["probe_s"],
+                   "extra_fraction": (cost["probe_s"] - points[-1]["probe_s"]) / cost["train_s"]}
+            if check is not None:
+                stats = summarize(check)
+                row["last_point_vs_probe_run_max_abs_diff"] = max_difference({k: points[-1][k] for k in stats}, stats)
+            print(json.dumps(row), flush=True)
     except ConfigError as e:
         print(f"trajectory_runs: {e}", file=sys.stderr)
         return 2

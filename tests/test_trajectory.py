@@ -110,7 +110,9 @@ def test_trajectory_last_point_equals_the_final_probes(runs):
     steps = [p["step"] for p in traj["points"]]
     assert steps == probe_steps(probed) and steps[-1] == probed.steps and traj["points"][-1]["final"]
     assert [p["tokens"] for p in traj["points"]] == [s * probed.tokens_per_step for s in steps]
-    res = probe_run(root / "probed", **PROBE)
+    written = json.loads((root / "probed" / "probes.json").read_text())  # by the last point
+    res = probe_run(root / "probed", out="probes-again.json", **PROBE)
+    assert summarize(written) == summarize(res)
     last = traj["points"][-1]
     assert {k: last[k] for k in summarize(res)} == summarize(res)
     summary = json.loads((root / "probed" / "summary.json").read_text())

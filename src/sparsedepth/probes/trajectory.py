@@ -10,7 +10,9 @@ read as the first that many of the final windows); each point says which setting
 
 Training is untouched: the probe runs on a copy, and every RNG state is restored afterwards, so a run with
 probe points trains bit for bit like one without (tests/test_trajectory.py). The file is rewritten atomically
-after each point; a resumed run keeps the points already there. ``sparsedepth probe RUN --trajectory`` probes
+after each point; a resumed run keeps the points already there. The last point's whole result is also
+written as ``probes.json``: it is exactly what ``probe_run`` with ``TrainConfig.probe`` gives, so probing
+along training costs only the points before the last. ``sparsedepth probe RUN --trajectory`` probes
 the checkpoints a run kept (``keep_probe_checkpoints: true`` keeps each probe point's weights as
 ``checkpoints/probe-step-N``) and adds the points that are missing.
 """
@@ -140,7 +142,8 @@ class TrajectoryProbe:
         return s
 
     def probe(self, step: int, model, source: str) -> dict:
-        """Probe ``model`` (the weights after ``step``; probed as it is, in eval mode) and write the point."""
+        """Probe ``model`` (the weights after ``step``; probed as it is, in eval mode), write the point and
+        return the whole probe result."""
         from .suite import probe_model
 
         t0 = time.perf_counter()
@@ -154,7 +157,7 @@ class TrajectoryProbe:
         self.doc["points"] = sorted([p for p in self.doc["points"] if p["step"] != step] + [point],
                                     key=lambda p: p["step"])
         self._write()
-        return point
+        return res
 
     def _write(self) -> None:
         from ..atomic import atomic_write_json
@@ -189,7 +192,11 @@ class TrainingHook:
                 model.eval()
                 if t.cfg.keep_probe_checkpoints:
                     _keep_weights(t.run_dir, step, model)
-                self.traj.probe(step, model, "training")
+                res = self.traj.probe(step, model, "training")
+                if step == t.cfg.steps:  # the final probes themselves: the same weights, settings and windows
+                    from ..atomic import atomic_write_json
+
+                    atomic_write_json(t.run_dir / "probes.json", res)
                 del model
             finally:
                 set_rng_state(rng)
