@@ -116,12 +116,11 @@ class TrajectoryProbe:
     """Probes one run's points and keeps ``trajectory.json`` (see the module doc). ``settings``: probe_run
     keyword arguments of the last point; ``along``: overrides for the points before it."""
 
-    def __init__(self, run_dir, cfg, data, *, settings: dict, along: dict | None = None, device: str = "auto"):
+    def __init__(self, run_dir, cfg, data, *, settings: dict, along: dict | None = None):
         from ..config import config_hash
 
-        self.run_dir, self.cfg, self.data, self.device = Path(run_dir), cfg, data, device
+        self.run_dir, self.cfg, self.data = Path(run_dir), cfg, data
         self.settings, self.along = dict(settings), dict(along or {})
-        self.settings.pop("device", None)
         self.doc = read_trajectory(self.run_dir) or {"format": FORMAT, "points": []}
         self.doc.update({"format": FORMAT, "config_hash": config_hash(cfg), "tokens_per_step": cfg.tokens_per_step,
                          "steps": cfg.steps, "planned_steps": probe_steps(cfg), "settings": self.settings,
@@ -173,8 +172,8 @@ class TrainingHook:
         cfg = trainer.cfg
         self.trainer = trainer
         self.steps = set(probe_steps(cfg))
-        self.traj = TrajectoryProbe(trainer.run_dir, cfg, trainer.data, settings=cfg.probe, along=cfg.probe_along,
-                                    device=str(trainer.dev)) if trainer.main else None
+        self.traj = (TrajectoryProbe(trainer.run_dir, cfg, trainer.data, settings=cfg.probe, along=cfg.probe_along)
+                     if trainer.main else None)
 
     def after_step(self, step: int) -> None:
         if step not in self.steps:
@@ -234,15 +233,13 @@ def probe_checkpoints(run_dir, *, device: str = "auto", along: dict | None = Non
     if not ckpts:
         raise ProbeError(f"{run_dir} has no kept checkpoints to probe; train it with keep_probe_checkpoints: true "
                          f"(or a ckpt_interval and enough keep_checkpoints)")
+    done = {p["step"] for p in (read_trajectory(run_dir) or {"points": []})["points"]}
     traj = None
     for step, folder in sorted(ckpts.items()):
-        if traj is not None and traj.has(step):
+        if step in done:
             continue
         model, cfg, data = load_run(run_dir, device=device, checkpoint=folder)
-        if traj is None:
-            traj = TrajectoryProbe(run_dir, cfg, data, settings=settings, along=along, device=device)
-            if traj.has(step):
-                continue
+        traj = traj or TrajectoryProbe(run_dir, cfg, data, settings=settings, along=along)
         if progress:
             print(f"trajectory: probing step {step} ({folder.name})", flush=True)
         traj.probe(step, model, folder.name)
