@@ -116,6 +116,8 @@ def trend(tokens, values, target: float | None = None) -> dict:
 def _fmt_tokens(n: float | None) -> str:
     if n is None:
         return "never"
+    if n >= 1e15:
+        return f"{n:.2g}"
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.3g}{unit}"
@@ -139,8 +141,8 @@ def trend_frame(frame: pd.DataFrame, statistic: str, target: float | None = None
 def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | None = None,
                      target_label: str | None = None, order: list[str] | None = None, log_y: bool = False):
     """One statistic against training tokens (log x): measured lines per setting, each with its dashed
-    least-squares trend in log tokens drawn out to the target crossing (at most 1000x the last point; to 10x the
-    last point when it never crosses), labelled as an extrapolation; ``target`` as a grey rule."""
+    least-squares trend in log tokens drawn out to the target crossing (at least 2x, at most 1000x the last
+    point; 10x when it never crosses), labelled as an extrapolation; ``target`` as a grey rule."""
     import altair as alt
 
     if statistic not in STATISTICS:
@@ -153,7 +155,7 @@ def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | Non
     lines = []
     for t in trends.itertuples():
         last = d[d.setting == t.setting].tokens.max()
-        end = last * 10 if t.crossing_tokens is None else min(max(t.crossing_tokens, last), last * 1000)
+        end = last * 10 if t.crossing_tokens is None else min(max(t.crossing_tokens, last * 2), last * 1000)
         xs = np.geomspace(d[d.setting == t.setting].tokens.min(), end, 20)
         lines += [{"setting": t.setting, "tokens": x, "value": t.intercept + t.slope_per_decade * math.log10(x),
                    "label": t.label} for x in xs]
