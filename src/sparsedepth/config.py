@@ -213,7 +213,7 @@ class TrainConfig:
     parallel: str = "ddp"
     # Recompute each block's activations in the backward pass (memory for compute; same results, not hashed)
     activation_checkpointing: bool = False
-    # Probes along training (sparsedepth.trajectory): probe the checkpoint saved at `probe_points` steps, evenly
+    # Probes along training (sparsedepth.probes.trajectory): probe the weights at `probe_points` steps, evenly
     # spaced in log tokens from the end of warmup and always including the last step, into trajectory.json.
     # What is measured, not what is trained (training is bit for bit the same): none of these is hashed.
     probe_points: int = 0
@@ -295,7 +295,8 @@ def hashed_fields(d: dict) -> dict:
     """A config dict (as ``to_dict`` writes) without the implementation choices (``IMPLEMENTATION_KEYS``), the
     observation settings (``OBSERVATION_KEYS``) and the later fields at their old behaviour (``HASHED_UNLESS``)."""
     d = json.loads(json.dumps(d))
-    drop = list(IMPLEMENTATION_KEYS) + list(OBSERVATION_KEYS) + [path for path, value in HASHED_UNLESS.items() if _get(d, path) == value]
+    drop = list(IMPLEMENTATION_KEYS) + list(OBSERVATION_KEYS)
+    drop += [path for path, value in HASHED_UNLESS.items() if _get(d, path) == value]
     for *section, key in drop:
         node = d
         for name in section:

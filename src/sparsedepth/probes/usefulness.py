@@ -6,9 +6,9 @@ the model with block l replaced by ``x ↦ x W + b`` and compare losses (paper-s
     loss_ratio_l = L_l / L_0,   useful_l = loss_ratio_l > 1.1,   score = (#useful layers) / L,
 
 with L = mean next-token cross-entropy over the windows. Beside it, ``skip`` scores plain layer removal
-(block l replaced by the identity, h_{l+1} = h_l) the same way: the linear replacement can only be more
-useful than removal through what a linear map captures, so the pair separates the block's linear part
-from its nonlinearity. Protocol (as the official code): the map is fitted
+(block l replaced by the identity, h_{l+1} = h_l) the same way. The identity is one of the linear maps the
+fit chooses from, so where removal hurts and the fitted replacement does not, the block's effect is linear;
+where both hurt alike, it is what no linear map captures. Protocol (as the official code): the map is fitted
 and evaluated on the same windows; nothing is held out between fit and evaluation.
 
 Fit: normal equations in float64 from streamed sums (Σx, Σy, Σxxᵀ, Σxyᵀ, Σ|y|²), so memory does not grow
