@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 
 import pytest
 import torch
@@ -151,8 +152,6 @@ def test_cheaper_points_along_the_way(data_cfg, tmp_path):
 
 def test_cli_probes_kept_checkpoints(runs, tmp_path, capsys):
     _, probed, root = runs
-    import shutil
-
     run = tmp_path / "copy"
     shutil.copytree(root / "probed", run)
     (run / "trajectory.json").unlink()

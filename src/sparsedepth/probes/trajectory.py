@@ -11,8 +11,8 @@ read as the first that many of the final windows); each point says which setting
 Training is untouched: the probe runs on a copy, and every RNG state is restored afterwards, so a run with
 probe points trains bit for bit like one without (tests/test_trajectory.py). The file is rewritten atomically
 after each point; a resumed run keeps the points already there. The last point's whole result is also
-written as ``probes.json``: it is exactly what ``probe_run`` with ``TrainConfig.probe`` gives, so probing
-along training costs only the points before the last. ``sparsedepth probe RUN --trajectory`` probes
+written as ``probes.json``: it is the computation ``probe_run`` with ``TrainConfig.probe`` does on the same
+weights (bitwise the same on CPU, tested), so probing along training costs only the points before the last. ``sparsedepth probe RUN --trajectory`` probes
 the checkpoints a run kept (``keep_probe_checkpoints: true`` keeps each probe point's weights as
 ``checkpoints/probe-step-N``) and adds the points that are missing.
 """
@@ -28,8 +28,8 @@ import torch
 
 from .adapters import ProbeError
 
-__all__ = ["TRAJECTORY", "probe_steps", "summarize", "TrajectoryProbe", "probe_checkpoints", "read_trajectory",
-           "probe_cost"]
+__all__ = ["TRAJECTORY", "probe_steps", "summarize", "TrajectoryProbe", "TrainingHook", "probe_checkpoints",
+           "kept_checkpoints", "read_trajectory", "probe_cost"]
 
 TRAJECTORY = "trajectory.json"
 FORMAT = 1
