@@ -21,6 +21,9 @@ KERNELS = ("torch", "triton")  # sparsedepth.model.kernels
 COMPILE_MODES = (False, True, "blocks", "model")
 PARALLEL_MODES = ("ddp", "fsdp")  # sparsedepth.train.distributed (DDP) and sparsedepth.train.fsdp (FSDP2)
 MOE_AUX_SCALINGS = ("mean", "sum", "compound")
+# keyword arguments of sparsedepth.probes.probe_run that TrainConfig.probe / probe_along may set
+PROBE_KEYS = ("n_windows", "seq_len", "probes", "paper_compat", "seed", "max_pairs", "jacobian_windows",
+              "jacobian_seq_len", "jacobian_layers", "batch_tokens", "attention_windows", "tf32")
 
 
 class ConfigError(UserError, ValueError):
@@ -212,6 +215,13 @@ class TrainConfig:
     parallel: str = "ddp"
     # Recompute each block's activations in the backward pass (memory for compute; same results, not hashed)
     activation_checkpointing: bool = False
+    # Probes along training (sparsedepth.probes.trajectory): probe the weights at `probe_points` steps, evenly
+    # spaced in log tokens from the end of warmup and always including the last step, into trajectory.json.
+    # What is measured, not what is trained (training is bit for bit the same): none of these is hashed.
+    probe_points: int = 0
+    probe: dict = field(default_factory=dict)  # probe_run keyword arguments: the final probes' settings
+    probe_along: dict = field(default_factory=dict)  # cheaper overrides before the last point (see PROBE_KEYS)
+    keep_probe_checkpoints: bool = False  # keep each probed checkpoint's weights (checkpoints/probe-step-N)
 
     def __post_init__(self) -> None:
         for name, cls in _NESTED.items():
@@ -237,6 +247,15 @@ class TrainConfig:
             _require(getattr(self, name) >= 0, name, "must be >= 0")
         _require(self.log_interval > 0, "log_interval", "must be positive")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        _require(self.probe_points >= 0, "probe_points", "must be >= 0 (0 = no probes along training)")
+        for name in ("probe", "probe_along"):
+            value = getattr(self, name)
+            _require(isinstance(value, dict), name, f"must be a mapping of probe settings, got {value!r}")
+            unknown = sorted(set(value) - set(PROBE_KEYS))
+            _require(not unknown, name, f"unknown setting(s) {unknown}; valid: {', '.join(PROBE_KEYS)}")
+        _require(not (self.probe_points and self.parallel == "fsdp"), "probe_points",
+                 "probes along training copy the whole model on rank 0; with parallel=fsdp keep the checkpoints "
+                 "(ckpt_interval) and run `sparsedepth probe RUN --trajectory` afterwards")
         _require(self.parallel in PARALLEL_MODES, "parallel", f"must be one of {PARALLEL_MODES}, got {self.parallel!r}")
         _require(not (self.parallel == "fsdp" and self.compile_mode == "model"), "compile",
                  "compile='model' traces the whole forward, FSDP's per-block hooks included; with parallel=fsdp "
@@ -267,16 +286,19 @@ def from_dict(d: dict) -> TrainConfig:
 # rerun noise (docs/performance.md), and activation checkpointing recomputes exactly what it dropped, so each
 # pair shares a hash, a cached result and a resumable run directory. config.json and provenance still say which ran.
 IMPLEMENTATION_KEYS = (("model", "kernels"), ("activation_checkpointing",))
+# What a run measures along the way, not what it trains: never hashed, so turning probes on keeps the hash.
+OBSERVATION_KEYS = (("probe_points",), ("probe",), ("probe_along",), ("keep_probe_checkpoints",))
 # Fields added after runs were cached: hashed only when they differ from this value, so every existing hash
 # (run cache, run directories) stays valid. FSDP computes in bf16 parameters, DDP under autocast: hashed.
 HASHED_UNLESS = {("parallel",): "ddp"}
 
 
 def hashed_fields(d: dict) -> dict:
-    """A config dict (as ``to_dict`` writes) without the implementation choices (``IMPLEMENTATION_KEYS``) and
-    the later fields at their old behaviour (``HASHED_UNLESS``)."""
+    """A config dict (as ``to_dict`` writes) without the implementation choices (``IMPLEMENTATION_KEYS``), the
+    observation settings (``OBSERVATION_KEYS``) and the later fields at their old behaviour (``HASHED_UNLESS``)."""
     d = json.loads(json.dumps(d))
-    drop = list(IMPLEMENTATION_KEYS) + [path for path, value in HASHED_UNLESS.items() if _get(d, path) == value]
+    drop = list(IMPLEMENTATION_KEYS) + list(OBSERVATION_KEYS)
+    drop += [path for path, value in HASHED_UNLESS.items() if _get(d, path) == value]
     for *section, key in drop:
         node = d
         for name in section:

@@ -92,11 +92,13 @@ def test_identity_blocks_have_exact_answers(family):
         assert j["spectral_norm"][l] == pytest.approx(1.0, abs=1e-6)
         assert res["usefulness"]["loss_ratio"][l] == pytest.approx(1.0, abs=1e-6)
         assert res["usefulness"]["useful"][l] is False
+        assert res["usefulness"]["skip"]["loss_ratio"][l] == pytest.approx(1.0, abs=1e-6)  # removal = identity
         assert res["usefulness"]["ridge"][l] == 0.0  # well conditioned: plain normal equations
         assert all(c == 0.0 for c in res["causal"]["matrix"][l])  # no effect on any later layer
         assert res["angular_distance"]["n1"][l] == pytest.approx(0.0, abs=1e-6)
         assert res["block_influence"][l] == pytest.approx(0.0, abs=1e-12)
     assert j["jacobian_norm"][0] > 1e-3  # a real block is not the identity
+    assert res["usefulness"]["skip"]["loss_ratio"][0] != pytest.approx(1.0, abs=1e-4)  # ...and removing it shows
     assert res["causal"]["matrix"][0][3] > 0  # ...and skipping it changes later updates
     pairs = {(a, b): p for a, b, p in res["permutation"]["pairs"]}
     assert pairs[(1, 2)] == 0.0  # swapping two identity blocks changes nothing
@@ -241,6 +243,20 @@ def test_variance_matches_training_telemetry():
         stats = model(w[:, :-1], telemetry=True).stats
     assert torch.allclose(torch.tensor(res["layer_var"], dtype=torch.float64), stats["out_var"].double(), rtol=1e-5)
     assert res["final_norm_var"] == pytest.approx(float(stats["final_var"]), rel=1e-5)
+
+
+def test_largest_activation_per_layer_over_micro_batches():
+    model = tiny(init_std=0.1)
+    w = windows(4)
+    outs = []
+    # a block returns (h, stats)
+    hooks = [b.register_forward_hook(lambda m, i, o: outs.append(float(o[0].abs().max()))) for b in model.blocks]
+    with torch.no_grad():
+        model(w[:, :-1])
+    for h in hooks:
+        h.remove()
+    res = run_probes(model, w, probes="variance", batch_tokens=8)["variance"]  # several micro-batches
+    assert res["max_abs"] == pytest.approx(outs, rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------- hooks, memory

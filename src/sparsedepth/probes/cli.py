@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="window and pair selection seed")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--out", default="probes.json", help="output file name")
+    parser.add_argument("--trajectory", action="store_true",
+                        help="probe every checkpoint the run kept (checkpoints/step-N, probe-step-N) into "
+                             "RUN_DIR/trajectory.json, keeping the points already there")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -72,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
             if not args.run_dir:
                 print("sparsedepth probe: give a RUN_DIR or --hf PATH", file=sys.stderr)
                 return 2
+            if args.trajectory:
+                from .trajectory import TRAJECTORY, probe_checkpoints
+
+                traj = probe_checkpoints(args.run_dir, seq_len=args.seq_len, **opts)
+                print(json.dumps({"written": str(Path(args.run_dir) / TRAJECTORY),
+                                  "steps": [p["step"] for p in traj["points"]]}))
+                return 0
             out = Path(args.run_dir) / args.out
             res = probe_run(args.run_dir, seq_len=args.seq_len, out=args.out, **opts)
     except (UserError, ValueError, FileNotFoundError) as e:  # ProbeError, CheckpointError, DataError, ...

@@ -29,17 +29,20 @@ class VarianceProbe(StreamProbe):
     Origin: Sun et al. 2025 (Curse of Depth): Pre-LN output variance grows with depth.
     Difference from the official code (paper-spec 5.4): its last entry is Var_d(ln_f(h_L)), the post-final-norm
     tensor with its learned gain; here every entry is the raw residual stream, and the post-norm value is
-    reported separately as ``final_norm_var`` (``embed_var`` is h_0)."""
+    reported separately as ``final_norm_var`` (``embed_var`` is h_0). ``max_abs[l]`` is the largest
+    |h_{l+1}| entry over all tokens and dimensions (massive activations; ``embed_max_abs`` for h_0)."""
 
     name = "variance"
 
     def __init__(self, adapter):
         super().__init__(adapter)
         self.sums = torch.zeros(adapter.n_layers + 2, dtype=torch.float64)
+        self.max_abs = torch.zeros(adapter.n_layers + 1, dtype=torch.float64)
         self.count = 0
 
     def update(self, batch: WindowBatch, pass_index: int) -> None:
         s = batch.streams
+        self.max_abs = torch.maximum(self.max_abs, torch.stack([x.abs().amax().double() for x in s]).cpu())
         vals = [x.var(-1).double().sum() for x in s]  # h_0 .. h_L
         post = self.adapter.final_norm(s[-1].to(self.adapter.dtype)).float().var(-1).double().sum()
         self.sums += torch.stack(vals + [post]).cpu()
@@ -47,7 +50,9 @@ class VarianceProbe(StreamProbe):
 
     def result(self) -> dict:
         v = (self.sums / max(self.count, 1)).tolist()
-        return {"layer_var": v[1:-1], "embed_var": v[0], "final_norm_var": v[-1], "n_tokens": self.count}
+        m = self.max_abs.tolist()
+        return {"layer_var": v[1:-1], "embed_var": v[0], "final_norm_var": v[-1], "max_abs": m[1:],
+                "embed_max_abs": m[0], "n_tokens": self.count}
 
 
 class AngularDistanceProbe(StreamProbe):

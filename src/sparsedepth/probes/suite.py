@@ -21,12 +21,12 @@ from .similarity import AngularDistanceProbe, BlockInfluenceProbe, LogitLensProb
 from .sparsity import ExpertProbe, attention_sparsity, weight_density
 from .usefulness import UsefulnessProbe
 
-__all__ = ["PROBES", "CODE_VERSION", "run_probes", "probe_run", "probe_hf", "hf_windows", "parse_probes"]
+__all__ = ["PROBES", "CODE_VERSION", "run_probes", "probe_run", "probe_model", "probe_hf", "hf_windows", "parse_probes"]
 
 # Bump when a change alters what run_probes returns (a new reading, another definition): cached probe results
 # of runs then count as stale. tests/probes/test_probe_code_version.py holds the digest of each version's
 # outputs on a tiny fixed model and fails when the outputs change while this number does not.
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: usefulness.skip (plain layer removal) and variance.max_abs
 
 PROBES = ("variance", "jacobian", "usefulness", "causal", "permutation", "angular_distance", "block_influence",
           "logit_lens", "sparsity")
@@ -158,7 +158,6 @@ def probe_run(run_dir, *, n_windows: int = 16, seq_len: int | None = None, probe
     ``run_dir/out`` atomically and return the result. ``options`` go to ``run_probes``; ``root``: where the
     run's relative data paths start (default: the current folder)."""
     from ..atomic import atomic_write_json
-    from ..data import val_windows
     from ..train import load_run
 
     run_dir = Path(run_dir)
@@ -167,11 +166,29 @@ def probe_run(run_dir, *, n_windows: int = 16, seq_len: int | None = None, probe
                          f"or pass --hf PATH for a Hugging Face model folder")
     probes = parse_probes(probes)
     model, cfg, data = load_run(run_dir, device=device, root=root)
+    res = probe_model(model, cfg, data, n_windows=n_windows, seq_len=seq_len, probes=probes,
+                      paper_compat=paper_compat, seed=seed, progress=progress, **options)
+    crash_point("probe")
+    atomic_write_json(run_dir / out, res)
+    return res
+
+
+def probe_model(model, cfg, data, *, n_windows: int = 16, seq_len: int | None = None, probes=PROBES,
+                paper_compat: bool = False, seed: int = 0, progress: bool = False, first_windows: int | None = None,
+                **options) -> dict:
+    """``probe_run`` on a model of a run already in memory (``cfg`` its TrainConfig, ``data`` its TokenData),
+    without writing. ``first_windows``: probe only the first that many of the ``n_windows`` windows (a cheaper
+    reading on a subset of the same windows)."""
+    from ..data import val_windows
+
+    probes = parse_probes(probes)
     model.float()  # probes compute in float32 whatever the training precision was
     T = seq_len or cfg.seq_len
     if T > cfg.model.max_seq_len:
         raise ProbeError(f"seq_len {T} exceeds the model's max_seq_len {cfg.model.max_seq_len}; pass a smaller --seq-len")
     windows = val_windows(data.val, T, n_windows, seed=seed)
+    if first_windows is not None:
+        windows = windows[:first_windows]
     # attention is read a second time at the run's own context (sparsity.attention_train_T)
     context = None
     if "sparsity" in probes:
@@ -180,8 +197,6 @@ def probe_run(run_dir, *, n_windows: int = 16, seq_len: int | None = None, probe
     res = run_probes(model, windows, probes=probes, paper_compat=paper_compat, progress=progress, seed=seed,
                      attention_context=context, **options)
     res["meta"].update({"source": "run", "split": "val", "window_seed": seed})
-    crash_point("probe")
-    atomic_write_json(run_dir / out, res)
     return res
 
 

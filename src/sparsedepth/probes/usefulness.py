@@ -5,7 +5,10 @@ the model with block l replaced by ``x ↦ x W + b`` and compare losses (paper-s
 
     loss_ratio_l = L_l / L_0,   useful_l = loss_ratio_l > 1.1,   score = (#useful layers) / L,
 
-with L = mean next-token cross-entropy over the windows. Protocol (as the official code): the map is fitted
+with L = mean next-token cross-entropy over the windows. Beside it, ``skip`` scores plain layer removal
+(block l replaced by the identity, h_{l+1} = h_l) the same way. The identity is one of the linear maps the
+fit chooses from, so where removal hurts and the fitted replacement does not, the block's effect is linear;
+where both hurt alike, it is what no linear map captures. Protocol (as the official code): the map is fitted
 and evaluated on the same windows; nothing is held out between fit and evaluation.
 
 Fit: normal equations in float64 from streamed sums (Σx, Σy, Σxxᵀ, Σxyᵀ, Σ|y|²), so memory does not grow
@@ -76,6 +79,7 @@ class UsefulnessProbe(StreamProbe):
         self.base = 0.0
         self.loss = torch.zeros(L, dtype=torch.float64)
         self.loss_t = torch.zeros(L, dtype=torch.float64)
+        self.loss_skip = torch.zeros(L, dtype=torch.float64)
         self.n_eval = 0
 
     def update(self, batch: WindowBatch, pass_index: int) -> None:
@@ -98,6 +102,7 @@ class UsefulnessProbe(StreamProbe):
                 h = (x @ wmat + self.b[l]).float()
                 out = replay(self.adapter, batch, l + 1, h)
                 acc[l] += loss_sum(self.adapter, out, batch.targets)
+            self.loss_skip[l] += loss_sum(self.adapter, replay(self.adapter, batch, l + 1, s[l]), batch.targets)
         self.n_eval += batch.n_tokens
 
     def end_pass(self, pass_index: int) -> None:
@@ -128,7 +133,8 @@ class UsefulnessProbe(StreamProbe):
     def result(self) -> dict:
         out = {**self._scores(self.loss), "base_loss": self.base / max(self.n, 1), "threshold": self.threshold,
                "ridge": self.lam, "cond": [c if c != float("inf") else None for c in self.cond], "r2": self.r2,
-               "n_tokens": self.n, "protocol": "fitted and evaluated on the same windows (as the official code)"}
+               "n_tokens": self.n, "protocol": "fitted and evaluated on the same windows (as the official code)",
+               "skip": {**self._scores(self.loss_skip), "note": "block replaced by the identity (layer removed)"}}
         if self.paper_compat:
             out["paper_compat"] = {**self._scores(self.loss_t),
                                    "note": "official bug: the replacement applies x @ W^T + b (nn.Linear.weight = W)"}

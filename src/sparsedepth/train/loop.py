@@ -170,6 +170,11 @@ class Trainer:
         self.metrics: MetricsFile | None = None  # rank 0 only, opened by fit
         self.wandb: WandbLogger | None = None
         self.flops_per_token = cfg.model.flops_per_token(cfg.seq_len)
+        self.trajectory = None  # probes along training (sparsedepth.probes.trajectory), on a copy of the weights
+        if cfg.probe_points:
+            from ..probes.trajectory import TrainingHook
+
+            self.trajectory = TrainingHook(self)
 
     # ---- state -----------------------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -327,6 +332,8 @@ class Trainer:
                         if self.metrics:
                             self.metrics.sync()  # rows up to the checkpoint are durable before it exists
                         self._save(f"step-{step:08d}", self.prior_wall + clock.elapsed(), keep=cfg.keep_checkpoints)
+                    if self.trajectory is not None:  # probe steps are log steps
+                        self.trajectory.after_step(step)
                     if stopping:
                         break
                     clock.restart()  # eval and checkpoint time do not count as training time
@@ -483,11 +490,12 @@ def _read_summary(path: Path) -> dict | None:
     return summary if isinstance(summary, dict) else None
 
 
-def load_run(run_dir: str | Path, device: str = "auto", root: str | Path | None = None):
-    """``(model, cfg, data)`` of a run directory: the model from its latest checkpoint, in eval mode, on
-    ``device``; the TrainConfig; the TokenData it was trained on (relative data paths taken relative to
-    ``root``, default the current folder). The model runs torch's code whatever
-    kernels it trained with, so no reading (evaluation, probes) depends on how training computed."""
+def load_run(run_dir: str | Path, device: str = "auto", root: str | Path | None = None,
+             checkpoint: str | Path | None = None):
+    """``(model, cfg, data)`` of a run directory: the model from its latest checkpoint (or the checkpoint
+    folder ``checkpoint``), in eval mode, on ``device``; the TrainConfig; the TokenData it was trained on
+    (relative data paths taken relative to ``root``, default the current folder). The model runs torch's code
+    whatever kernels it trained with, so no reading (evaluation, probes) depends on how training computed."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
@@ -496,7 +504,7 @@ def load_run(run_dir: str | Path, device: str = "auto", root: str | Path | None 
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise CorruptFileError(f"{str(cfg_path)!r} holds no 'config' mapping; restore it or retrain the run")
     cfg = from_dict(saved["config"])
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = latest_checkpoint(run_dir) if checkpoint is None else Path(checkpoint)
     if ckpt is None:
         raise FileNotFoundError(f"{str(run_dir)!r} has no checkpoint: train it (or retrain it if its checkpoints "
                                 f"were removed with delete_checkpoints)")

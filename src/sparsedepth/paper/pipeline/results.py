@@ -39,6 +39,8 @@ from ...faults import crash_point
 RESULTS_VERSION = 1
 LEGACY_CODE = {"eval": 1, "probes": 1}  # the probe and evaluation code versions of keys that name none
 RESULT_FILES = ("config.json", "metrics.jsonl", "probes.json", "eval.json", "summary.json", "provenance.json")
+# Installed beside them when the run wrote them: probes along training (``probe_points``)
+OPTIONAL_FILES = ("trajectory.json",)
 METRICS_LIMIT_BYTES = 2_000_000
 RESULT_DIGITS = 6  # significant digits of the floats in a committed metrics.jsonl and probes.json
 FORCE_ENV = "SPARSEDEPTH_FORCE_SINCE"
@@ -112,6 +114,10 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _optional(folder: Path) -> dict[str, Path]:
+    return {f: folder / f for f in OPTIONAL_FILES if (folder / f).is_file()}
+
+
 def run_context(profile: str | ex.Plan, root: str | os.PathLike | None = None) -> Iterator[Path]:
     """How every run of ``profile`` trains: with the profile's torch threads. Yields the output root, which
     the stages take as the start of the configs' relative paths (corpus, data cache), wherever a notebook
@@ -399,7 +405,7 @@ def run_variant_status(profile: str | ex.Plan, experiment: str, variant: str, *,
         return dest, "cached"
     src = _find_same_config(profile, h, since, root_p, dest, key)
     if src is not None:
-        files = {f: src / f for f in RESULT_FILES}
+        files = {f: src / f for f in RESULT_FILES} | _optional(src)
         srec = read_record(src) or {}
         pipeline = {**(_read_json(src / "provenance.json") or {}).get("pipeline", {}),
                     "copied_from": f"{src.parent.name}/{src.name}"}
@@ -440,7 +446,7 @@ def run_variant_status(profile: str | ex.Plan, experiment: str, variant: str, *,
                     "variant": variant, "completed_at": done, "run_dir": str(Path("runs") / profile / h),
                     "probe_settings": plan.probe_settings(), "eval_settings": plan.eval_settings(cfg),
                     **{k: round(v, 3) for k, v in times.items()}}
-        files = {f: run_dir / f for f in RESULT_FILES if f != "config.json"}
+        files = {f: run_dir / f for f in RESULT_FILES if f != "config.json"} | _optional(run_dir)
         _install(files, dest, _record(plan, experiment, variant, cfg, done), pipeline)
         if not plan.scale.keep_checkpoints:
             from ...train import delete_checkpoints

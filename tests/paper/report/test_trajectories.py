@@ -1,0 +1,67 @@
+"""Trajectory frames, log-token trends and their charts on hand-made trajectories."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from sparsedepth.paper.report.trajectories import save_trajectory_charts, trajectory_chart, trajectory_frame, trend, trend_frame
+
+TOKENS = [1e6, 1e7, 1e8]
+
+
+def point(tokens: float, usefulness: float, ratio: list[float], var: float | None = None) -> dict:
+    p = {"step": int(tokens // 1000), "tokens": tokens, "val_loss": 5.0 - math.log10(tokens) / 4,
+         "usefulness": {"score": usefulness, "loss_ratio": ratio, "r2": [0.9, 0.8],
+                        "skip": {"score": usefulness / 2, "loss_ratio": [r * 2 for r in ratio]}}}
+    if var is not None:
+        p["variance"] = {"last_layer_var": var, "final_norm_var": 1.0, "layer_var": [var / 2, var],
+                         "max_abs": [3.0, var]}
+    return p
+
+
+def traj(scores, ratios, variances=(None, None, None)) -> dict:
+    return {"points": [point(t, s, r, v) for t, s, r, v in zip(TOKENS, scores, ratios, variances)]}
+
+
+def test_trend_crossing_toward_away_and_flat():
+    # 0.1 per decade from 0.3 at 1e6: reaches 0.6 at 1e9
+    t = trend(TOKENS, [0.3, 0.4, 0.5], target=0.6)
+    assert t["slope_per_decade"] == pytest.approx(0.1) and t["crossing_tokens"] == pytest.approx(1e9, rel=1e-9)
+    assert trend(TOKENS, [0.5, 0.4, 0.3], target=0.6)["crossing_tokens"] is None  # moving away: never
+    assert trend(TOKENS, [0.4, 0.4, 0.4], target=0.6)["crossing_tokens"] is None  # flat: never
+    assert trend(TOKENS, [0.5, 0.6, 0.7], target=0.6)["crossing_tokens"] == pytest.approx(1e7)  # already reached
+    with pytest.raises(ValueError, match="two distinct"):
+        trend([1e6, 1e6], [0.1, 0.2])
+
+
+def test_frame_is_tidy_and_skips_missing_statistics(tmp_path):
+    a = traj([0.2, 0.3, 0.4], [[1.0, 1.2]] * 3, variances=(2.0, 4.0, 8.0))
+    b = traj([0.5, 0.4, 0.3], [[1.1, 1.3]] * 3)  # no variance probed
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "trajectory.json").write_text(json.dumps(b))
+    f = trajectory_frame({"L=12": a, "L=32": tmp_path / "b"})
+    assert list(f.columns) == ["setting", "step", "tokens", "statistic", "value"]
+    assert set(f[f.setting == "L=32"].statistic) >= {"usefulness", "usefulness_skip", "loss_ratio", "val_loss"}
+    assert "last_layer_var" not in set(f[f.setting == "L=32"].statistic)
+    ratio = f[(f.setting == "L=12") & (f.statistic == "loss_ratio")].value.tolist()
+    assert ratio == pytest.approx([1.1] * 3)
+    assert f[(f.setting == "L=12") & (f.statistic == "max_abs")].value.tolist() == [3.0, 4.0, 8.0]
+    tf = trend_frame(f, "usefulness", target=0.5).set_index("setting")
+    assert tf.loc["L=12", "crossing_tokens"] == pytest.approx(1e9) and "1e+09" not in tf.loc["L=12", "label"]
+    assert "reaches 0.5 at 1B" in tf.loc["L=12", "label"] and "at never" in tf.loc["L=32", "label"]
+
+
+def test_seeds_average_and_charts_are_written(tmp_path):
+    s0 = traj([0.2, 0.3, 0.4], [[1.0, 1.2]] * 3)
+    s1 = traj([0.4, 0.5, 0.6], [[1.0, 1.2]] * 3)
+    f = trajectory_frame({"L=16": [s0, s1]})
+    assert trend_frame(f, "usefulness").iloc[0]["intercept"] == pytest.approx(-0.3)  # mean 0.3, 0.4, 0.5
+    spec = trajectory_chart(f, "usefulness", target=1.1).to_dict()
+    assert "extrapolation" in json.dumps(spec)
+    with pytest.raises(ValueError, match="unknown statistic"):
+        trajectory_chart(f, "nonsense")
+    paths = save_trajectory_charts(f, tmp_path / "fig", {"usefulness": 0.6}, statistics=["usefulness"])
+    assert [p.name for p in paths] == ["trajectory_usefulness.png", "trajectory_usefulness.csv"]
+    assert all(p.stat().st_size > 0 for p in paths) and not list((tmp_path / "fig").glob(".*"))
