@@ -113,11 +113,11 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-@contextlib.contextmanager
 def _optional(folder: Path) -> dict[str, Path]:
     return {f: folder / f for f in OPTIONAL_FILES if (folder / f).is_file()}
 
 
+@contextlib.contextmanager
 def run_context(profile: str | ex.Plan, root: str | os.PathLike | None = None) -> Iterator[Path]:
     """How every run of ``profile`` trains: with the profile's torch threads. Yields the output root, which
     the stages take as the start of the configs' relative paths (corpus, data cache), wherever a notebook
