@@ -444,7 +444,7 @@ def summary() -> list[tuple[str, str]]:
             import pandas as pd
             from IPython.display import Markdown, display
 
-            from sparsedepth import experiments, plots, results, scorecard, tables
+            from sparsedepth import experiments, plots, results, results_page, scorecard, tables
 
             all_res, all_status = {}, {}
             for exp in experiments.EXPERIMENTS:  # cached runs return at once; missing ones train (train=True)
@@ -481,7 +481,8 @@ def summary() -> list[tuple[str, str]]:
             chart
         '''),
         ("code", '''
-            display(Markdown(f"On the paper's own numbers {paper_ok} of {len(card)} claims hold.\\n\\n"
+            page = results_page.write_results(profile)  # every paper figure and table beside ours, from these tables
+            display(Markdown(f"Results page: `{page}`. On the paper's own numbers {paper_ok} of {len(card)} claims hold.\\n\\n"
                              + tables.claims_markdown(card, what="the paper's claims", profile=profile)))
             for exp, st in all_status.items():
                 results.raise_for_failures(st, f"{profile}/{exp}")
