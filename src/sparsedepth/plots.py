@@ -897,7 +897,8 @@ def theory_chart(df: pd.DataFrame, *, y_title: str, title: str, subtitle: str | 
     labels = list(dict.fromkeys(df.sort_values("density", ascending=False)["label"]))
     data = _plottable(df, "value", log_y, f"theory chart {title!r}")
     chart = alt.Chart(data).mark_line().encode(
-        x=alt.X("layer:Q", title="depth ℓ (blocks)", scale=alt.Scale(zero=False), axis=alt.Axis(format="d", tickMinStep=1)),
+        x=alt.X("layer:Q", title="depth ℓ (blocks)", scale=alt.Scale(zero=False),
+                axis=alt.Axis(format="d", tickMinStep=1)),
         y=alt.Y("value:Q", title=y_title, scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False)),
         color=_color("label", labels, "mask density"),
         strokeDash=alt.StrokeDash("kind:N", title=None, sort=["simulated", "closed form"],
@@ -938,7 +939,8 @@ def probe_profile_chart(df: pd.DataFrame, *, title: str, subtitle: str | None = 
         d = _plottable(df[df.quantity == q], "value", q in logs, f"panel {q!r}")
         c = SOURCE_COLORS[OURS]
         panels.append(alt.Chart(d).mark_line(point=alt.OverlayMarkDef(color=c), color=c).encode(
-            x=alt.X("layer:Q", title="layer ℓ", scale=alt.Scale(zero=False), axis=alt.Axis(tickMinStep=1)),
+            x=alt.X("layer:Q", title="layer ℓ", scale=alt.Scale(zero=False),
+                    axis=alt.Axis(tickMinStep=1, format="d")),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log") if q in logs else alt.Scale(zero=False)),
             tooltip=_tooltip(d),
         ).properties(width=width, height=height, title=alt.TitleParams(q, fontSize=12)))
