@@ -15,7 +15,8 @@ Several variants with one label are seeds of one setting (the gpu depth sweep): 
 them (``seed_mean``: the mean plus ``<value>_min`` / ``<value>_max`` and ``seeds`` columns), and the charts
 draw the mean with a min–max band or error bars. With one seed per label frames and charts are unchanged.
 
-``save_chart(chart, name, profile, data)`` writes ``figures/<profile>/<name>.{png,svg,csv}`` under the output
+``save_chart(chart, name, profile, data)`` names the profile under the title and writes
+``figures/<profile>/<name>.{png,svg,csv}`` under the output
 root (see ``sparsedepth.tables.output_root``); the CSV is the chart's data, so every figure can be re-plotted
 or checked without re-running anything.
 """
@@ -44,6 +45,7 @@ __all__ = [
     "expert_load_frame", "recipe_frame", "theory_frame", "probe_profile_frame", "matrix_frame",
     "line_chart", "variance_chart", "per_layer_chart", "heatmap_chart", "compare_bars_chart", "sweep_chart",
     "recipe_chart", "expert_load_chart", "theory_chart", "scorecard_chart", "probe_profile_chart",
+    "with_profile", "jacobian_chart", "token_count",
 ]
 
 MAX_POINTS = 300  # per curve, after aggregation
@@ -721,8 +723,9 @@ def per_layer_chart(df: pd.DataFrame, order: Sequence[str] | None, *, y: str = "
 def jacobian_chart(df: pd.DataFrame, order: Sequence[str], *, title: str, sweep_title: str = "depth (paper's L)",
                    y_title: str = "||J − I||_F / d") -> alt.TopLevelMixin:
     """``paper_jacobian_frame`` as two panels (ours, the paper) on one x range and a log y axis fitted to
-    blocks 2 onwards: our block 1 sits far above the rest (it maps embeddings, not a residual update) and
-    would squeeze every other block into a sliver; the subtitle gives the values it leaves off the axis."""
+    blocks 2 onwards: our block 1 sits one to two orders of magnitude above the rest (the paper's figure
+    leaves it out) and would squeeze every other block into a sliver; the subtitle gives the values it leaves
+    off the axis."""
     inner = df[(df["layer"] > 1) & (df["value"] > 0)]["value"]
     if inner.empty:
         inner = df[df["value"] > 0]["value"]
