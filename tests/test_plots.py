@@ -151,9 +151,16 @@ def test_compare_bars(tmp_path):
     spec = ch.to_dict()
     ratio = spec["hconcat"][1]
     assert ratio["title"] == "validation perplexity ÷ first setting"
-    # ratios near 1 are dots on a linear axis (a log axis rounded to 0.1-10 hid 1-8 % gaps) with a line at 1
-    rule, dots = ratio["layer"][0], ratio["layer"][1]
-    assert rule["mark"]["type"] == "rule" and dots["mark"]["type"] == "point"
+    # ratios near 1 are dots on a linear axis (a log axis rounded to 0.1-10 hid 1-8 % gaps) with a line at 1;
+    # the paper's 49x collapse would flatten them: it is pinned to the top edge with its value printed
+    (rule, dots), note = ratio["layer"][0]["layer"], ratio["layer"][1]
+    assert rule["mark"]["type"] == "rule" and dots["mark"]["type"] == "point" and note["mark"]["type"] == "text"
+    lo, hi = dots["encoding"]["y"]["scale"]["domain"]
+    assert lo < 280 / 300 and 1.0 < hi < 1.2 and dots["encoding"]["y"]["scale"]["clamp"] is True
+    notes = spec["datasets"][note["data"]["name"]]
+    assert [r["note"] for r in notes] == ["49.6 ↑"]
+    near = plots.compare_bars_chart(long[long.variant == "L2"], title="S", x_title="d", relative=["ppl"]).to_dict()
+    (_, dots), = [tuple(p["layer"]) for p in near["hconcat"] if p["title"].endswith("÷ first setting")]
     assert dots["encoding"]["y"]["scale"] == {"zero": False, "padding": 14}
     absolute = plots.compare_bars_chart(long, title="Scores", x_title="depth", log_metrics=["ppl"]).to_dict()
     assert absolute["hconcat"][1]["encoding"]["y"]["scale"]["type"] == "log"

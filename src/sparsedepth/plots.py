@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 MAX_POINTS = 300  # per curve, after aggregation
+RATIO_AXIS = 10.0  # a "÷ first setting" panel's axis spans ratios up to 10; larger ones sit at its top edge
 OURS, PAPER = "ours", "paper"
 SOURCE_COLORS = {OURS: "#d95f02", PAPER: "#7f7f7f"}
 STATUS_COLORS = {"holds": "#1b9e77", "contradicted": "#d62728", "inconclusive": "#e6ab02", "missing": "#bbbbbb"}
@@ -796,9 +797,19 @@ def compare_bars_chart(df: pd.DataFrame, *, title: str, x_title: str, subtitle: 
         )
         if m in relative:  # ratios near 1: dots on a linear axis, so a 1-8 % gap is visible; dashed line at 1
             enc["y"] = alt.Y(f"{y_col}:Q", title=name, scale=alt.Scale(zero=False, padding=14))
+            far = d[y_col] > RATIO_AXIS  # ratios fall to 0 on a linear axis; only a blow-up is pinned
+            if far.any() and not far.all():  # an outlier (the paper's λ=3 collapse, 49x) would flatten the rest:
+                near = d.loc[~far, y_col]     # pin it to the axis edge and print its value there
+                lo, hi = min(float(near.min()), 1.0), max(float(near.max()), 1.0)
+                pad = 0.1 * (hi - lo) or 0.05
+                enc["y"] = alt.Y(f"{y_col}:Q", title=name, scale=alt.Scale(domain=[lo - pad, hi + pad], clamp=True))
             one = alt.Chart(pd.DataFrame({y_col: [1.0]})).mark_rule(strokeDash=[4, 3], color="#555555").encode(
-                y=alt.Y(f"{y_col}:Q", title=name))
+                y=enc["y"])
             panel = alt.layer(one, alt.Chart(d).mark_point(filled=True, size=110, opacity=1).encode(**enc))
+            if far.any() and not far.all():
+                out = d[far].assign(note=[f"{format_value(float(v), 3)} ↑" for v in d.loc[far, y_col]])
+                panel = alt.layer(panel, alt.Chart(out).mark_text(dx=-4, align="right", fontSize=11).encode(
+                    x=enc["x"], xOffset=enc["xOffset"], y=enc["y"], text="note:N", color=_source_color()))
         else:
             if log:  # a log axis has no zero: start the bars at a power of ten below the smallest value
                 enc["y2"] = alt.datum(10 ** math.floor(math.log10(float(d[y_col].min()))))
