@@ -46,10 +46,13 @@ test-faults: setup
 
 reproduce: setup
 	$(REPRO)
+	$(PY) -m sparsedepth.paper.report.results_page --profile $(PROFILE) --readme
 
-# Replot from results already under paper_results/ (no training): make figures PROFILE=gpu
+# Replot from results already under paper_results/ (no training): make figures PROFILE=gpu. The summary
+# notebook writes paper_results/<profile>/RESULTS.md; the README's results block follows the scorecards.
 figures: setup
 	$(REPRO) --no-train
+	$(PY) -m sparsedepth.paper.report.results_page --profile $(PROFILE) --readme
 
 $(NOTEBOOK_TARGETS): setup
 	$(REPRO) --only $@

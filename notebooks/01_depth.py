@@ -65,11 +65,8 @@ notebook.variance_figure(EXP, profile, res, order, sweep_title="depth L", log_y=
 
 # %%
 df = plots.paper_jacobian_frame(PAPER["depth"]["jacobian"], res)
-chart = plots.per_layer_chart(df, [f"L={d}" for d in PAPER["depth"]["jacobian"]], color="depth",
-                              facet="source", log_y=True, y_title="||J − I||_F / d",
-                              sweep_title="depth (paper's L)",
-                              title="Distance of each block's Jacobian from the identity",
-                              subtitle="log y; lower = closer to an identity map")
+chart = plots.jacobian_chart(df, [f"L={d}" for d in PAPER["depth"]["jacobian"]],
+                             title="Distance of each block's Jacobian from the identity")
 plots.save_chart(chart, "depth_jacobian", profile, df)
 chart
 

@@ -49,9 +49,15 @@ cmp = scorecard.compare(profile, EXP, res)
 tables.write_table(cmp, f"{EXP}_compare", profile, title="Recipe ablation: paper vs ours")
 depth_res = results.load_results(profile, "depth")  # our L=16-equivalent reference, if trained
 ref = scorecard.setting_row(profile, "depth", depth_res, 16)  # seed mean where several seeds ran
-df = plots.recipe_frame(cmp, PAPER["recipe"]["reference"], ref)
+tokens = lambda rs: next((r["summary"].get("tokens") for r in rs.values() if r.get("summary")), None)
+ref_run = {v: r for v, r in depth_res.items() if ref and v.split("-seed")[0] == ref["name"]}
+se = {r["name"]: r["acc_se"] for r in scorecard.our_rows(profile, EXP, res)}
+df = plots.recipe_frame(cmp, PAPER["recipe"]["reference"], ref, acc_se=se, reference_tokens=tokens(ref_run))
 chart = plots.recipe_chart(df, title="Sparsity recipe at the deep depth: ours beside the paper",
-                           subtitle="bars: mean zero-shot accuracy; stars: usefulness; faded: rejected options")
+                           subtitle=["bars: mean zero-shot accuracy (error bars: ±1 binomial standard "
+                                     "error); stars: usefulness; faded: rejected options",
+                                     f"each recipe step trains {plots.token_count(tokens(res))} tokens; "
+                                     "our L=16 reference is a depth-sweep run (its tokens in its label)"])
 plots.save_chart(chart, f"{EXP}_ablation", profile, df)
 display(Markdown(tables.to_markdown(cmp)))
 chart

@@ -38,7 +38,7 @@ from IPython.display import Markdown, display
 
 from sparsedepth.paper.analysis import scorecard
 from sparsedepth.paper.pipeline import results
-from sparsedepth.paper.report import plots, tables
+from sparsedepth.paper.report import plots, results_page, tables
 from sparsedepth.paper.spec import experiments
 
 all_res, all_status = {}, {}
@@ -79,7 +79,8 @@ plots.save_chart(chart, "scorecard", profile, card)
 chart
 
 # %%
-display(Markdown(f"On the paper's own numbers {paper_ok} of {len(card)} claims hold.\n\n"
+page = results_page.write_results(profile)  # every paper figure and table beside ours, from these tables
+display(Markdown(f"Results page: `{page}`. On the paper's own numbers {paper_ok} of {len(card)} claims hold.\n\n"
                  + tables.claims_markdown(card, what="the paper's claims", profile=profile)))
 for exp, st in all_status.items():
     results.raise_for_failures(st, f"{profile}/{exp}")

@@ -36,7 +36,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "05_moe": (["moe_last_layer_variance", "moe_scores", "moe_density", "moe_expert_load"],
                ["moe_compare", "moe_claims"]),
     "06_recipe": (["recipe_ablation", "recipe_last_layer_variance"], ["recipe_compare", "recipe_claims"]),
-    "07_summary": (["scorecard"], ["scorecard", "paper_vs_ours"]),
+    "07_summary": (["scorecard"], ["scorecard", "paper_vs_ours", "paper_vs_ours_depth"]),
     "08_probe_a_model": ([f"probe_{PROBE_TAG}_per_layer", f"probe_{PROBE_TAG}_causal"], [f"probe_{PROBE_TAG}_scores"]),
 }
 SWEEP_PARAMS = {"profile", "force", "device", "train"}
@@ -147,5 +147,7 @@ def test_notebooks_execute(tmp_path, monkeypatch):
                 p = root / "paper_results" / PROFILE / "tables" / f"{name}.{ext}"
                 if not (p.is_file() and p.stat().st_size > 0):
                     failures.append(f"{stem}: table file {p.relative_to(root)} missing or empty")
+    if not (root / "paper_results" / PROFILE / "RESULTS.md").is_file():
+        failures.append("07_summary: no results page paper_results/<profile>/RESULTS.md")
     print("notebook seconds:", timings, file=sys.stderr)
     assert not failures, "\n".join(failures)

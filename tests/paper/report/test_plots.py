@@ -149,8 +149,25 @@ def test_compare_bars(tmp_path):
         plots.compare_long(cmp, ["ppl"], relative=["acc"])
     ch = plots.compare_bars_chart(long, title="Scores", x_title="depth", log_metrics=["ppl"], relative=["ppl"])
     spec = ch.to_dict()
-    assert spec["hconcat"][1]["title"] == "validation perplexity ÷ first setting"
-    assert spec["hconcat"][1]["encoding"]["y"]["scale"]["type"] == "log" and "y2" in spec["hconcat"][1]["encoding"]
+    ratio = spec["hconcat"][1]
+    assert ratio["title"] == "validation perplexity ÷ first setting"
+    # ratios near 1 are dots on a linear axis (a log axis rounded to 0.1-10 hid 1-8 % gaps) with a line at 1;
+    # the paper's 49x collapse would flatten them: it is pinned to the top edge with its value printed
+    (rule, dots), note = ratio["layer"][0]["layer"], ratio["layer"][1]
+    assert rule["mark"]["type"] == "rule" and dots["mark"]["type"] == "point" and note["mark"]["type"] == "text"
+    lo, hi = dots["encoding"]["y"]["scale"]["domain"]
+    assert lo < 280 / 300 and 1.0 < hi < 1.2 and dots["encoding"]["y"]["scale"]["clamp"] is True
+    notes = spec["datasets"][note["data"]["name"]]
+    assert [r["note"] for r in notes] == ["49.6 ↑"]
+    near = plots.compare_bars_chart(long[long.variant == "L2"], title="S", x_title="d", relative=["ppl"]).to_dict()
+    (_, dots), = [tuple(p["layer"]) for p in near["hconcat"] if p["title"].endswith("÷ first setting")]
+    assert dots["encoding"]["y"]["scale"] == {"zero": False, "padding": 14}
+    absolute = plots.compare_bars_chart(long, title="Scores", x_title="depth", log_metrics=["ppl"]).to_dict()
+    assert absolute["hconcat"][1]["encoding"]["y"]["scale"]["type"] == "log"
+    assert "y2" in absolute["hconcat"][1]["encoding"]
+    zero = long.assign(shown=long["shown"].where(long.metric != "usefulness", 0.0))
+    panel = plots.compare_bars_chart(zero, title="z", x_title="depth", relative=["ppl"]).to_dict()["hconcat"][0]
+    assert [layer["mark"]["type"] for layer in panel["layer"]] == ["bar", "text"]  # a zero is labelled "0"
     _check_files(plots.save_chart(ch, "bars", "synthetic", long, root=tmp_path),
                  {"setting", "metric", "source", "value"})
     with pytest.raises(ValueError, match="scorecard.compare"):
@@ -348,3 +365,45 @@ def test_side_by_side_keeps_order_and_pairs():
     assert wide.ours.tolist() == [1.0, 3.0] and wide.paper.isna().tolist() == [False, True]
     with pytest.raises(ValueError, match="side_by_side"):
         tables.side_by_side(long.drop(columns="source"), ["variant"])
+
+
+def test_saved_figures_name_their_profile(tmp_path):
+    df = pd.DataFrame({"layer": [1, 2, 3], "value": [1.0, 2.0, 3.0], "label": ["a"] * 3})
+    ch = plots.line_chart(df, "layer", "value", "label", title="T", subtitle="sub", x_title="x", y_title="y")
+    assert plots.with_profile(ch, "smoke").to_dict()["title"]["subtitle"] == ["sub", "profile: smoke"]
+    bare = plots.line_chart(df, "layer", "value", "label", title="T", x_title="x", y_title="y")
+    assert plots.with_profile(bare, "cpu").to_dict()["title"] == {"text": "T", "subtitle": ["profile: cpu"]}
+    assert ch.to_dict()["title"]["subtitle"] == "sub"  # the chart passed in is unchanged
+    svg = plots.save_chart(ch, "named", "smoke", df, root=tmp_path)["svg"].read_text()
+    assert "profile: smoke" in svg
+
+
+def test_heatmap_steps_on_a_round_grid():
+    steps = plots._snap(pd.Series([5, 44, 81, 118, 140, 290, 435, 1485]), 40)
+    assert list(steps) == [0, 50, 100, 100, 150, 300, 450, 1500]  # width 50 for 1485 steps in 40 bins
+
+
+def test_jacobian_chart_keeps_block_one_off_the_axis():
+    rows = [{"source": src, "depth": "L=4", "layer": layer, "value": v, "ours": ""}
+            for src, vals in (("ours", [0.7, 0.01, 0.008, 0.006]), ("paper", [0.012, 0.009]))
+            for layer, v in zip(range(1 if src == "ours" else 2, 9), vals)]
+    spec = plots.jacobian_chart(pd.DataFrame(rows), ["L=4"], title="J").to_dict()
+    enc = spec["spec"]["layer"][0]["encoding"] if "layer" in spec["spec"] else spec["spec"]["encoding"]
+    lo, hi = enc["y"]["scale"]["domain"]
+    assert hi == pytest.approx(0.012 * 1.25) and lo == pytest.approx(0.006 / 1.25)
+    assert enc["x"]["scale"]["domain"] == [1, 4]  # one x range for both panels
+    assert "off the axis (ours block 1): 0.7" in str(spec["title"]["subtitle"])
+
+
+def test_recipe_frame_error_bars_reference_tokens_and_labels():
+    cmp = pd.DataFrame({"variant": ["base", "+wd1"], "ours": ["baseline", "+wd1"], "paper": ["baseline", "+wd1.0"],
+                        "kept": [True, False], "paper_acc": [39.5, 38.5], "ours_acc": [33.0, 34.0],
+                        "paper_usefulness": [0.5, 0.5], "ours_usefulness": [0.0, 0.0]})
+    df = plots.recipe_frame(cmp, {"acc": 40.1, "usefulness": 0.75}, {"acc": 35.0, "usefulness": 0.1, "acc_se": 0.7},
+                            acc_se={"base": 0.6}, reference_tokens=98_304_000)
+    assert list(dict.fromkeys(df.step)) == ["L=16 reference (98.3M tokens)", "baseline", "+wd1.0"]
+    ours = df[df.source == "ours"].set_index("step").acc_se
+    assert ours["baseline"] == 0.6 and ours["L=16 reference (98.3M tokens)"] == 0.7 and pd.isna(ours["+wd1.0"])
+    spec = plots.recipe_chart(df, title="R").to_dict()
+    assert any(lay.get("mark", {}).get("type") == "errorbar" for lay in spec["layer"][0]["layer"])
+    assert plots.token_count(52_428_800) == "52.4M" and plots.token_count(None) == "?"

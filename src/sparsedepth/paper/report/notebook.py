@@ -55,7 +55,8 @@ def compare_figure(experiment: str, profile: str, res: dict, *, title: str, metr
     cmp = scorecard.compare(profile, experiment, res)
     tables.write_table(cmp, f"{experiment}_compare", profile, title=f"{title}: paper vs ours")
     long = plots.compare_long(cmp, metrics, relative=relative)
-    how = "panels marked ÷ first setting compare trends" if relative else "compare the trends (log axes)"
+    how = ("panels marked ÷ first setting compare trends (dots; dashed line at 1)" if relative
+           else "compare the trends (log axes)")
     chart = plots.compare_bars_chart(long, title=f"{title}: ours beside the paper", x_title=x_title,
                                      relative=relative, log_metrics=log_metrics,
                                      subtitle=f"absolute values depend on scale (width, tokens, tokenizer): {how}")

@@ -15,15 +15,17 @@ Several variants with one label are seeds of one setting (the gpu depth sweep): 
 them (``seed_mean``: the mean plus ``<value>_min`` / ``<value>_max`` and ``seeds`` columns), and the charts
 draw the mean with a min–max band or error bars. With one seed per label frames and charts are unchanged.
 
-``save_chart(chart, name, profile, data)`` writes ``figures/<profile>/<name>.{png,svg,csv}`` under the output
-root (see ``tables.output_root``); the CSV is the chart's data, so every figure can be re-plotted or checked
-without re-running anything.
+``save_chart(chart, name, profile, data)`` names the profile under the title and writes
+``figures/<profile>/<name>.{png,svg,csv}`` under the output
+root (see ``tables.output_root``); the CSV is the chart's data, so every figure can be re-plotted
+or checked without re-running anything.
 """
 from __future__ import annotations
 
 import io
 import math
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from sparsedepth.atomic import atomic_write_bytes, atomic_write_text
-from sparsedepth.paper.report.tables import check_name, output_root, set_output_root
+from sparsedepth.paper.report.tables import check_name, format_value, output_root, set_output_root
 
 __all__ = [
     "MAX_POINTS", "OURS", "PAPER", "use_theme", "save_chart", "figure_dir", "set_output_root",
@@ -43,13 +45,19 @@ __all__ = [
     "expert_load_frame", "recipe_frame", "theory_frame", "probe_profile_frame", "matrix_frame",
     "line_chart", "variance_chart", "per_layer_chart", "heatmap_chart", "compare_bars_chart", "sweep_chart",
     "recipe_chart", "expert_load_chart", "theory_chart", "scorecard_chart", "probe_profile_chart",
+    "with_profile", "jacobian_chart", "token_count",
 ]
 
 MAX_POINTS = 300  # per curve, after aggregation
+RATIO_AXIS = 10.0  # a "÷ first setting" panel's axis spans ratios up to 10; larger ones sit at its top edge
 OURS, PAPER = "ours", "paper"
 SOURCE_COLORS = {OURS: "#d95f02", PAPER: "#7f7f7f"}
 STATUS_COLORS = {"holds": "#1b9e77", "contradicted": "#d62728", "inconclusive": "#e6ab02", "missing": "#bbbbbb"}
-_SEQ = {"name": "viridis", "extent": [0.0, 0.85]}  # ordered sweeps; drop viridis' pale yellow end
+# Ordered sweeps: plasma runs dark blue, purple, pink, orange, so neighbours (λ = 0, 0.01, 0.1) differ in hue,
+# not only in lightness as on viridis; its pale yellow end is dropped.
+_SEQ = {"name": "plasma", "extent": [0.0, 0.82]}
+# Dash patterns by series for curves that can coincide (variance after the final norm): both stay visible.
+DASHES = [[1, 0], [7, 3], [2, 2], [9, 3, 2, 3], [4, 4], [12, 2]]
 # A five-pointed star (unit size) for usefulness markers: Vega has no built-in star symbol.
 STAR = ("M0,-1L0.224,-0.309L0.951,-0.309L0.363,0.118L0.588,0.809L0,0.382L-0.588,0.809L-0.363,0.118"
         "L-0.951,-0.309L-0.224,-0.309Z")
@@ -122,10 +130,23 @@ def _chart_data(chart: alt.TopLevelMixin) -> pd.DataFrame | None:
     return None
 
 
+def with_profile(chart: alt.TopLevelMixin, profile: str) -> alt.TopLevelMixin:
+    """The chart with "profile: <profile>" as the last subtitle line, so a smoke or cpu figure never passes
+    for a gpu one (a copy; the chart passed in is unchanged)."""
+    title = chart.title
+    if isinstance(title, alt.TitleParams):
+        text, sub = title.text, title.subtitle
+    else:
+        text, sub = ("" if title is alt.Undefined else title), alt.Undefined
+    lines = [] if sub is alt.Undefined else [sub] if isinstance(sub, str) else list(sub)
+    return chart.properties(title=alt.TitleParams(text, subtitle=[*lines, f"profile: {profile}"]))
+
+
 def save_chart(chart: alt.TopLevelMixin, name: str, profile: str, data: pd.DataFrame | None = None, *,
                root: str | os.PathLike | None = None, scale: float = 1.5) -> dict[str, Path]:
     """Write ``figures/<profile>/<name>.png`` (vl-convert, ``scale``x), ``.svg`` and ``.csv`` (``data``, or the
-    chart's own DataFrame when ``data`` is None). Each file is written atomically; returns the paths."""
+    chart's own DataFrame when ``data`` is None), the profile named under the title (``with_profile``). Each
+    file is written atomically; returns the paths."""
     check_name(name, "figure name")
     if not isinstance(chart, alt.TopLevelMixin):
         raise TypeError(f"save_chart({name!r}): expected an altair chart, got {type(chart).__name__}")
@@ -136,6 +157,7 @@ def save_chart(chart: alt.TopLevelMixin, name: str, profile: str, data: pd.DataF
     if data.empty:
         raise ValueError(f"save_chart({name!r}): the chart's data is empty; check the results that were loaded")
     out = figure_dir(profile, root)
+    chart = with_profile(chart, profile)
     png, svg = io.BytesIO(), io.StringIO()
     chart.save(png, format="png", scale_factor=scale)
     chart.save(svg, format="svg")
@@ -300,8 +322,18 @@ def layer_variance_frame(results: Mapping[str, Mapping], *, max_steps: int = 40)
     """Per-layer output variance over training for a heatmap: (variant, label, step, layer, variance), steps
     aggregated into at most ``max_steps`` bins per layer; seeds of one label averaged (``seed_mean``)."""
     df = telemetry_frame(results, "layer_var", max_steps=max_steps)
-    df["step"] = df["step"].round().astype(int)  # bin centres as whole steps: readable ordinal labels
+    df["step"] = _snap(df["step"], max_steps)  # bin centres on a round grid: regular ordinal labels
     return seed_mean(df.rename(columns={"value": "variance"}), "variance", ["label", "step", "layer"])
+
+
+def _snap(steps: pd.Series, bins: int) -> pd.Series:
+    """Steps rounded to multiples of a round width (1, 2 or 5 x 10^k) near (largest step) / ``bins``, so an
+    ordinal axis reads 0, 50, 100 … instead of 140, 290, 435."""
+    top = float(steps.max()) if len(steps) else 0.0
+    raw = max(top / max(bins, 1), 1.0)
+    mag = 10 ** math.floor(math.log10(raw))
+    width = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    return (np.round(steps / width) * width).astype(int)
 
 
 def probe_value(run: Mapping, path: str | Sequence[str], default: Any = None) -> Any:
@@ -467,26 +499,48 @@ def expert_load_frame(results: Mapping[str, Mapping], *, source: str = "probes")
     return pd.DataFrame(rows, columns=["variant", "label", "layer", "expert", "load"])
 
 
+def token_count(n: float | None) -> str:
+    """52428800 -> "52M" (training tokens, for labels); "?" when unknown."""
+    if n is None or not _finite(n):
+        return "?"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:g}"
+
+
+def _same_label(a: Any, b: Any) -> bool:
+    """Labels equal up to how their numbers are written ("+wd1" and "+wd1.0")."""
+    norm = lambda v: re.sub(r"\d+(?:\.\d+)?", lambda m: f"{float(m.group()):g}", str(v))  # noqa: E731
+    return norm(a) == norm(b)
+
+
 def recipe_frame(compare_df: pd.DataFrame, reference: Mapping | None = None,
-                 ours_reference: Mapping | None = None) -> pd.DataFrame:
-    """``scorecard.compare(profile, "recipe")`` -> rows (step, source, acc, usefulness, kept) for
+                 ours_reference: Mapping | None = None, *, acc_se: Mapping[str, float | None] | None = None,
+                 reference_tokens: float | None = None) -> pd.DataFrame:
+    """``scorecard.compare(profile, "recipe")`` -> rows (step, source, acc, acc_se, usefulness, kept) for
     ``recipe_chart``. ``reference`` = the paper's L=16 reference ({"acc", "usefulness"}); ``ours_reference``
-    = ours ({"acc" (%), "usefulness"}), both drawn first."""
+    = ours ({"acc" (%), "usefulness", optional "acc_se"}), both drawn first; ``reference_tokens`` (our
+    reference's training tokens) goes into its label, since it trained on another budget than the recipe.
+    ``acc_se`` = {our variant: standard error of its accuracy in points} (``scorecard.acc_standard_error``)."""
     rows = []
-    ref_label = "L=16 reference"
+    ref_label = "L=16 reference" + (f" ({token_count(reference_tokens)} tokens)" if reference_tokens else "")
+    acc_se = acc_se or {}
     if reference:
         rows.append({"step": ref_label, "source": PAPER, "acc": reference.get("acc"),
                      "usefulness": reference.get("usefulness"), "kept": True})
         if ours_reference:
             rows.append({"step": ref_label, "source": OURS, "acc": ours_reference.get("acc"),
-                         "usefulness": ours_reference.get("usefulness"), "kept": True})
+                         "acc_se": ours_reference.get("acc_se"), "usefulness": ours_reference.get("usefulness"),
+                         "kept": True})
     for r in compare_df.to_dict("records"):
-        step = r["paper"] if str(r["ours"]) == str(r["paper"]) else f"{r['paper']} (ours {r['ours']})"
+        step = r["paper"] if _same_label(r["ours"], r["paper"]) else f"{r['paper']} (ours {r['ours']})"
         for src in (PAPER, OURS):
             rows.append({"step": step, "source": src, "acc": r.get(f"{src}_acc"),
+                         "acc_se": acc_se.get(r.get("variant")) if src == OURS else None,
                          "usefulness": r.get(f"{src}_usefulness"), "kept": bool(r.get("kept"))})
-    df = pd.DataFrame(rows, columns=["step", "source", "acc", "usefulness", "kept"])
-    for c in ("acc", "usefulness"):
+    df = pd.DataFrame(rows, columns=["step", "source", "acc", "acc_se", "usefulness", "kept"])
+    for c in ("acc", "acc_se", "usefulness"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     return df
 
@@ -595,17 +649,25 @@ def line_chart(df: pd.DataFrame, x: str, y: str, color: str, *, title: str, x_ti
                log_y: bool = False, points: bool = False, dash: str | None = None, facet: str | None = None,
                columns: int | None = None, subtitle: str | None = None, independent: str | None = None,
                sequential: bool | str = True, band: tuple[str, str] | None = None, width: int = 360,
-               height: int = 230) -> alt.TopLevelMixin:
+               height: int = 230, dash_by_color: bool = False, y_domain: Sequence[float] | None = None,
+               x_domain: Sequence[float] | None = None) -> alt.TopLevelMixin:
     """The workhorse: one line per ``color`` value with an ordered colour scale, optional dashed ``dash``
     series and ``facet`` panels (``independent`` = "x", "y" or "xy": per-panel scales). ``band`` = (low,
     high) columns adds a translucent band of each line's colour between them (e.g. the range across seeds);
-    rows where they are NaN get none."""
+    rows where they are NaN get none. ``dash_by_color`` gives each series its own dash pattern as well
+    (curves that coincide stay visible); ``y_domain`` / ``x_domain`` fix the axes (points outside are clipped)."""
     data = _plottable(df, y, log_y, f"line chart {title!r}")
     if band and log_y:  # a log axis cannot draw a bound <= 0: narrow the band to the line there instead
         data = data.assign(**{band[0]: data[band[0]].where(data[band[0]] > 0, data[y])})
-    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    # nice=False: a log axis rounded out to whole decades squeezes a curve that spans 1 to 1.6 into a line
+    y_scale = alt.Scale(type="log", nice=False) if log_y else alt.Scale(zero=False)
+    x_scale = alt.Scale(type="log") if log_x else alt.Scale(zero=False)
+    if y_domain is not None:
+        y_scale.domain = list(y_domain)
+    if x_domain is not None:
+        x_scale.domain = list(x_domain)
     enc = dict(
-        x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(type="log") if log_x else alt.Scale(zero=False),
+        x=alt.X(f"{x}:Q", title=x_title, scale=x_scale,
                 axis=alt.Axis(tickMinStep=1, format="d") if x == "layer" else alt.Axis()),
         y=alt.Y(f"{y}:Q", title=y_title, scale=y_scale),
         color=_color(color, order, color_title or color, sequential=sequential),
@@ -613,6 +675,10 @@ def line_chart(df: pd.DataFrame, x: str, y: str, color: str, *, title: str, x_ti
     )
     if dash:
         enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=dash)
+    elif dash_by_color and order is not None:  # same field, title and order as the colour: one merged legend
+        enc["strokeDash"] = alt.StrokeDash(f"{color}:N", sort=list(order), title=color_title or color,
+                                           scale=alt.Scale(domain=list(order),
+                                                           range=[DASHES[i % len(DASHES)] for i in range(len(order))]))
     if band and not points:  # a layered legend draws filled swatches: keep the plain chart's line symbols
         enc["color"] = enc["color"].copy()
         enc["color"].legend = alt.Legend(symbolType="stroke")
@@ -642,7 +708,8 @@ def variance_chart(df: pd.DataFrame, order: Sequence[str], *, sweep_title: str, 
                       subtitle=subtitle, x_title="training step",
                       y_title="last-layer variance (mean over tokens of Var_d)", log_y=log_y, facet="series",
                       columns=2, independent="y", sequential=sequential, band=_band(df, "variance"),
-                      points=bool(len(df)) and df.groupby(["label", "series"]).size().max() <= 40)
+                      points=bool(len(df)) and df.groupby(["label", "series"]).size().max() <= 40,
+                      dash_by_color=True)
 
 
 def per_layer_chart(df: pd.DataFrame, order: Sequence[str] | None, *, y: str = "value", color: str = "label",
@@ -653,6 +720,28 @@ def per_layer_chart(df: pd.DataFrame, order: Sequence[str] | None, *, y: str = "
     return line_chart(df, "layer", y, color, order=order, color_title=sweep_title, title=title, subtitle=subtitle,
                       x_title=LAYER_TITLE, y_title=y_title, log_y=log_y, points=True, facet=facet,
                       independent="x" if facet else None, band=_band(df, y))
+
+
+def jacobian_chart(df: pd.DataFrame, order: Sequence[str], *, title: str, sweep_title: str = "depth (paper's L)",
+                   y_title: str = "||J − I||_F / d") -> alt.TopLevelMixin:
+    """``paper_jacobian_frame`` as two panels (ours, the paper) on one x range and a log y axis fitted to
+    blocks 2 onwards: our block 1 sits one to two orders of magnitude above the rest (the paper's figure
+    leaves it out) and would squeeze every other block into a sliver; the subtitle gives the values it leaves
+    off the axis."""
+    inner = df[(df["layer"] > 1) & (df["value"] > 0)]["value"]
+    if inner.empty:
+        inner = df[df["value"] > 0]["value"]
+    lo, hi = float(inner.min()) / 1.25, float(inner.max()) * 1.25
+    off = df[(df["value"] > hi) | (df["value"] < lo)]
+    note = "log y; lower = closer to an identity map"
+    if not off.empty:
+        where = ", ".join(f"{s} block {int(l)}" for s, l in off[["source", "layer"]].drop_duplicates()
+                          .groupby("source")["layer"].min().items())
+        note += (f"; off the axis ({where}): {format_value(float(off['value'].min()), 2)} to "
+                 f"{format_value(float(off['value'].max()), 2)}")
+    return line_chart(df, "layer", "value", "depth", order=order, color_title=sweep_title, title=title,
+                      subtitle=note, x_title=LAYER_TITLE, y_title=y_title, log_y=True, points=True, facet="source",
+                      band=_band(df, "value"), y_domain=(lo, hi), x_domain=(1, int(df["layer"].max())))
 
 
 def heatmap_chart(df: pd.DataFrame, *, x: str, y: str, value: str, title: str, x_title: str, y_title: str,
@@ -682,8 +771,9 @@ def compare_bars_chart(df: pd.DataFrame, *, title: str, x_title: str, subtitle: 
                        relative: Sequence[str] = (), width: int = 200, height: int = 200) -> alt.TopLevelMixin:
     """Ours beside the paper (``compare_long``): one panel per metric, grouped bars per setting with
     ``source`` in {"ours", "paper"} side by side, drawing column ``shown``. ``relative`` metrics (as passed to
-    ``compare_long``) are titled "÷ first setting"; ``log_metrics`` get a log y axis when every value is
-    positive (bars then start at a power of ten below the smallest value). Where the frame has our range
+    ``compare_long``) are titled "÷ first setting" and drawn as dots on a linear axis with a dashed line at 1;
+    ``log_metrics`` (the others) get a log y axis when every value is positive (bars then start at a power of
+    ten below the smallest value); a value of 0 is labelled "0". Where the frame has our range
     across seeds (``shown_min`` / ``shown_max``, see ``compare_long``), black error bars mark it."""
     y_col = "shown" if "shown" in df.columns else "value"
     lo, hi = f"{y_col}_min", f"{y_col}_max"
@@ -706,9 +796,30 @@ def compare_bars_chart(df: pd.DataFrame, *, title: str, x_title: str, subtitle: 
             color=_source_color(),
             tooltip=_tooltip(d),
         )
-        if log:  # a log axis has no zero: start the bars at a power of ten below the smallest value
-            enc["y2"] = alt.datum(10 ** math.floor(math.log10(float(d[y_col].min()))))
-        panel = alt.Chart(d).mark_bar().encode(**enc)
+        if m in relative:  # ratios near 1: dots on a linear axis, so a 1-8 % gap is visible; dashed line at 1
+            enc["y"] = alt.Y(f"{y_col}:Q", title=name, scale=alt.Scale(zero=False, padding=14))
+            far = d[y_col] > RATIO_AXIS  # ratios fall to 0 on a linear axis; only a blow-up is pinned
+            if far.any() and not far.all():  # an outlier (the paper's λ=3 collapse, 49x) would flatten the rest:
+                near = d.loc[~far, y_col]     # pin it to the axis edge and print its value there
+                lo, hi = min(float(near.min()), 1.0), max(float(near.max()), 1.0)
+                pad = 0.1 * (hi - lo) or 0.05
+                enc["y"] = alt.Y(f"{y_col}:Q", title=name, scale=alt.Scale(domain=[lo - pad, hi + pad], clamp=True))
+            one = alt.Chart(pd.DataFrame({y_col: [1.0]})).mark_rule(strokeDash=[4, 3], color="#555555").encode(
+                y=enc["y"])
+            panel = alt.layer(one, alt.Chart(d).mark_point(filled=True, size=110, opacity=1).encode(**enc))
+            if far.any() and not far.all():
+                out = d[far].assign(note=[f"{format_value(float(v), 3)} ↑" for v in d.loc[far, y_col]])
+                panel = alt.layer(panel, alt.Chart(out).mark_text(dx=-4, align="right", fontSize=11).encode(
+                    x=enc["x"], xOffset=enc["xOffset"], y=enc["y"], text="note:N", color=_source_color()))
+        else:
+            if log:  # a log axis has no zero: start the bars at a power of ten below the smallest value
+                enc["y2"] = alt.datum(10 ** math.floor(math.log10(float(d[y_col].min()))))
+            panel = alt.Chart(d).mark_bar().encode(**enc)
+            zeros = d[d[y_col] == 0]
+            if not zeros.empty and not log:  # a zero draws no bar: label it, so it does not read as missing
+                panel = alt.layer(panel, alt.Chart(zeros).mark_text(dy=-8, fontSize=12, fontWeight="bold").encode(
+                    x=enc["x"], xOffset=enc["xOffset"], y=alt.Y(f"{y_col}:Q", title=name), text=alt.value("0"),
+                    color=_source_color()))
         if lo in d.columns and hi in d.columns:
             ranged = d[np.isfinite(d[lo]) & np.isfinite(d[hi])]
             if not ranged.empty:
@@ -752,7 +863,8 @@ def sweep_chart(df: pd.DataFrame, *, x: str, y: str = "value", color: str | None
 def recipe_chart(df: pd.DataFrame, *, title: str, subtitle: str | None = None, order: Sequence[str] | None = None,
                  width: int = 560, height: int = 260) -> alt.TopLevelMixin:
     """The 32-layer recipe ablation (``recipe_frame``): bars of average downstream accuracy (%) per step,
-    ours beside the paper; gold stars mark usefulness (right axis); rejected options are faded."""
+    ours beside the paper, with ±1 standard error where ``acc_se`` is known; gold stars mark usefulness
+    (right axis); rejected options are faded."""
     need = {"step", "source", "acc", "usefulness", "kept"}
     if not need <= set(df.columns):
         raise ValueError(f"recipe chart needs columns {sorted(need)}, got {sorted(df.columns)}")
@@ -769,6 +881,11 @@ def recipe_chart(df: pd.DataFrame, *, title: str, subtitle: str | None = None, o
                             legend=alt.Legend(title="option", labelExpr="datum.value ? 'kept' : 'rejected'")),
         tooltip=_tooltip(df),
     ).transform_filter("isValid(datum.acc)")
+    if "acc_se" in df.columns and df["acc_se"].notna().any():  # ±1 standard error where it is known
+        bars = alt.layer(bars, base.mark_errorbar(ticks=True, color="black").encode(
+            y=alt.Y("acc_lo:Q", title="average downstream accuracy (%)", scale=alt.Scale(zero=False)),
+            y2=alt.Y2("acc_hi:Q")).transform_filter("isValid(datum.acc_se)").transform_calculate(
+            acc_lo="datum.acc - datum.acc_se", acc_hi="datum.acc + datum.acc_se"))
     # Gold stars with a black outline stay visible on both bar colours.
     stars = base.mark_point(shape=STAR, size=160, filled=True, fill="#ffd92f", stroke="black",
                             strokeWidth=0.8).encode(
@@ -795,7 +912,8 @@ def theory_chart(df: pd.DataFrame, *, y_title: str, title: str, subtitle: str | 
     labels = list(dict.fromkeys(df.sort_values("density", ascending=False)["label"]))
     data = _plottable(df, "value", log_y, f"theory chart {title!r}")
     chart = alt.Chart(data).mark_line().encode(
-        x=alt.X("layer:Q", title="depth ℓ (blocks)", scale=alt.Scale(zero=False), axis=alt.Axis(format="d")),
+        x=alt.X("layer:Q", title="depth ℓ (blocks)", scale=alt.Scale(zero=False),
+                axis=alt.Axis(format="d", tickMinStep=1)),
         y=alt.Y("value:Q", title=y_title, scale=alt.Scale(type="log") if log_y else alt.Scale(zero=False)),
         color=_color("label", labels, "mask density"),
         strokeDash=alt.StrokeDash("kind:N", title=None, sort=["simulated", "closed form"],
@@ -836,7 +954,8 @@ def probe_profile_chart(df: pd.DataFrame, *, title: str, subtitle: str | None = 
         d = _plottable(df[df.quantity == q], "value", q in logs, f"panel {q!r}")
         c = SOURCE_COLORS[OURS]
         panels.append(alt.Chart(d).mark_line(point=alt.OverlayMarkDef(color=c), color=c).encode(
-            x=alt.X("layer:Q", title="layer ℓ", scale=alt.Scale(zero=False), axis=alt.Axis(tickMinStep=1)),
+            x=alt.X("layer:Q", title="layer ℓ", scale=alt.Scale(zero=False),
+                    axis=alt.Axis(tickMinStep=1, format="d")),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log") if q in logs else alt.Scale(zero=False)),
             tooltip=_tooltip(d),
         ).properties(width=width, height=height, title=alt.TitleParams(q, fontSize=12)))

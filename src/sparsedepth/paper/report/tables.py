@@ -99,10 +99,11 @@ def to_markdown(df: pd.DataFrame, digits: int = 4) -> str:
 
 
 def write_table(df: pd.DataFrame, name: str, profile: str, *, root: str | os.PathLike | None = None,
-                title: str | None = None, digits: int = 4) -> dict[str, Path]:
+                title: str | None = None, digits: int = 4, notes: str | None = None) -> dict[str, Path]:
     """Write ``df`` to ``paper_results/<profile>/tables/<name>.md`` and ``.csv``; returns both paths.
 
-    ``title`` (optional) becomes a Markdown heading above the table.
+    ``title`` (optional) becomes a Markdown heading above the table, ``notes`` (optional Markdown, e.g. the
+    column definitions and units) a block between the heading and the table; the CSV holds the data alone.
     """
     check_name(name, "table name")
     if not isinstance(df, pd.DataFrame):
@@ -110,7 +111,7 @@ def write_table(df: pd.DataFrame, name: str, profile: str, *, root: str | os.Pat
     if df.empty:
         raise ValueError(f"write_table({name!r}): the table is empty; nothing to write (check the results loaded)")
     out = table_dir(profile, root)
-    md = (f"### {title}\n\n" if title else "") + to_markdown(df, digits)
+    md = (f"### {title}\n\n" if title else "") + (f"{notes.strip()}\n\n" if notes else "") + to_markdown(df, digits)
     paths = {"md": out / f"{name}.md", "csv": out / f"{name}.csv"}
     atomic_write_text(paths["md"], md)
     atomic_write_text(paths["csv"], df.to_csv(index=False))

@@ -1,0 +1,109 @@
+"""The generated results page, the per-experiment tables and the README's results block.
+
+The README holds no result number typed by hand: its "Reproduction status" section is prose without digits
+plus a block that ``sparsedepth.paper.report.results_page`` writes from the committed scorecards; the tests below fail
+when that block disagrees with the tables or when a digit appears in the section outside it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sparsedepth.paper.report import results_page as rp
+
+REPO = Path(__file__).resolve().parents[3]
+COMMITTED = [p for p in rp.PROFILES if (REPO / "paper_results" / p / "tables" / "scorecard.csv").is_file()]
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    nxt = re.search(r"^## ", text[start + len(heading):], flags=re.M)
+    return text[start: start + len(heading) + nxt.start()] if nxt else text[start:]
+
+
+def test_readme_results_block_matches_the_committed_tables():
+    if not COMMITTED:
+        pytest.skip("no committed results")
+    text = (REPO / "README.md").read_text()
+    block = text[text.index(rp.README_BEGIN): text.index(rp.README_END) + len(rp.README_END)]
+    assert block == rp.readme_block(REPO), \
+        "README's results block is out of date: run `python -m sparsedepth.paper.report.results_page --readme`"
+
+
+def test_readme_results_section_has_no_hand_typed_numbers():
+    text = (REPO / "README.md").read_text()
+    section = _section(text, "## Reproduction status")
+    head, rest = section.split(rp.README_BEGIN, 1)
+    prose = head + rest.split(rp.README_END, 1)[1]
+    prose = re.sub(r"\([^)]*\.md\)|`[^`]*`", "", prose)  # link targets and code name files, not results
+    assert not re.findall(r"\d", prose), f"hand-typed numbers in the README's results section: {prose!r}"
+
+
+@pytest.mark.parametrize("profile", COMMITTED)
+def test_committed_results_page_is_current_and_links_existing_figures(profile):
+    page = REPO / "paper_results" / profile / "RESULTS.md"
+    text = page.read_text()
+    assert text == rp.results_markdown(profile, REPO), \
+        f"{page} is out of date: run `python -m sparsedepth.paper.report.results_page --profile {profile}`"
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) >= sum(len(s.figures) for s in rp.SECTIONS)
+    for link in links:  # relative, so they render on a code host
+        assert not link.startswith(("/", "http")), link
+        assert (page.parent / link).resolve().is_file(), link
+    # every section in the paper's order, each with the paper's numbers, ours and a verdict
+    positions = [text.index(f"## {i}. {s.title}") for i, s in enumerate(rp.SECTIONS, 1)]
+    assert positions == sorted(positions)
+    card = pd.read_csv(REPO / "paper_results" / profile / "tables" / "scorecard.csv")
+    for cid in card["id"]:
+        assert f"(`{cid}`)" in text, f"claim {cid} has no verdict on the page"
+
+
+def _fake_results(root: Path, profile: str = "p") -> None:
+    tdir = root / "paper_results" / profile / "tables"
+    tdir.mkdir(parents=True)
+    pd.DataFrame([
+        {"experiment": "depth", "variant": "L4", "setting": "L=4", "metric": "variance_end", "paper": 400.0,
+         "ours": 3.0, "ours_min": 2.5, "ours_max": 3.5},
+        {"experiment": "gqa", "variant": "G1", "setting": "G=1", "metric": "ppl", "paper": 14.52, "ours": 250.0,
+         "ours_min": None, "ours_max": None},
+    ]).to_csv(tdir / "paper_vs_ours.csv", index=False)
+    pd.DataFrame([{"id": "depth.variance", "experiment": "depth", "claim": "variance grows", "status": "holds",
+                   "effect": 0.4321, "se": 0.01, "noise": "2 seeds", "rule": "slope > 0", "ours": "", "paper": "",
+                   "detail": ""}]).to_csv(tdir / "scorecard.csv", index=False)
+    figs = root / "figures" / profile
+    figs.mkdir(parents=True)
+    (figs / "depth_scores.png").write_bytes(b"\x89PNG")  # only its presence matters to the page
+
+
+def test_write_results_from_tables_alone(tmp_path):
+    _fake_results(tmp_path)
+    page = rp.write_results("p", tmp_path)
+    text = page.read_text()
+    assert "+0.432 ± 0.01" in text and "**holds**" in text
+    assert "](../../figures/p/depth_scores.png)" in text
+    assert "_Figure `depth_jacobian` not generated for this profile._" in text
+    assert "_No results of ours for this figure._" in text  # recipe: nothing in the fake table
+    gqa = (tmp_path / "paper_results" / "p" / "tables" / "paper_vs_ours_gqa.md").read_text()
+    assert "`ppl`: validation perplexity" in gqa and "`ours_min`:" in gqa and "| G=1 | ppl |" in gqa
+    assert "variance_end" not in gqa  # one experiment per table
+    csv = pd.read_csv(tmp_path / "paper_results" / "p" / "tables" / "paper_vs_ours_depth.csv")
+    assert list(csv["metric"]) == ["variance_end"] and "experiment" not in csv.columns
+
+
+def test_every_table_metric_has_a_unit():
+    from sparsedepth.paper.analysis.scorecard import TABLE_METRICS
+
+    missing = {m for ms in TABLE_METRICS.values() for m in ms} - set(rp.UNITS)
+    assert not missing, f"metrics without a unit in results_page.UNITS: {missing}"
+
+
+def test_missing_tables_and_markers_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make figures"):
+        rp.results_markdown("p", tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n")
+    with pytest.raises(ValueError, match="no results block"):
+        rp.update_readme(readme, tmp_path)
