@@ -194,7 +194,8 @@ def test_score_bars_get_error_bars(two_seeds):
         assert ours.loc[("usefulness", v), "shown_max"] == pytest.approx(cmp.iloc[i]["ours_usefulness_max"] / base)
     assert long[long.source == plots.PAPER][["value_min", "shown_max"]].isna().all().all()
     spec = plots.compare_bars_chart(long, title="t", x_title="depth", relative=["usefulness"]).to_dict()
-    assert sorted(_marks(spec)) == ["bar", "bar", "rule", "rule"]
+    # permutation: bars with error rules; usefulness (÷ first setting): dots, error rules and the dashed line at 1
+    assert sorted(_marks(spec)) == ["bar", "point", "rule", "rule", "rule"]
     one = plots.compare_long(sc.compare("smoke", "depth", {}), ["usefulness"])
     assert list(one.columns) == ["variant", "setting", "metric", "source", "value", "shown"]
 
