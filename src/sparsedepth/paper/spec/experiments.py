@@ -12,7 +12,8 @@ recipe          cumulative L=32 ablation: +T4096, +T8192 (rejected), +wd0.3, +wd
 ==============  ===========================================================================================
 
 Profiles: ``smoke`` (CI, seconds per run), ``cpu`` (a laptop, about a minute per run), ``gpu`` (one H200,
-paper-lite: d=512, 50-100M tokens per run). A profile is a :class:`Scale`; every config of an experiment is
+paper-lite: d=512, 50-100M tokens per run), ``paper`` (the paper's own configurations: d=2048, 5B tokens per
+run, the paper's batches and schedule; a cluster's work, see ``PAPER_NOTE``). A profile is a :class:`Scale`; every config of an experiment is
 ``base(scale)`` with a few fields changed, so runs shared by several experiments (the L=16-equivalent base
 appears in four of them) have identical configs and are trained once (deduplicated by config hash).
 
@@ -23,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash, to_dict
 
-PROFILES = ("smoke", "cpu", "gpu")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
 EXPERIMENTS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "recipe")
 
 # Paper values each sweep stands for (paper-spec 3.1-3.6); our values are these scaled by the profile.
@@ -110,6 +112,16 @@ class Scale:
     needs_cuda: bool = False
     keep_checkpoints: bool = True  # False: delete run checkpoints once the small result files are copied
     note: str = ""
+    # The fields below let a profile follow the paper's own schedule; their defaults keep the scaled profiles'
+    # configs (and so their config hashes and cached results) exactly as they were.
+    run_tokens: int | None = None  # every run trains this many tokens (steps follow from its batch); None = steps
+    # What stays fixed when T changes (seqlen sweep, recipe): "tokens" per step (batch = tokens_per_step / T) or
+    # "sequences" per step (batch_size, as the paper's train script), then steps = run_tokens / (batch * T)
+    batch_unit: str = "tokens"
+    shapes: dict = field(default_factory=dict)  # experiment -> (T, batch) where it differs from (seq_len, batch_size)
+    warmup_steps: int | None = None  # absolute warmup (the paper's t_warmup); None = warmup_frac of the steps
+    recipe_model: tuple[int, int, int] | None = None  # (d_model, n_heads, dense SwiGLU width) of the L=32 recipe
+    fsdp_params: float | None = None  # models with more parameters than this train with parallel="fsdp"
 
     @property
     def tokens_per_step(self) -> int:
@@ -125,6 +137,13 @@ class Scale:
 
     def seq_for(self, paper_t: int) -> int:
         return max(8, paper_t * self.seq_len // PAPER_BASE_T)
+
+    def shape(self, experiment: str) -> dict:
+        """``base`` keywords of the experiment's context and batch where the profile gives it its own."""
+        if experiment not in self.shapes:
+            return {}
+        t, batch = self.shapes[experiment]
+        return {"seq_len": t, "batch": batch}
 
 
 SCALES: dict[str, Scale] = {
@@ -168,6 +187,49 @@ SCALES: dict[str, Scale] = {
         eval={"limit": None, "ppl_tokens": 65536},
         needs_cuda=True, keep_checkpoints=False,
         note="paper-lite on one H200: d=512, 98M tokens (depth) or 52M tokens (others) per run"),
+    # The paper's own scale (paper-spec 2.5-2.7 and 3). Choices where the paper is ambiguous, and why:
+    # - tokens: 2384 x 256 x 8192 = 4,999,610,368 ("5e9T"): the one count near 5B that every run's batch divides,
+    #   so all runs train the same tokens (the depth sweep gets 19,072 steps where 5e9 / 262,144 gives 19,073);
+    # - lr 4e-4 (the released YAMLs; the README's 1e-3 is an example argument of the train script), warmup 1000
+    #   steps (the train script's override of the YAMLs' 5000), cosine to 0.1 lr, AdamW lambda 0.1;
+    # - depth sweep: T=1024, 256 sequences (19k steps, as its variance figure);
+    # - weight decay: ~9.5k steps means 512k tokens per step; T=1024 with 512 sequences rather than T=2048 with
+    #   256, because its lambda=0.1 perplexity (14.83) is near the T=1024 row of the length sweep (14.77), not the
+    #   T=2048 row (14.51), and the train script fixes T=1024;
+    # - sequence length: 256 sequences per step at every T (the train script's batch), so steps = 5B / (256 T):
+    #   the T=4096 run, GQA's G=1 and the MoE table's Dense-1B then are one run, as their identical perplexity
+    #   (14.52 in all three tables) says; the figure's common ~2.4k-step axis is the T=8192 run's length;
+    # - GQA and MoE: T=4096, 256 sequences (4,768 steps, as their figures); Dense-400M is the d=768 dense model
+    #   with the MoE-2B/400M's active parameters (SwiGLU 7680), MoE-7B/1B has experts of width 1024 (the
+    #   7B/1B of its name; the released YAML's 2048 builds 13.4B/2.1B);
+    # - recipe: the olmoe-1B-7B-ablation shape (d=1120, 16 heads of 70, L=32), its dense baseline with SwiGLU
+    #   8960 = the MoE's 8 x 1120 active width (1.24B, the paper's "1.2B"), baseline T=1024 and lambda 0.1 (the
+    #   train script's defaults; the paper does not say);
+    # - models above 4B parameters (the two 64-expert MoEs: 103-119 GiB of float32 state) train with FSDP, the
+    #   others with DDP, the default every measured run used;
+    # - one seed (the paper's); micro-batches of 16k tokens per GPU; checkpoints every 1000 steps and kept.
+    "paper": Scale(
+        name="paper", d_model=2048, n_heads=16, depths=PAPER_DEPTHS, base_depth=16, deep_depth=32,
+        seq_len=1024, batch_size=256, micro_tokens=16384, depth_steps=0, steps=0, recipe_steps=None,
+        lr=4e-4, warmup_frac=0.05, warmup_steps=1000, run_tokens=2384 * 256 * 8192, batch_unit="sequences",
+        shapes={"weight_decay": (1024, 512), "gqa": (4096, 256), "moe": (4096, 256)},
+        vocab_size=50304, tokenizer="gpt-neox",
+        # any local corpus (file or folder), or hf:HuggingFaceFW/fineweb-edu:sample-10BT when online; part of the
+        # config hash, so results of different corpora never mix
+        corpus=os.environ.get("SPARSEDEPTH_PAPER_CORPUS", ".data/wiki-en-2019.00.txt.xz"), max_docs=None,
+        groups=PAPER_GROUPS, moe_small=MoESize(768, 12, 32, 4, True), moe_large=MoESize(2048, 16, 64, 8, False),
+        recipe_moe=(64, 8), recipe_model=(1120, 16, 8960), fsdp_params=4e9, dtype="auto", compile=True,
+        kernels="triton", telemetry_interval=10, log_interval=10, eval_interval=1000, eval_batches=16,
+        ckpt_interval=1000,
+        # the official analysis scripts' samples: 100 x 512 tokens (usefulness, causal, permutation), 50 x 512
+        # (Jacobian)
+        probe={"n_windows": 100, "seq_len": 512, "paper_compat": True, "jacobian_windows": 50,
+               "jacobian_seq_len": 512, "batch_tokens": 32768},
+        eval={"limit": None, "ppl_tokens": 1048576},
+        needs_cuda=True, keep_checkpoints=True,
+        note="the paper's own configurations: d=2048 (MoE-2B/400M d=768, recipe d=1120), 5B tokens per run, "
+             "256 sequences per step (weight decay 512), lr 4e-4, 1000 warmup steps, cosine to 0.1; a GPU "
+             "cluster's work (`sparsedepth run --submit slurm`)"),
 }
 
 
@@ -191,19 +253,30 @@ def _probe_len(s: Scale) -> int:
 
 def base(profile: str, *, n_layers: int | None = None, seq_len: int | None = None, steps: int | None = None,
          weight_decay: float = 0.1, group: int = 1, d_model: int | None = None, n_heads: int | None = None,
-         ffn_hidden: int | None = None, moe: tuple[int, int, int, int] | None = None) -> TrainConfig:
+         ffn_hidden: int | None = None, moe: tuple[int, int, int, int] | None = None,
+         batch: int | None = None) -> TrainConfig:
     """The profile's dense base config with the knobs the experiments turn.
 
-    ``seq_len`` keeps tokens per step fixed (batch = batch_size * seq_len / T); ``moe`` = (experts, top_k,
-    expert width, shared width). ``model.max_seq_len`` covers the probes' context too (RoPE table only).
+    ``seq_len`` keeps tokens per step fixed (batch = batch_size * seq_len / T), or the batch in sequences
+    where the profile's ``batch_unit`` says so; ``batch`` sets it outright. With ``run_tokens`` the steps
+    follow from the batch. ``moe`` = (experts, top_k, expert width, shared width). ``model.max_seq_len``
+    covers the probes' context too (RoPE table only).
     """
     s = _scale(profile)
     t = seq_len or s.seq_len
-    if s.tokens_per_step % t:
+    if batch is not None or s.batch_unit == "sequences":
+        bsz = batch or s.batch_size
+    elif s.tokens_per_step % t:
         raise ConfigError(f"seq_len {t} does not divide the {s.tokens_per_step} tokens per step of profile {profile!r}")
-    bsz = s.tokens_per_step // t
+    else:
+        bsz = s.tokens_per_step // t
     micro = bsz if s.micro_tokens is None else max(1, min(bsz, s.micro_tokens // t))
     n_steps = steps or s.steps
+    if s.run_tokens:
+        if s.run_tokens % (bsz * t):
+            raise ConfigError(f"profile {profile!r}: {s.run_tokens} tokens per run are not whole steps of "
+                              f"{bsz} x {t} tokens")
+        n_steps = s.run_tokens // (bsz * t)
     d = d_model or s.d_model
     heads = n_heads or s.n_heads
     experts, top_k, expert_hidden, shared = moe or (0, 1, None, 0)
@@ -213,13 +286,15 @@ def base(profile: str, *, n_layers: int | None = None, seq_len: int | None = Non
         n_kv_heads=heads // group, ffn_hidden=ffn_hidden, max_seq_len=max(t, _probe_len(s)),
         n_experts=experts, top_k=top_k, expert_hidden=expert_hidden, shared_expert_hidden=shared,
         kernels=s.kernels)
-    optim = OptimConfig(lr=s.lr, weight_decay=weight_decay, warmup_steps=max(1, round(s.warmup_frac * n_steps)),
-                        alpha_f=0.1)
+    warmup = s.warmup_steps or max(1, round(s.warmup_frac * n_steps))
+    optim = OptimConfig(lr=s.lr, weight_decay=weight_decay, warmup_steps=warmup, alpha_f=0.1)
     data = DataConfig(corpus=s.corpus, tokenizer=s.tokenizer, vocab_size=min(vocab, 65536), max_docs=s.max_docs)
+    sharded = s.fsdp_params is not None and model.param_counts()["total"] > s.fsdp_params
     return TrainConfig(model=model, optim=optim, data=data, seq_len=t, batch_size=bsz, micro_batch_size=micro,
                        steps=n_steps, seed=0, dtype=s.dtype, compile=s.compile,
                        telemetry_interval=s.telemetry_interval, log_interval=s.log_interval,
-                       eval_interval=s.eval_interval, eval_batches=s.eval_batches, ckpt_interval=s.ckpt_interval)
+                       eval_interval=s.eval_interval, eval_batches=s.eval_batches, ckpt_interval=s.ckpt_interval,
+                       **({"parallel": "fsdp"} if sharded else {}))
 
 
 def _fmt(v: float) -> str:
@@ -261,7 +336,7 @@ def _sweep(profile: str, s: Scale, experiment: str) -> list[tuple[str, TrainConf
                 param="model.n_layers")
     elif experiment == "weight_decay":
         for wd in PAPER_WEIGHT_DECAYS:
-            add(f"wd{_fmt(wd)}", base(profile, weight_decay=wd), f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}",
+            add(f"wd{_fmt(wd)}", base(profile, weight_decay=wd, **s.shape(experiment)), f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}",
                 param="optim.weight_decay")
     elif experiment == "seqlen":
         for pt in PAPER_SEQ_LENS:
@@ -270,16 +345,16 @@ def _sweep(profile: str, s: Scale, experiment: str) -> list[tuple[str, TrainConf
             add(f"T{t}", cfg, f"T={t}", t, pt, f"T={pt}", param="seq_len", batch_size=cfg.batch_size)
     elif experiment == "gqa":
         for g, pg in zip(s.groups, PAPER_GROUPS):
-            cfg = base(profile, group=g)
+            cfg = base(profile, group=g, **s.shape(experiment))
             add(f"G{g}", cfg, f"G={g}" + (" (MHA)" if g == 1 else " (MQA)" if g == s.n_heads else ""), g, pg,
                 f"G={pg}", param="model.n_kv_heads", n_kv_heads=cfg.model.n_kv_heads)
     elif experiment == "moe":
         for size, m in (("small", s.moe_small), ("large", s.moe_large)):
             dense_w, expert_w, shared_w = m.ffn(m.d_model)
             dense = base(profile, d_model=m.d_model, n_heads=m.n_heads,
-                         ffn_hidden=None if dense_w == 4 * m.d_model else dense_w)
+                         ffn_hidden=None if dense_w == 4 * m.d_model else dense_w, **s.shape(experiment))
             moe = base(profile, d_model=m.d_model, n_heads=m.n_heads, ffn_hidden=dense_w,
-                       moe=(m.n_experts, m.top_k, expert_w, shared_w))
+                       moe=(m.n_experts, m.top_k, expert_w, shared_w), **s.shape(experiment))
             pair = f"dense-{size}"
             add(f"dense-{size}", dense, f"dense ({size})", "dense", f"dense-{size}",
                 MOE_PAPER_LABELS[f"dense-{size}"], size=size, moe=False, pair=pair)
@@ -293,7 +368,7 @@ def _recipe(profile: str, s: Scale) -> list[tuple[str, TrainConfig, dict]]:
     """The cumulative L=32 recipe (paper-spec 3.6): each step starts from the last *kept* state."""
     t4, t8 = s.seq_for(4096), s.seq_for(8192)
     e, k = s.recipe_moe
-    ffn = 4 * s.d_model
+    ffn = 4 * s.d_model if s.recipe_model is None else s.recipe_model[2]
     # (name, paper step, kept, changes relative to the last kept state)
     steps: list[tuple[str, str, bool, dict]] = [
         ("baseline", "baseline", True, {}),
@@ -306,6 +381,9 @@ def _recipe(profile: str, s: Scale) -> list[tuple[str, TrainConfig, dict]]:
         ("+MoE", "+MoE", True, {"moe": (e, k, ffn // k, 0), "ffn_hidden": ffn}),
     ]
     state: dict = {"n_layers": s.deep_depth, "steps": s.recipe_steps or s.depth_steps}
+    if s.recipe_model is not None:  # its own width (paper: the 32-layer MoE ablation's d=1120)
+        d, heads, _ = s.recipe_model
+        state.update(d_model=d, n_heads=heads, ffn_hidden=ffn)
     parent = None
     rows = []
     for i, (name, paper_step, kept, change) in enumerate(steps):
