@@ -498,33 +498,46 @@ def profile_note(profile: str, experiment: str) -> str:
               f"T {s.seq_len} (paper 1024, {t_scale}), {tok}, "
               f"vocab {s.vocab_size} ({s.tokenizer} on {s.corpus})")
     base_l = f"L={s.base_depth} stands for the paper's L=16"
+    if s.run_tokens:  # the paper's schedule: steps follow from each run's batch
+        shapes = sorted({(c.seq_len, c.batch_size, c.steps) for c in variants(profile, experiment).values()})
+        steps = f"{s.run_tokens:,} tokens per run (" + ", ".join(
+            f"T={t} x {b} sequences: {n} steps" for t, b, n in shapes) + ")"
     if experiment == "depth":
         m = ", ".join(f"{p}->{o}" for p, o in zip(PAPER_DEPTHS, s.depths))
         ratio = "as the paper" if s.base_depth == 16 else f"about L/{16 / s.base_depth:.3g}"
-        spec = f"L {m} ({ratio}); {s.depth_steps} steps = {s.depth_steps * s.tokens_per_step:,} tokens"
+        spec = f"L {m} ({ratio}); " + (steps if s.run_tokens else
+                                       f"{s.depth_steps} steps = {s.depth_steps * s.tokens_per_step:,} tokens")
     elif experiment == "weight_decay":
         spec = (f"{base_l}; λ as the paper (0, 0.01, 0.1, 1, 3), decoupled AdamW with the trainer's decay groups; "
-                f"{s.steps} steps: the total decay lr·λ·steps is far smaller than the paper's ~9.5k steps, "
-                f"so effects are weaker")
+                + (steps if s.run_tokens else
+                   f"{s.steps} steps: the total decay lr·λ·steps is far smaller than the paper's ~9.5k steps, "
+                   f"so effects are weaker"))
     elif experiment == "seqlen":
         m = ", ".join(f"{p}->{s.seq_for(p)}" for p in PAPER_SEQ_LENS)
-        spec = f"{base_l}; T {m} ({t_scale}), batch*T = {s.tokens_per_step} for every T; {s.steps} steps"
+        fixed = (f"{s.batch_size} sequences per step at every T" if s.batch_unit == "sequences" else
+                 f"batch*T = {s.tokens_per_step} for every T")
+        spec = f"{base_l}; T {m} ({t_scale}), {fixed}; " + (steps if s.run_tokens else f"{s.steps} steps")
     elif experiment == "gqa":
         m = ", ".join(f"{p}->{o}" for p, o in zip(PAPER_GROUPS, s.groups))
         spec = (f"{base_l}; group size G {m} of {s.n_heads} heads (the paper's 16 heads allow G=16 = MQA; here "
-                f"G={s.n_heads} is MQA); {s.steps} steps")
+                f"G={s.n_heads} is MQA); " + (steps if s.run_tokens else f"{s.steps} steps"))
     elif experiment == "moe":
         a, b = s.moe_small, s.moe_large
         spec = (f"{base_l}; small pair d={a.d_model}: {a.n_experts} experts top-{a.top_k} + shared expert "
                 f"(paper d=768, 32 top-4 + shared); large pair d={b.d_model}: {b.n_experts} top-{b.top_k} (paper "
-                f"d=2048, 64 top-8); top-k/E = 1/8 and equal active parameters in each pair; {s.steps} steps")
+                f"d=2048, 64 top-8); top-k/E = 1/8 and equal active parameters in each pair; "
+                + (steps if s.run_tokens else f"{s.steps} steps"))
     else:
         e, k = s.recipe_moe
         spec = (f"L={s.deep_depth} stands for the paper's L=32; cumulative steps T {s.seq_for(4096)} (=4096), "
-                f"T {s.seq_for(8192)} (=8192, rejected), λ 0.3 / 0.6 / 1.0, G=2, MoE {e} experts top-{k}; "
-                f"{s.recipe_steps or s.depth_steps} steps each"
-                + ("; baseline = the depth sweep's deepest run" if s.recipe_steps in (None, s.depth_steps) else
-                   f" (the depth sweep's L={s.deep_depth} run has {s.depth_steps})"))
+                f"T {s.seq_for(8192)} (=8192, rejected), λ 0.3 / 0.6 / 1.0, G=2, MoE {e} experts top-{k}; ")
+        if s.recipe_model is not None:
+            d, heads, ffn = s.recipe_model
+            spec += f"d={d}, {heads} heads, dense SwiGLU {ffn} (the paper's 32-layer MoE ablation); " + steps
+        else:
+            spec += (f"{s.recipe_steps or s.depth_steps} steps each"
+                     + ("; baseline = the depth sweep's deepest run" if s.recipe_steps in (None, s.depth_steps) else
+                        f" (the depth sweep's L={s.deep_depth} run has {s.depth_steps})"))
     seeds = s.seeds_for(experiment)
     if len(seeds) > 1:
         spec += (f"; seeds {', '.join(map(str, seeds))} of every setting (figures and tables show the seed mean, "
