@@ -579,7 +579,8 @@ def variant_rows(profile: str, experiment: str) -> list[dict]:
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
-    fmt = {"tokens": _human, "params": _human, "active": _human, "flops_per_token": _human, "train_flops": _human}
+    fmt = {"tokens": _human, "params": _human, "active": _human, "flops_per_token": _human, "train_flops": _human,
+           "h200_h": lambda h: f"{h:.1f}"}
     cells = [[fmt[c](r[c]) if c in fmt else ("" if r[c] is None else str(r[c])) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
     line = lambda xs: "  ".join(x.ljust(w) for x, w in zip(xs, widths)).rstrip()  # noqa: E731
@@ -612,9 +613,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cols = ["variant", "paper", "L", "d", "heads", "ffn", "T", "batch", "steps", "wd", "tokens", "params", "active",
             "flops_per_token", "train_flops", "hash"]
+    speeds = _h200_speeds() if SCALES[args.profile].needs_cuda else None
+    hours: dict[str, float] = {}  # config hash -> H200 GPU-hours
     for e in exps:
         rows = variant_rows(args.profile, e)
-        c = cols + (["kept"] if e == "recipe" else [])
+        if speeds is not None:
+            from ..pipeline.gpu_hours import gpu_hours
+
+            for r, cfg in zip(rows, variants(args.profile, e).values()):
+                r["h200_h"], r["basis"] = gpu_hours(cfg, speeds)
+                hours[r["hash"]] = r["h200_h"]
+        c = cols + (["kept"] if e == "recipe" else []) + (["h200_h", "basis"] if speeds is not None else [])
         print(f"== {e} ==\n{profile_note(args.profile, e)}\n\n{_table(rows, c)}\n")
     runs = unique_runs(args.profile)
     shared = {h: v for h, v in runs.items() if len(v) > 1}
@@ -622,4 +631,20 @@ def run(args: argparse.Namespace) -> int:
     for h, v in shared.items():
         print(f"  {h}: " + ", ".join(f"{e}/{n}" for e, n in v))
     print(f"probes: {probe_settings(args.profile)}; evaluation: {SCALES[args.profile].eval}")
+    if speeds is not None:
+        what = "the whole profile" if len(exps) == len(EXPERIMENTS) else ", ".join(exps)
+        print(f"\nH200 GPU-hours to train {what}: {sum(hours.values()):,.0f} ({len(hours)} distinct runs, each "
+              f"counted once; training only, probes and evaluation not included; on N GPUs about 1/N of it in "
+              f"wall time). h200_h = train_flops / a FLOP rate measured on one H200; basis:")
+        print("\n".join(f"  {line}" for line in speeds.legend()))
+        print("  Paper-scale records (config-*.json, `sparsedepth bench --config FILE`, scripts/paper_scale/bench.sh) "
+              "replace these estimates once they exist.")
     return 0
+
+
+def _h200_speeds():
+    """The committed H200 training-speed measurements the GPU-hours estimates rest on."""
+    from ..pipeline.gpu_hours import DEVICE, Measurements
+    from ..pipeline.results import output_root
+
+    return Measurements.load(output_root() / "paper_results" / "bench" / DEVICE)
