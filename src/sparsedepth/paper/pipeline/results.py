@@ -327,7 +327,7 @@ def _execute(plan: ex.Plan, cfg: TrainConfig, run_dir: Path, root: Path, progres
 
 def _wandb_scores(cfg: TrainConfig, run_dir: Path) -> None:
     """With W&B logging on, the run's probe scores and evaluation join its W&B run's summary."""
-    from .train.telemetry import wandb_enabled, wandb_log_scores, wandb_run_id
+    from ...train.telemetry import wandb_enabled, wandb_log_scores, wandb_run_id
 
     if wandb_enabled(cfg.wandb):
         wandb_log_scores(run_dir, cfg.wandb_project, wandb_run_id(config_hash(cfg)))
