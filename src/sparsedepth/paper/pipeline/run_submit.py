@@ -93,8 +93,11 @@ def run_job(profile: str, group: list[tuple[str, str]], root: str, force_since: 
 
 def make_executor(args: argparse.Namespace, folder: Path):
     """A submitit executor for ``args.submit`` with the job's resources and the ``--slurm`` options."""
-    import submitit
-
+    try:
+        import submitit
+    except ImportError:
+        raise SystemExit("sparsedepth run: --submit needs submitit; pip install submitit==1.5.4 (requirements.txt)") \
+            from None
     options = {}
     for item in args.slurm:
         key, sep, value = item.partition("=")
