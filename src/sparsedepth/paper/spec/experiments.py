@@ -13,9 +13,10 @@ recipe          cumulative L=32 ablation: +T4096, +T8192 (rejected), +wd0.3, +wd
 
 Profiles: ``smoke`` (CI, seconds per run), ``cpu`` (a laptop, about a minute per run), ``gpu`` (one H200,
 paper-lite: d=512, 50-100M tokens per run), ``paper`` (the paper's own configurations: d=2048, 5B tokens per
-run, the paper's batches and schedule; a cluster's work, see ``PAPER_NOTE``). A profile is a :class:`Scale`; every config of an experiment is
-``base(scale)`` with a few fields changed, so runs shared by several experiments (the L=16-equivalent base
-appears in four of them) have identical configs and are trained once (deduplicated by config hash).
+run, the paper's batches and schedule; a cluster's work; the comments above it give its choices). A profile
+is a :class:`Scale`; every config of an experiment is ``base(scale)`` with a few fields changed, so runs shared
+by several experiments (the L=16-equivalent base appears in four of them) have identical configs and are
+trained once (deduplicated by config hash).
 
 Each variant's metadata (:func:`variant_meta`) says which paper value it stands for (``paper_key``), so
 paper-vs-ours tables line up rows even where a profile scales a value (depth, T, and G at 8 heads).
@@ -205,11 +206,12 @@ SCALES: dict[str, Scale] = {
     # - recipe: the olmoe-1B-7B-ablation shape (d=1120, 16 heads of 70, L=32), its dense baseline with SwiGLU
     #   8960 = the MoE's 8 x 1120 active width (1.24B, the paper's "1.2B"), baseline T=1024 and lambda 0.1 (the
     #   train script's defaults; the paper does not say);
-    # - models above 4B parameters (the two 64-expert MoEs: 103-119 GiB of float32 state) train with FSDP, the
+    # - models above 4B parameters (the two 64-expert MoEs: 103-118 GiB of float32 state) train with FSDP, the
     #   others with DDP, the default every measured run used;
     # - one seed (the paper's); micro-batches of 16k tokens per GPU; checkpoints every 1000 steps and kept.
     "paper": Scale(
         name="paper", d_model=2048, n_heads=16, depths=PAPER_DEPTHS, base_depth=16, deep_depth=32,
+        # steps: from run_tokens and each run's batch (depth_steps and steps are not used)
         seq_len=1024, batch_size=256, micro_tokens=16384, depth_steps=0, steps=0, recipe_steps=None,
         lr=4e-4, warmup_frac=0.05, warmup_steps=1000, run_tokens=2384 * 256 * 8192, batch_unit="sequences",
         shapes={"weight_decay": (1024, 512), "gqa": (4096, 256), "moe": (4096, 256)},
@@ -336,8 +338,8 @@ def _sweep(profile: str, s: Scale, experiment: str) -> list[tuple[str, TrainConf
                 param="model.n_layers")
     elif experiment == "weight_decay":
         for wd in PAPER_WEIGHT_DECAYS:
-            add(f"wd{_fmt(wd)}", base(profile, weight_decay=wd, **s.shape(experiment)), f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}",
-                param="optim.weight_decay")
+            cfg = base(profile, weight_decay=wd, **s.shape(experiment))
+            add(f"wd{_fmt(wd)}", cfg, f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}", param="optim.weight_decay")
     elif experiment == "seqlen":
         for pt in PAPER_SEQ_LENS:
             t = s.seq_for(pt)
