@@ -52,23 +52,27 @@ class Speed:
     record: dict | None = None  # the bench record, for exact matches
 
 
-def _fpt(m: ModelConfig | dict, t: int) -> float:
-    return (m if isinstance(m, ModelConfig) else ModelConfig(**m)).flops_per_token(t)
-
-
 def _speed(rec: dict, source: str) -> Speed:
     model = ModelConfig(**rec["model"])
     tps = float(rec["tokens_per_s"])
-    return Speed(source, model.d_model, model.is_moe, tps * _fpt(model, rec["seq_len"]), tps, rec)
+    return Speed(source, model.d_model, model.is_moe, tps * model.flops_per_token(rec["seq_len"]), tps, rec)
 
 
 def _records(path: Path) -> list[dict]:
+    """The training records of one bench file whose model this code can build (others are skipped)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    return [r for r in data if isinstance(r, dict) and r.get("kind") == "train" and r.get("tokens_per_s")
-            and isinstance(r.get("model"), dict) and r.get("seq_len")] if isinstance(data, list) else []
+    out = []
+    for r in data if isinstance(data, list) else []:
+        if isinstance(r, dict) and r.get("kind") == "train" and r.get("tokens_per_s") and r.get("seq_len"):
+            try:
+                ModelConfig(**r["model"])
+            except (KeyError, TypeError, ValueError):  # no model, or one of another version of ModelConfig
+                continue
+            out.append(r)
+    return out
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ class Measurements:
         newest = max((r.get("date", "") for r, _ in small), default="")
         d512 = [_speed(r, name) for r, name in small if r.get("date", "")[:10] == newest[:10]]
         ref = Speed(REFERENCE_NAME, REFERENCE_MODEL.d_model, False,
-                    REFERENCE_TOKENS_PER_S * _fpt(REFERENCE_MODEL, REFERENCE_T), REFERENCE_TOKENS_PER_S)
+                    REFERENCE_TOKENS_PER_S * REFERENCE_MODEL.flops_per_token(REFERENCE_T), REFERENCE_TOKENS_PER_S)
         return cls(paper, d512, ref)
 
     def _dense_points(self) -> tuple[Speed | None, Speed]:
@@ -122,7 +126,7 @@ class Measurements:
         for s in self.paper:
             r = s.record or {}
             if _same_model(r["model"], m) and r["seq_len"] == cfg.seq_len and r.get("parallel", "ddp") == cfg.parallel:
-                return s.tokens_per_s * _fpt(m, cfg.seq_len), s.source
+                return s.tokens_per_s * m.flops_per_token(cfg.seq_len), s.source
         low, high = self._dense_points()
         if low is None or m.d_model >= high.d_model:
             rate, tag = high.flop_rate, f"d{high.d_model}"
