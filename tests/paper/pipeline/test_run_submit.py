@@ -109,3 +109,36 @@ def test_local_executor_trains_a_smoke_variant_into_the_cache(tmp_path, monkeypa
     assert prov["pipeline"]["experiment"] == "depth"
     assert submit(tmp_path, "depth/L2", cluster="local") == 0  # up to date: nothing to submit
     assert "nothing to submit" in capsys.readouterr().out
+
+
+def test_job_options_reach_submitit(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(slurm=["mem_gb=200", "cpus_per_task=16", "partition=gpu"], submit="local",
+                              device="cpu", gpus_per_job=8, timeout_min=60)
+    params = run_submit.make_executor(args, tmp_path / "%j")._executor.parameters
+    # shared options as they are (the SLURM-only partition is for the slurm executor); no GPU for --device cpu
+    assert params["mem_gb"] == 200 and params["cpus_per_task"] == 16 and params["gpus_per_node"] == 0
+    assert "partition" not in params and params["timeout_min"] == 60
+
+
+def test_slurm_options_are_prefixed_for_its_executor(tmp_path, monkeypatch):
+    import argparse
+
+    import submitit
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, folder, cluster):
+            seen.update(folder=folder, cluster=cluster)
+
+        def update_parameters(self, **kw):
+            seen.update(kw)
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Recorder)
+    args = argparse.Namespace(slurm=["partition=gpu", "mem_gb=500", "account=me"], submit="slurm", device=None,
+                              gpus_per_job=8, timeout_min=1440)
+    run_submit.make_executor(args, tmp_path / "%j")
+    assert seen["cluster"] == "slurm" and seen["gpus_per_node"] == 8 and seen["mem_gb"] == 500
+    assert seen["slurm_partition"] == "gpu" and seen["slurm_account"] == "me"

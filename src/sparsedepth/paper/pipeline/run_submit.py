@@ -27,6 +27,7 @@ from . import results
 from ...config import config_hash
 
 CLUSTERS = ("slurm", "local", "debug")
+SHARED = ("mem_gb", "cpus_per_task", "stderr_to_stdout")  # submitit's cluster-independent options a user may set
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="time limit of a job in minutes; a run cut off resumes when submitted again "
                             "(default: 1440)")
     group.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                       help="a SLURM option for submitit (slurm_KEY), e.g. partition=gpu, account=me, "
-                            "cpus_per_task=16, mem_gb=200; repeatable")
+                       help="a job option for submitit: mem_gb, cpus_per_task, or any option of its SLURM "
+                            "executor (partition=gpu, account=me, constraint=h200, ...); repeatable")
     group.add_argument("--jobs-dir", type=Path,
                        help="where submitit keeps job scripts and logs (default: runs/submitit under the output root)")
     group.add_argument("--wait", action="store_true", help="wait for the jobs and report failures (exit 1)")
@@ -103,7 +104,8 @@ def make_executor(args: argparse.Namespace, folder: Path):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"sparsedepth run: --slurm expects KEY=VALUE (e.g. partition=gpu), got {item!r}")
-        options[f"slurm_{key}"] = int(value) if value.isdigit() else value
+        # submitit's shared resource names go as they are; the rest are sbatch options of its SLURM executor
+        options[key if key in SHARED else f"slurm_{key}"] = int(value) if value.isdigit() else value
     executor = submitit.AutoExecutor(folder=folder, cluster=args.submit)
     gpus = args.gpus_per_job if (args.device or "auto") != "cpu" else 0
     executor.update_parameters(name="sparsedepth", timeout_min=args.timeout_min, nodes=1, tasks_per_node=1,
