@@ -46,7 +46,8 @@ from sparsedepth.paper.report import plots, tables
 DENSITIES = [1.0, 0.5, 0.25, 0.125]
 SIM = {"smoke": dict(depth=16, d_model=64, n_tokens=64, n_seeds=1),
        "cpu": dict(depth=64, d_model=128, n_tokens=256, n_seeds=2),
-       "gpu": dict(depth=64, d_model=256, n_tokens=512, n_seeds=3)}[profile]
+       "gpu": dict(depth=64, d_model=256, n_tokens=512, n_seeds=3),
+       "paper": dict(depth=64, d_model=256, n_tokens=512, n_seeds=3)}[profile]  # a simulation: gpu's is enough
 SETTINGS = {"plain masks": False, "1/√ρ-compensated masks": True}
 display(Markdown(f"**Setup ({profile}).** ReLU-MLP sublayers, d = {SIM['d_model']}, d_ff = 4d, "
                  f"1/√fan-in init, {SIM['n_tokens']} tokens, {SIM['n_seeds']} seed(s), depth up to "

@@ -367,3 +367,11 @@ def test_runs_leave_the_working_directory_alone(tmp_path, monkeypatch, overrides
     _, status = R.run_variant_status("smoke", "depth", "L2", root=root, overrides=relative_cache, progress=False)
     assert status == "trained" and Path.cwd() == tmp_path
     assert not (tmp_path / ".cache").exists() and (root / ".cache" / "sparsedepth" / "tokens").is_dir()
+
+
+def test_wandb_scores_are_a_no_op_without_wandb(tmp_path):
+    """The last stage of every run: with W&B off it must import its helpers and do nothing."""
+    cfg = ex.resolve("smoke", "depth", "L2")
+    assert not cfg.wandb
+    R._wandb_scores(cfg, tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -59,14 +59,19 @@ def test_seqlen_variants_see_equal_tokens(profile):
     vs = seed0(ex.variants(profile, "seqlen"))
     ts = [c.seq_len for c in vs.values()]
     assert ts == sorted(ts) and len(set(ts)) == 6
-    assert len({c.tokens_per_step for c in vs.values()}) == 1
+    fixed_sequences = ex.scale(profile).batch_unit == "sequences"  # paper: 256 sequences, steps follow from T
+    if fixed_sequences:
+        assert len({c.batch_size for c in vs.values()}) == 1
+    else:
+        assert len({c.tokens_per_step for c in vs.values()}) == 1
     assert len({c.steps * c.tokens_per_step for c in vs.values()}) == 1
-    # only the context (and the batch that keeps tokens fixed) changes
+    # only the context (and the batch, or the steps, that keep tokens fixed) changes
     ref = to_dict(next(iter(vs.values())))
     for c in vs.values():
         d = to_dict(c)
         diff = {k for k in d if d[k] != ref[k]} | {f"model.{k}" for k in d["model"] if d["model"][k] != ref["model"][k]}
-        assert diff <= {"seq_len", "batch_size", "micro_batch_size", "model", "model.max_seq_len"}
+        assert diff <= {"seq_len", "batch_size", "micro_batch_size", "model", "model.max_seq_len"} | (
+            {"steps"} if fixed_sequences else set())
 
 
 @pytest.mark.parametrize("profile", ex.PROFILES)
@@ -80,7 +85,10 @@ def test_recipe_is_cumulative_in_paper_order(profile):
     s = ex.scale(profile)
     assert base.model.n_layers == s.deep_depth and all(x.model.n_layers == s.deep_depth for x in c)
     deepest = ex.variants(profile, "depth")[f"L{s.depths[-1]}"]
-    if s.recipe_steps in (None, s.depth_steps):
+    if s.recipe_model is not None:  # paper: the 32-layer MoE ablation's own width
+        assert (base.model.d_model, base.model.n_heads, base.model.ffn_hidden) == s.recipe_model
+        assert dataclasses.replace(base, model=deepest.model) == deepest
+    elif s.recipe_steps in (None, s.depth_steps):
         assert base == deepest  # the depth sweep's deepest run, trained once
     else:  # gpu: fewer steps so the T=8192 step fits one 10-minute command
         assert dataclasses.replace(base, steps=deepest.steps, optim=deepest.optim) == deepest

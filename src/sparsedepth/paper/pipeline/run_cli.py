@@ -11,6 +11,8 @@ others go on. Useful on a GPU machine without Jupyter; the notebooks then plot w
     sparsedepth run --profile gpu all --list                  # status and estimated time of each variant
     sparsedepth run --profile gpu all --gpus 2 --budget-s 560 # two variants at a time, one per GPU
     sparsedepth run --profile gpu all --gpus 2 --list         # ... and the plan: which GPU trains what, when
+    sparsedepth run --profile paper all --submit slurm --gpus-per-job 8 --slurm partition=gpu
+                                                              # one SLURM job per run (run_submit.py)
 
 ``--budget-s`` is for machines lent by the hour: a run killed half-way loses its work once the machine is
 gone, so a variant is started only when its estimated time fits in what is left of the budget. The
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 
 from ..spec import experiments as ex
-from . import results
+from . import results, run_submit
 from ...config import TrainConfig, config_hash
 
 MARGIN = 1.15  # estimates are medians of a few runs; keep a safety margin
@@ -50,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --device cpu, that many CPU processes")
     parser.add_argument("--list", action="store_true", help="print each variant's status and estimate, then stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    run_submit.add_arguments(parser)
 
 
 def parse_items(profile: str | ex.Plan, items: list[str]) -> list[tuple[str, str]]:
@@ -140,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.force:  # one "forced since" for the whole command: a config shared by variants is forced once,
         os.environ.setdefault(results.FORCE_ENV, repr(time.time()))  # the others then find it fresh (copies)
+    if args.submit:
+        return run_submit.submit(args, pairs)
     if args.gpus != 1:
         return train_in_parallel(args, pairs)
     t0, failed, skipped = time.monotonic(), [], []

@@ -12,9 +12,11 @@ recipe          cumulative L=32 ablation: +T4096, +T8192 (rejected), +wd0.3, +wd
 ==============  ===========================================================================================
 
 Profiles: ``smoke`` (CI, seconds per run), ``cpu`` (a laptop, about a minute per run), ``gpu`` (one H200,
-paper-lite: d=512, 50-100M tokens per run). A profile is a :class:`Scale`; every config of an experiment is
-``base(scale)`` with a few fields changed, so runs shared by several experiments (the L=16-equivalent base
-appears in four of them) have identical configs and are trained once (deduplicated by config hash).
+paper-lite: d=512, 50-100M tokens per run), ``paper`` (the paper's own configurations: d=2048, 5B tokens per
+run, the paper's batches and schedule; a cluster's work; the comments above it give its choices). A profile
+is a :class:`Scale`; every config of an experiment is ``base(scale)`` with a few fields changed, so runs shared
+by several experiments (the L=16-equivalent base appears in four of them) have identical configs and are
+trained once (deduplicated by config hash).
 
 Each variant's metadata (:func:`variant_meta`) says which paper value it stands for (``paper_key``), so
 paper-vs-ours tables line up rows even where a profile scales a value (depth, T, and G at 8 heads).
@@ -23,12 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash, to_dict
 
-PROFILES = ("smoke", "cpu", "gpu")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
 EXPERIMENTS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "recipe")
 
 # Paper values each sweep stands for (paper-spec 3.1-3.6); our values are these scaled by the profile.
@@ -110,6 +113,16 @@ class Scale:
     needs_cuda: bool = False
     keep_checkpoints: bool = True  # False: delete run checkpoints once the small result files are copied
     note: str = ""
+    # The fields below let a profile follow the paper's own schedule; their defaults keep the scaled profiles'
+    # configs (and so their config hashes and cached results) exactly as they were.
+    run_tokens: int | None = None  # every run trains this many tokens (steps follow from its batch); None = steps
+    # What stays fixed when T changes (seqlen sweep, recipe): "tokens" per step (batch = tokens_per_step / T) or
+    # "sequences" per step (batch_size, as the paper's train script), then steps = run_tokens / (batch * T)
+    batch_unit: str = "tokens"
+    shapes: dict = field(default_factory=dict)  # experiment -> (T, batch) where it differs from (seq_len, batch_size)
+    warmup_steps: int | None = None  # absolute warmup (the paper's t_warmup); None = warmup_frac of the steps
+    recipe_model: tuple[int, int, int] | None = None  # (d_model, n_heads, dense SwiGLU width) of the L=32 recipe
+    fsdp_params: float | None = None  # models with more parameters than this train with parallel="fsdp"
 
     @property
     def tokens_per_step(self) -> int:
@@ -125,6 +138,13 @@ class Scale:
 
     def seq_for(self, paper_t: int) -> int:
         return max(8, paper_t * self.seq_len // PAPER_BASE_T)
+
+    def shape(self, experiment: str) -> dict:
+        """``base`` keywords of the experiment's context and batch where the profile gives it its own."""
+        if experiment not in self.shapes:
+            return {}
+        t, batch = self.shapes[experiment]
+        return {"seq_len": t, "batch": batch}
 
 
 SCALES: dict[str, Scale] = {
@@ -168,6 +188,50 @@ SCALES: dict[str, Scale] = {
         eval={"limit": None, "ppl_tokens": 65536},
         needs_cuda=True, keep_checkpoints=False,
         note="paper-lite on one H200: d=512, 98M tokens (depth) or 52M tokens (others) per run"),
+    # The paper's own scale (paper-spec 2.5-2.7 and 3). Choices where the paper is ambiguous, and why:
+    # - tokens: 2384 x 256 x 8192 = 4,999,610,368 ("5e9T"): the one count near 5B that every run's batch divides,
+    #   so all runs train the same tokens (the depth sweep gets 19,072 steps where 5e9 / 262,144 gives 19,073);
+    # - lr 4e-4 (the released YAMLs; the README's 1e-3 is an example argument of the train script), warmup 1000
+    #   steps (the train script's override of the YAMLs' 5000), cosine to 0.1 lr, AdamW lambda 0.1;
+    # - depth sweep: T=1024, 256 sequences (19k steps, as its variance figure);
+    # - weight decay: ~9.5k steps means 512k tokens per step; T=1024 with 512 sequences rather than T=2048 with
+    #   256, because its lambda=0.1 perplexity (14.83) is near the T=1024 row of the length sweep (14.77), not the
+    #   T=2048 row (14.51), and the train script fixes T=1024;
+    # - sequence length: 256 sequences per step at every T (the train script's batch), so steps = 5B / (256 T):
+    #   the T=4096 run, GQA's G=1 and the MoE table's Dense-1B then are one run, as their identical perplexity
+    #   (14.52 in all three tables) says; the figure's common ~2.4k-step axis is the T=8192 run's length;
+    # - GQA and MoE: T=4096, 256 sequences (4,768 steps, as their figures); Dense-400M is the d=768 dense model
+    #   with the MoE-2B/400M's active parameters (SwiGLU 7680), MoE-7B/1B has experts of width 1024 (the
+    #   7B/1B of its name; the released YAML's 2048 builds 13.4B/2.1B);
+    # - recipe: the olmoe-1B-7B-ablation shape (d=1120, 16 heads of 70, L=32), its dense baseline with SwiGLU
+    #   8960 = the MoE's 8 x 1120 active width (1.24B, the paper's "1.2B"), baseline T=1024 and lambda 0.1 (the
+    #   train script's defaults; the paper does not say);
+    # - models above 4B parameters (the two 64-expert MoEs: 103-118 GiB of float32 state) train with FSDP, the
+    #   others with DDP, the default every measured run used;
+    # - one seed (the paper's); micro-batches of 16k tokens per GPU; checkpoints every 1000 steps and kept.
+    "paper": Scale(
+        name="paper", d_model=2048, n_heads=16, depths=PAPER_DEPTHS, base_depth=16, deep_depth=32,
+        # steps: from run_tokens and each run's batch (depth_steps and steps are not used)
+        seq_len=1024, batch_size=256, micro_tokens=16384, depth_steps=0, steps=0, recipe_steps=None,
+        lr=4e-4, warmup_frac=0.05, warmup_steps=1000, run_tokens=2384 * 256 * 8192, batch_unit="sequences",
+        shapes={"weight_decay": (1024, 512), "gqa": (4096, 256), "moe": (4096, 256)},
+        vocab_size=50304, tokenizer="gpt-neox",
+        # any local corpus (file or folder), or hf:HuggingFaceFW/fineweb-edu:sample-10BT when online; part of the
+        # config hash, so results of different corpora never mix
+        corpus=os.environ.get("SPARSEDEPTH_PAPER_CORPUS", ".data/wiki-en-2019.00.txt.xz"), max_docs=None,
+        groups=PAPER_GROUPS, moe_small=MoESize(768, 12, 32, 4, True), moe_large=MoESize(2048, 16, 64, 8, False),
+        recipe_moe=(64, 8), recipe_model=(1120, 16, 8960), fsdp_params=4e9, dtype="auto", compile=True,
+        kernels="triton", telemetry_interval=10, log_interval=10, eval_interval=1000, eval_batches=16,
+        ckpt_interval=1000,
+        # the official analysis scripts' samples: 100 x 512 tokens (usefulness, causal, permutation), 50 x 512
+        # (Jacobian)
+        probe={"n_windows": 100, "seq_len": 512, "paper_compat": True, "jacobian_windows": 50,
+               "jacobian_seq_len": 512, "batch_tokens": 32768},
+        eval={"limit": None, "ppl_tokens": 1048576},
+        needs_cuda=True, keep_checkpoints=True,
+        note="the paper's own configurations: d=2048 (MoE-2B/400M d=768, recipe d=1120), 5B tokens per run, "
+             "256 sequences per step (weight decay 512), lr 4e-4, 1000 warmup steps, cosine to 0.1; a GPU "
+             "cluster's work (`sparsedepth run --submit slurm`)"),
 }
 
 
@@ -191,19 +255,30 @@ def _probe_len(s: Scale) -> int:
 
 def base(profile: str, *, n_layers: int | None = None, seq_len: int | None = None, steps: int | None = None,
          weight_decay: float = 0.1, group: int = 1, d_model: int | None = None, n_heads: int | None = None,
-         ffn_hidden: int | None = None, moe: tuple[int, int, int, int] | None = None) -> TrainConfig:
+         ffn_hidden: int | None = None, moe: tuple[int, int, int, int] | None = None,
+         batch: int | None = None) -> TrainConfig:
     """The profile's dense base config with the knobs the experiments turn.
 
-    ``seq_len`` keeps tokens per step fixed (batch = batch_size * seq_len / T); ``moe`` = (experts, top_k,
-    expert width, shared width). ``model.max_seq_len`` covers the probes' context too (RoPE table only).
+    ``seq_len`` keeps tokens per step fixed (batch = batch_size * seq_len / T), or the batch in sequences
+    where the profile's ``batch_unit`` says so; ``batch`` sets it outright. With ``run_tokens`` the steps
+    follow from the batch. ``moe`` = (experts, top_k, expert width, shared width). ``model.max_seq_len``
+    covers the probes' context too (RoPE table only).
     """
     s = _scale(profile)
     t = seq_len or s.seq_len
-    if s.tokens_per_step % t:
+    if batch is not None or s.batch_unit == "sequences":
+        bsz = batch or s.batch_size
+    elif s.tokens_per_step % t:
         raise ConfigError(f"seq_len {t} does not divide the {s.tokens_per_step} tokens per step of profile {profile!r}")
-    bsz = s.tokens_per_step // t
+    else:
+        bsz = s.tokens_per_step // t
     micro = bsz if s.micro_tokens is None else max(1, min(bsz, s.micro_tokens // t))
     n_steps = steps or s.steps
+    if s.run_tokens:
+        if s.run_tokens % (bsz * t):
+            raise ConfigError(f"profile {profile!r}: {s.run_tokens} tokens per run are not whole steps of "
+                              f"{bsz} x {t} tokens")
+        n_steps = s.run_tokens // (bsz * t)
     d = d_model or s.d_model
     heads = n_heads or s.n_heads
     experts, top_k, expert_hidden, shared = moe or (0, 1, None, 0)
@@ -213,13 +288,15 @@ def base(profile: str, *, n_layers: int | None = None, seq_len: int | None = Non
         n_kv_heads=heads // group, ffn_hidden=ffn_hidden, max_seq_len=max(t, _probe_len(s)),
         n_experts=experts, top_k=top_k, expert_hidden=expert_hidden, shared_expert_hidden=shared,
         kernels=s.kernels)
-    optim = OptimConfig(lr=s.lr, weight_decay=weight_decay, warmup_steps=max(1, round(s.warmup_frac * n_steps)),
-                        alpha_f=0.1)
+    warmup = s.warmup_steps or max(1, round(s.warmup_frac * n_steps))
+    optim = OptimConfig(lr=s.lr, weight_decay=weight_decay, warmup_steps=warmup, alpha_f=0.1)
     data = DataConfig(corpus=s.corpus, tokenizer=s.tokenizer, vocab_size=min(vocab, 65536), max_docs=s.max_docs)
+    sharded = s.fsdp_params is not None and model.param_counts()["total"] > s.fsdp_params
     return TrainConfig(model=model, optim=optim, data=data, seq_len=t, batch_size=bsz, micro_batch_size=micro,
                        steps=n_steps, seed=0, dtype=s.dtype, compile=s.compile,
                        telemetry_interval=s.telemetry_interval, log_interval=s.log_interval,
-                       eval_interval=s.eval_interval, eval_batches=s.eval_batches, ckpt_interval=s.ckpt_interval)
+                       eval_interval=s.eval_interval, eval_batches=s.eval_batches, ckpt_interval=s.ckpt_interval,
+                       **({"parallel": "fsdp"} if sharded else {}))
 
 
 def _fmt(v: float) -> str:
@@ -261,8 +338,8 @@ def _sweep(profile: str, s: Scale, experiment: str) -> list[tuple[str, TrainConf
                 param="model.n_layers")
     elif experiment == "weight_decay":
         for wd in PAPER_WEIGHT_DECAYS:
-            add(f"wd{_fmt(wd)}", base(profile, weight_decay=wd), f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}",
-                param="optim.weight_decay")
+            cfg = base(profile, weight_decay=wd, **s.shape(experiment))
+            add(f"wd{_fmt(wd)}", cfg, f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}", param="optim.weight_decay")
     elif experiment == "seqlen":
         for pt in PAPER_SEQ_LENS:
             t = s.seq_for(pt)
@@ -270,16 +347,16 @@ def _sweep(profile: str, s: Scale, experiment: str) -> list[tuple[str, TrainConf
             add(f"T{t}", cfg, f"T={t}", t, pt, f"T={pt}", param="seq_len", batch_size=cfg.batch_size)
     elif experiment == "gqa":
         for g, pg in zip(s.groups, PAPER_GROUPS):
-            cfg = base(profile, group=g)
+            cfg = base(profile, group=g, **s.shape(experiment))
             add(f"G{g}", cfg, f"G={g}" + (" (MHA)" if g == 1 else " (MQA)" if g == s.n_heads else ""), g, pg,
                 f"G={pg}", param="model.n_kv_heads", n_kv_heads=cfg.model.n_kv_heads)
     elif experiment == "moe":
         for size, m in (("small", s.moe_small), ("large", s.moe_large)):
             dense_w, expert_w, shared_w = m.ffn(m.d_model)
             dense = base(profile, d_model=m.d_model, n_heads=m.n_heads,
-                         ffn_hidden=None if dense_w == 4 * m.d_model else dense_w)
+                         ffn_hidden=None if dense_w == 4 * m.d_model else dense_w, **s.shape(experiment))
             moe = base(profile, d_model=m.d_model, n_heads=m.n_heads, ffn_hidden=dense_w,
-                       moe=(m.n_experts, m.top_k, expert_w, shared_w))
+                       moe=(m.n_experts, m.top_k, expert_w, shared_w), **s.shape(experiment))
             pair = f"dense-{size}"
             add(f"dense-{size}", dense, f"dense ({size})", "dense", f"dense-{size}",
                 MOE_PAPER_LABELS[f"dense-{size}"], size=size, moe=False, pair=pair)
@@ -293,7 +370,7 @@ def _recipe(profile: str, s: Scale) -> list[tuple[str, TrainConfig, dict]]:
     """The cumulative L=32 recipe (paper-spec 3.6): each step starts from the last *kept* state."""
     t4, t8 = s.seq_for(4096), s.seq_for(8192)
     e, k = s.recipe_moe
-    ffn = 4 * s.d_model
+    ffn = 4 * s.d_model if s.recipe_model is None else s.recipe_model[2]
     # (name, paper step, kept, changes relative to the last kept state)
     steps: list[tuple[str, str, bool, dict]] = [
         ("baseline", "baseline", True, {}),
@@ -306,6 +383,9 @@ def _recipe(profile: str, s: Scale) -> list[tuple[str, TrainConfig, dict]]:
         ("+MoE", "+MoE", True, {"moe": (e, k, ffn // k, 0), "ffn_hidden": ffn}),
     ]
     state: dict = {"n_layers": s.deep_depth, "steps": s.recipe_steps or s.depth_steps}
+    if s.recipe_model is not None:  # its own width (paper: the 32-layer MoE ablation's d=1120)
+        d, heads, _ = s.recipe_model
+        state.update(d_model=d, n_heads=heads, ffn_hidden=ffn)
     parent = None
     rows = []
     for i, (name, paper_step, kept, change) in enumerate(steps):
@@ -420,33 +500,46 @@ def profile_note(profile: str, experiment: str) -> str:
               f"T {s.seq_len} (paper 1024, {t_scale}), {tok}, "
               f"vocab {s.vocab_size} ({s.tokenizer} on {s.corpus})")
     base_l = f"L={s.base_depth} stands for the paper's L=16"
+    if s.run_tokens:  # the paper's schedule: steps follow from each run's batch
+        shapes = sorted({(c.seq_len, c.batch_size, c.steps) for c in variants(profile, experiment).values()})
+        steps = f"{s.run_tokens:,} tokens per run (" + ", ".join(
+            f"T={t} x {b} sequences: {n} steps" for t, b, n in shapes) + ")"
     if experiment == "depth":
         m = ", ".join(f"{p}->{o}" for p, o in zip(PAPER_DEPTHS, s.depths))
         ratio = "as the paper" if s.base_depth == 16 else f"about L/{16 / s.base_depth:.3g}"
-        spec = f"L {m} ({ratio}); {s.depth_steps} steps = {s.depth_steps * s.tokens_per_step:,} tokens"
+        spec = f"L {m} ({ratio}); " + (steps if s.run_tokens else
+                                       f"{s.depth_steps} steps = {s.depth_steps * s.tokens_per_step:,} tokens")
     elif experiment == "weight_decay":
         spec = (f"{base_l}; λ as the paper (0, 0.01, 0.1, 1, 3), decoupled AdamW with the trainer's decay groups; "
-                f"{s.steps} steps: the total decay lr·λ·steps is far smaller than the paper's ~9.5k steps, "
-                f"so effects are weaker")
+                + (steps if s.run_tokens else
+                   f"{s.steps} steps: the total decay lr·λ·steps is far smaller than the paper's ~9.5k steps, "
+                   f"so effects are weaker"))
     elif experiment == "seqlen":
         m = ", ".join(f"{p}->{s.seq_for(p)}" for p in PAPER_SEQ_LENS)
-        spec = f"{base_l}; T {m} ({t_scale}), batch*T = {s.tokens_per_step} for every T; {s.steps} steps"
+        fixed = (f"{s.batch_size} sequences per step at every T" if s.batch_unit == "sequences" else
+                 f"batch*T = {s.tokens_per_step} for every T")
+        spec = f"{base_l}; T {m} ({t_scale}), {fixed}; " + (steps if s.run_tokens else f"{s.steps} steps")
     elif experiment == "gqa":
         m = ", ".join(f"{p}->{o}" for p, o in zip(PAPER_GROUPS, s.groups))
         spec = (f"{base_l}; group size G {m} of {s.n_heads} heads (the paper's 16 heads allow G=16 = MQA; here "
-                f"G={s.n_heads} is MQA); {s.steps} steps")
+                f"G={s.n_heads} is MQA); " + (steps if s.run_tokens else f"{s.steps} steps"))
     elif experiment == "moe":
         a, b = s.moe_small, s.moe_large
         spec = (f"{base_l}; small pair d={a.d_model}: {a.n_experts} experts top-{a.top_k} + shared expert "
                 f"(paper d=768, 32 top-4 + shared); large pair d={b.d_model}: {b.n_experts} top-{b.top_k} (paper "
-                f"d=2048, 64 top-8); top-k/E = 1/8 and equal active parameters in each pair; {s.steps} steps")
+                f"d=2048, 64 top-8); top-k/E = 1/8 and equal active parameters in each pair; "
+                + (steps if s.run_tokens else f"{s.steps} steps"))
     else:
         e, k = s.recipe_moe
         spec = (f"L={s.deep_depth} stands for the paper's L=32; cumulative steps T {s.seq_for(4096)} (=4096), "
-                f"T {s.seq_for(8192)} (=8192, rejected), λ 0.3 / 0.6 / 1.0, G=2, MoE {e} experts top-{k}; "
-                f"{s.recipe_steps or s.depth_steps} steps each"
-                + ("; baseline = the depth sweep's deepest run" if s.recipe_steps in (None, s.depth_steps) else
-                   f" (the depth sweep's L={s.deep_depth} run has {s.depth_steps})"))
+                f"T {s.seq_for(8192)} (=8192, rejected), λ 0.3 / 0.6 / 1.0, G=2, MoE {e} experts top-{k}; ")
+        if s.recipe_model is not None:
+            d, heads, ffn = s.recipe_model
+            spec += f"d={d}, {heads} heads, dense SwiGLU {ffn} (the paper's 32-layer MoE ablation); " + steps
+        else:
+            spec += (f"{s.recipe_steps or s.depth_steps} steps each"
+                     + ("; baseline = the depth sweep's deepest run" if s.recipe_steps in (None, s.depth_steps) else
+                        f" (the depth sweep's L={s.deep_depth} run has {s.depth_steps})"))
     seeds = s.seeds_for(experiment)
     if len(seeds) > 1:
         spec += (f"; seeds {', '.join(map(str, seeds))} of every setting (figures and tables show the seed mean, "
@@ -488,7 +581,8 @@ def variant_rows(profile: str, experiment: str) -> list[dict]:
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
-    fmt = {"tokens": _human, "params": _human, "active": _human, "flops_per_token": _human, "train_flops": _human}
+    fmt = {"tokens": _human, "params": _human, "active": _human, "flops_per_token": _human, "train_flops": _human,
+           "h200_h": lambda h: f"{h:.1f}"}
     cells = [[fmt[c](r[c]) if c in fmt else ("" if r[c] is None else str(r[c])) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
     line = lambda xs: "  ".join(x.ljust(w) for x, w in zip(xs, widths)).rstrip()  # noqa: E731
@@ -521,9 +615,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cols = ["variant", "paper", "L", "d", "heads", "ffn", "T", "batch", "steps", "wd", "tokens", "params", "active",
             "flops_per_token", "train_flops", "hash"]
+    speeds = _h200_speeds() if SCALES[args.profile].needs_cuda else None
+    hours: dict[str, float] = {}  # config hash -> H200 GPU-hours
     for e in exps:
         rows = variant_rows(args.profile, e)
-        c = cols + (["kept"] if e == "recipe" else [])
+        if speeds is not None:
+            from ..pipeline.gpu_hours import gpu_hours
+
+            for r, cfg in zip(rows, variants(args.profile, e).values()):
+                r["h200_h"], r["basis"] = gpu_hours(cfg, speeds)
+                hours[r["hash"]] = r["h200_h"]
+        c = cols + (["kept"] if e == "recipe" else []) + (["h200_h", "basis"] if speeds is not None else [])
         print(f"== {e} ==\n{profile_note(args.profile, e)}\n\n{_table(rows, c)}\n")
     runs = unique_runs(args.profile)
     shared = {h: v for h, v in runs.items() if len(v) > 1}
@@ -531,4 +633,20 @@ def run(args: argparse.Namespace) -> int:
     for h, v in shared.items():
         print(f"  {h}: " + ", ".join(f"{e}/{n}" for e, n in v))
     print(f"probes: {probe_settings(args.profile)}; evaluation: {SCALES[args.profile].eval}")
+    if speeds is not None:
+        what = "the whole profile" if len(exps) == len(EXPERIMENTS) else ", ".join(exps)
+        print(f"\nH200 GPU-hours to train {what}: {sum(hours.values()):,.0f} ({len(hours)} distinct runs, each "
+              f"counted once; training only, probes and evaluation not included; on N GPUs about 1/N of it in "
+              f"wall time). h200_h = train_flops / a FLOP rate measured on one H200; basis:")
+        print("\n".join(f"  {line}" for line in speeds.legend()))
+        print("  Paper-scale records (config-*.json, `sparsedepth bench --config FILE`, scripts/paper_scale/bench.sh) "
+              "replace these estimates once they exist.")
     return 0
+
+
+def _h200_speeds():
+    """The committed H200 training-speed measurements the GPU-hours estimates rest on."""
+    from ..pipeline.gpu_hours import DEVICE, Measurements
+    from ..pipeline.results import output_root
+
+    return Measurements.load(output_root() / "paper_results" / "bench" / DEVICE)
