@@ -1,0 +1,171 @@
+"""Probe metrics against answers worked out by hand, away from the identity block.
+
+Identity blocks give many wrong formulas the right answer (cos = 1 makes 1 − cos, (1 − cos)/2 and 1 − cos² all
+0); here every block moves the stream, so each formula must be the documented one:
+- angular distance and block influence on blocks that output fixed vectors at known angles;
+- the Jacobian summaries on hand-made non-symmetric matrices with singular values found by hand;
+- a nonlinear block (|x|) that no linear map can replace: usefulness must flag it, and its Jacobian is
+  diag(E sign x), counted from the windows.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sparsedepth.config import ModelConfig
+from sparsedepth.model import build_model
+from sparsedepth.probes import angular_distance, block_influence, jacobian, usefulness
+from sparsedepth.probes.jacobian import jacobian_metrics
+
+
+class ConstBlock(nn.Module):
+    """Outputs the same vector for every token (same call signature as model.Block)."""
+
+    def __init__(self, v: torch.Tensor):
+        super().__init__()
+        self.v = nn.Parameter(v)
+
+    def forward(self, x, cos, sin, telemetry=False):
+        return self.v.expand_as(x) + 0 * x, x.new_zeros(2), None
+
+
+class AbsBlock(nn.Module):
+    """h ↦ |h|: nonlinear, and with sign-symmetric inputs uncorrelated with its input (best linear map: a constant)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(()))  # the probes find the device from a block's parameters
+
+    def forward(self, x, cos, sin, telemetry=False):
+        return x.abs() * self.gain, x.new_zeros(2), None
+
+
+class PassBlock(AbsBlock):
+    def forward(self, x, cos, sin, telemetry=False):
+        return x * self.gain, x.new_zeros(2), None
+
+
+def _model(blocks: list[nn.Module], vocab: int = 16, d: int = 32) -> nn.Module:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=vocab, d_model=d, n_layers=len(blocks), n_heads=4, max_seq_len=64)
+    model = build_model(cfg).eval()
+    model.blocks = nn.ModuleList(blocks)
+    return model
+
+
+def _unit(*xs: float, d: int = 32) -> torch.Tensor:
+    v = torch.zeros(d)
+    v[: len(xs)] = torch.tensor(xs)
+    return v
+
+
+# ------------------------------------------------------------------------------------ angles on fixed vectors
+
+# h_1 = a, h_2 = b, h_3 = c for every token: cos(a, b) = 1/√2, cos(b, c) = −1/√2, cos(a, c) = −1
+A, B, C = _unit(1.0), _unit(1.0, 1.0), _unit(-1.0)
+
+
+def test_angular_distance_on_fixed_vectors():
+    model = _model([ConstBlock(A), ConstBlock(B), ConstBlock(C)])
+    w = torch.randint(0, 16, (3, 9), generator=torch.Generator().manual_seed(0))
+    res = angular_distance(model, w, batch_tokens=64)
+    # d = arccos(cos)/π: 45° -> 1/4, 135° -> 3/4, 180° -> 1
+    assert res["n1"][1:] == pytest.approx([0.25, 0.75], abs=1e-12)
+    m = res["matrix"]
+    assert m[1][3] == pytest.approx(1.0, abs=1e-7) and m[3][1] == pytest.approx(1.0, abs=1e-7)
+    assert m[1][2] == pytest.approx(0.25, abs=1e-12) and m[2][3] == pytest.approx(0.75, abs=1e-12)
+    assert res["n_windows"] == 3
+
+
+def test_block_influence_on_fixed_vectors():
+    model = _model([ConstBlock(A), ConstBlock(B), ConstBlock(C)])
+    w = torch.randint(0, 16, (3, 9), generator=torch.Generator().manual_seed(0))
+    bi = block_influence(model, w, batch_tokens=64)
+    # BI = 1 − cos: 1 − 1/√2 and 1 + 1/√2 (not 1 − cos², which is 1/2 for both)
+    assert bi[1:] == pytest.approx([1 - 2 ** -0.5, 1 + 2 ** -0.5], abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------ Jacobian summaries
+
+
+def test_jacobian_metrics_on_a_hand_made_matrix():
+    j = torch.tensor([[2.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    m = jacobian_metrics(j)
+    # JᵀJ = [[4, 2], [2, 2]]: eigenvalues 3 ± √5, so σ_max = √(3 + √5) (‖J‖_F/√d would be √3)
+    assert m["spectral_norm"] == pytest.approx(math.sqrt(3 + math.sqrt(5)), rel=1e-12)
+    assert m["frobenius_norm"] == pytest.approx(math.sqrt(6), rel=1e-12)
+    # J − I = [[1, 1], [0, 0]]: ‖·‖_F = √2, σ_max = √2, RMS entry √2 / 2
+    assert m["jacobian_norm"] == pytest.approx(math.sqrt(2) / 2, rel=1e-12)
+    assert m["deviation_spectral_norm"] == pytest.approx(math.sqrt(2), rel=1e-12)
+    assert m["off_diagonal_norm"] == pytest.approx(1 / math.sqrt(2), rel=1e-12)  # one nonzero of d² − d = 2
+    assert m["diagonal_mean"] == pytest.approx(1.5, rel=1e-12)
+    assert m["diagonal_std"] == pytest.approx(1 / math.sqrt(2), rel=1e-12)  # unbiased std of (2, 1)
+
+
+def test_jacobian_metrics_on_a_rotation_and_a_scaling():
+    th = 0.3
+    rot = torch.tensor([[math.cos(th), -math.sin(th), 0.0], [math.sin(th), math.cos(th), 0.0], [0.0, 0.0, 1.0]],
+                       dtype=torch.float64)
+    m = jacobian_metrics(rot)
+    assert m["spectral_norm"] == pytest.approx(1.0, rel=1e-12)  # orthogonal: every σ = 1, while ‖J‖_F = √3
+    assert m["frobenius_norm"] == pytest.approx(math.sqrt(3), rel=1e-12)
+    # R − I: the 2x2 block (cos θ − 1, −sin θ; sin θ, cos θ − 1) is √(2 − 2cos θ) times a rotation
+    dev = math.sqrt(2 - 2 * math.cos(th))
+    assert m["deviation_spectral_norm"] == pytest.approx(dev, rel=1e-12)
+    assert m["jacobian_norm"] == pytest.approx(math.sqrt(2) * dev / 3, rel=1e-12)
+    assert m["off_diagonal_norm"] == pytest.approx(math.sqrt(2) * math.sin(th) / math.sqrt(6), rel=1e-12)
+    s = jacobian_metrics(torch.diag(torch.tensor([3.0, 1.0, 1.0, 1.0])))
+    assert s["spectral_norm"] == pytest.approx(3.0) and s["deviation_spectral_norm"] == pytest.approx(2.0)
+    assert s["diagonal_std"] == pytest.approx(1.0)  # unbiased std of (3, 1, 1, 1)
+
+
+# ------------------------------------------------------------------------------------ a useful nonlinear block
+
+K = 8  # token v sits on axis v % K with sign + (v < K) or − (v ≥ K)
+
+
+def _sign_windows(n: int, T: int, seed: int = 0) -> torch.Tensor:
+    """Next token: the next axis (deterministic) with a random sign, so |h| predicts it and h does not linearly."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.empty(n, T + 1, dtype=torch.long)
+    w[:, 0] = torch.randint(0, 2 * K, (n,), generator=g)
+    for t in range(T):
+        w[:, t + 1] = (w[:, t] % K + 1) % K + K * torch.randint(0, 2, (n,), generator=g)
+    return w
+
+
+def _abs_model() -> nn.Module:
+    model = _model([AbsBlock(), PassBlock()])
+    with torch.no_grad():
+        emb = torch.zeros(2 * K, 32)
+        for v in range(2 * K):
+            emb[v, v % K] = 1.0 if v < K else -1.0
+        model.embed.weight.copy_(emb)
+        head = torch.zeros(2 * K, 32)
+        for v in range(2 * K):  # both successors of axis a score high when the stream points along +a
+            head[v, (v % K - 1) % K] = 1.0
+        model.head.weight.copy_(head)
+    return model
+
+
+def test_nonlinear_block_is_useful_and_its_jacobian_is_the_mean_sign():
+    model, w = _abs_model(), _sign_windows(16, 16)
+    res = usefulness(model, w, batch_tokens=128)
+    # base: two successors at logit √32 ≈ 5.66 -> loss ≈ log 2; replaced by a constant -> uniform, log 16
+    assert res["base_loss"] == pytest.approx(math.log(2 + 14 * math.exp(-math.sqrt(32))), rel=1e-4)
+    assert res["loss_ratio"][0] > 3.0
+    assert res["useful"] == [True, False]
+    assert res["score"] == pytest.approx(0.5)
+    assert res["loss_ratio"][1] == pytest.approx(1.0, abs=1e-6)
+    assert res["r2"][0] < 0.2  # |h| is nearly uncorrelated with h here
+    # d|x|/dx = diag(sign x): J of block 0 is diag(E_t sign h_t) over the axes, 0 elsewhere
+    jac = jacobian(model, w, n_windows=4, seq_len=8, layers=[0], return_matrices=True)
+    tok = w[:4, :8].reshape(-1)
+    expect = torch.zeros(32, dtype=torch.float64)
+    for a in range(K):
+        expect[a] = ((tok == a).sum() - (tok == a + K).sum()).double() / tok.numel()
+    assert torch.allclose(torch.tensor(jac["matrices"][0], dtype=torch.float64), torch.diag(expect), atol=1e-12)
+    assert jac["diagonal_mean"][0] == pytest.approx(float(expect.mean()), abs=1e-12)
