@@ -1,6 +1,5 @@
-"""The theory simulator against independent computations: its gradient norms against autograd through a stack
-written out here in float64, and its variance growth against the closed form at a tolerance smaller than the
-growth itself (comparing the whole variance would let the start, sigma0^2 = 1, hide a wrong slope)."""
+"""The theory simulator's gradient norms against autograd through a stack written out here in float64 (its
+variance growth is checked against the closed form, at a tolerance of the growth, in test_theory.py)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsedepth.theory import predicted_variance, simulate
+from sparsedepth.theory import simulate
 
 
 def _stack_grad_norms(density: float, depth: int, d: int, n_tokens: int, n_grad: int, seed: int, s: int,
@@ -56,17 +55,3 @@ def test_grad_norm_matches_autograd_on_a_small_stack(sublayer):
     assert np.allclose(got, ref, rtol=1e-4), (got, ref)
     assert np.allclose([r["grad_ratio"] for r in rows], ref / ref[0], rtol=1e-4)  # one seed: a plain ratio
 
-
-@pytest.mark.parametrize("sublayer", ["linear", "mlp"])
-def test_variance_growth_matches_the_closed_form(sublayer):
-    depth = 24
-    rows = simulate(densities=(1.0, 0.25), depth=depth, d_model=128, n_tokens=64, n_seeds=3, seed=0,
-                    sublayer=sublayer, n_jac_tokens=0, n_grad_tokens=0)
-    for rho in (1.0, 0.25):
-        rs = sorted((r for r in rows if r["density"] == rho), key=lambda r: r["layer"])
-        growth = rs[-1]["variance"] - rs[0]["variance"]  # from layer 1, so x0's sampled variance drops out
-        pred = predicted_variance(rho, depth, d_model=128, sublayer=sublayer)
-        expect = pred[-1] - pred[0]
-        # the tolerance is a fraction of the growth itself: seeds 0-2 land within 6 %, a slope 10 % off fails at any density
-        assert growth == pytest.approx(expect, rel=0.1), (rho, growth, expect)
-        assert rs[-1]["variance_pred"] - rs[0]["variance_pred"] == pytest.approx(expect, rel=1e-12)
