@@ -20,7 +20,7 @@ RUN := $(PY) -m sparsedepth.cli
 REPRO := $(RUN) reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force,)
 NOTEBOOK_TARGETS := theory depth weight_decay seqlen gqa moe recipe summary
 
-.PHONY: setup test reproduce figures bench lab clean $(NOTEBOOK_TARGETS)
+.PHONY: setup test test-gpu mutation reproduce figures bench lab clean $(NOTEBOOK_TARGETS)
 
 setup: $(VENV_STAMP)
 
@@ -34,6 +34,20 @@ $(VENV_STAMP): requirements.txt pyproject.toml
 
 test: setup
 	$(PY) -m pytest -n 2 -q
+
+# The GPU tier (tests/gpu, marker `cuda`): run it on the accelerator whenever GPU code changes and commit the
+# summary it writes to paper_results/bench/<device>/gpu-tests-<date>.json. On a machine with torch, triton and
+# pytest but no virtual environment: make test-gpu PY=python3
+test-gpu: $(if $(filter $(PY),.venv/bin/python),setup,)
+	PYTHONPATH=$(CURDIR)/src:$(CURDIR)/tests/gpu$(if $(PYTHONPATH),:$(PYTHONPATH),) \
+		$(PY) -m pytest tests/gpu -p gpu_summary -p no:cacheprovider -q -rs
+
+# Mutation testing (mutmut, configured in pyproject.toml), outside `make test`: slow, so MUTANTS narrows it to
+# mutant names, e.g. make mutation MUTANTS='sparsedepth.probes.*'
+MUTANTS ?=
+mutation: setup
+	$(PY) -m pip install -q -r requirements-mutation.txt
+	env -u PYTHONPATH $(PY) -m mutmut run $(MUTANTS); $(PY) -m mutmut results
 
 reproduce: setup
 	$(REPRO)
@@ -52,4 +66,4 @@ lab: setup
 	.venv/bin/jupyter lab notebooks/
 
 clean:
-	rm -rf build runs .cache .pytest_cache
+	rm -rf build runs .cache .pytest_cache mutants
