@@ -17,7 +17,7 @@ from torch import nn
 
 from sparsedepth.config import ModelConfig
 from sparsedepth.model import build_model
-from sparsedepth.probes import angular_distance, block_influence, jacobian, usefulness
+from sparsedepth.probes import angular_distance, block_influence, jacobian, layer_variance, usefulness
 from sparsedepth.probes.jacobian import jacobian_metrics
 
 
@@ -86,6 +86,18 @@ def test_block_influence_on_fixed_vectors():
     bi = block_influence(model, w, batch_tokens=64)
     # BI = 1 − cos: 1 − 1/√2 and 1 + 1/√2 (not 1 − cos², which is 1/2 for both)
     assert bi[1:] == pytest.approx([1 - 2 ** -0.5, 1 + 2 ** -0.5], abs=1e-12)
+
+
+def test_layer_variance_on_fixed_vectors():
+    model = _model([ConstBlock(A), ConstBlock(B), ConstBlock(C)])
+    w = torch.randint(0, 16, (3, 9), generator=torch.Generator().manual_seed(0))
+    res = layer_variance(model, w, batch_tokens=64)
+    # unbiased variance across d of k ones (signs aside) and d − k zeros: k (d − k) / (d (d − 1))
+    var = lambda k, d=32: k * (d - k) / (d * (d - 1))  # noqa: E731
+    assert res["layer_var"] == pytest.approx([var(1), var(2), var(1)], rel=1e-6)
+    # the final norm (gain 1) rescales h_3 = −e_0 to RMS 1: −√32 e_0, variance 32 · var(1) = 1
+    assert res["final_norm_var"] == pytest.approx(1.0, rel=1e-4)  # up to the norm's eps
+    assert res["n_tokens"] == 3 * 8
 
 
 # ------------------------------------------------------------------------------------ Jacobian summaries
