@@ -33,20 +33,26 @@ def test_layer_aux_losses_on_hand_counts():
 
 
 def test_expert_probe_on_hand_counts():
-    model = build_model(tiny_config(n_layers=1, n_experts=4, top_k=2, expert_hidden=8))
+    model = build_model(tiny_config(n_layers=2, n_experts=4, top_k=2, expert_hidden=8))
     probe = ExpertProbe(as_adapter(model))
-    ((module, hook),) = probe.hooks()
-    # 2 tokens, top-2: assignments to experts 0, 1, 0, 2 -> counts (2, 1, 1, 0), fractions f = (1/2, 1/4, 1/4, 0)
-    probs = torch.tensor([[0.5, 0.3, 0.1, 0.1], [0.4, 0.1, 0.3, 0.2]])
-    hook(module, None, (probs, torch.tensor([[0, 1], [0, 2]])))
+    (m0, hook0), (m1, hook1) = probe.hooks()
+    # layer 0, two batches of one token each, top-2: experts 0, 1 then 0, 2 -> counts (2, 1, 1, 0),
+    # fractions f = (1/2, 1/4, 1/4, 0); layer 1: one token to experts 3, 2 -> f = (0, 0, 1/2, 1/2)
+    hook0(m0, None, (torch.tensor([[0.5, 0.3, 0.1, 0.1]]), torch.tensor([[0, 1]])))
+    hook0(m0, None, (torch.tensor([[0.4, 0.1, 0.3, 0.2]]), torch.tensor([[0, 2]])))
+    hook1(m1, None, (torch.tensor([[0.1, 0.1, 0.3, 0.5]]), torch.tensor([[3, 2]])))
     res = probe.result()
     assert res["load"][0] == pytest.approx([0.5, 0.25, 0.25, 0.0])
+    assert res["load"][1] == pytest.approx([0.0, 0.0, 0.5, 0.5])
     # population std of f: sqrt(mean f² − mean²) = sqrt(0.09375 − 0.0625) = √2/8; lb = 1 − std/mean = 1 − 1/√2
     assert res["load_balance"][0] == pytest.approx(1 - 2 ** -0.5, rel=1e-12)
+    assert res["load_balance"][1] == pytest.approx(0.0, abs=1e-12)  # std = mean = 1/4
+    assert res["load_balance_mean"] == pytest.approx((1 - 2 ** -0.5) / 2, rel=1e-12)
     assert res["load_entropy"][0] == pytest.approx(1.5 * math.log(2), rel=1e-12)  # ½ ln 2 + 2 · ¼ ln 4
     assert res["load_entropy_norm"][0] == pytest.approx(0.75, rel=1e-12)  # / ln 4
-    assert res["used_fraction"][0] == pytest.approx(0.75)
-    assert res["mean_prob"][0] == pytest.approx([0.45, 0.2, 0.2, 0.15])
+    assert res["used_fraction"] == pytest.approx([0.75, 0.5])
+    assert res["mean_prob"][0] == pytest.approx([0.45, 0.2, 0.2, 0.15])  # over both batches' tokens
+    assert res["mean_prob"][1] == pytest.approx([0.1, 0.1, 0.3, 0.5])
     assert res["n_experts"] == 4 and res["top_k"] == 2
 
 

@@ -173,6 +173,9 @@ def test_nonlinear_block_is_useful_and_its_jacobian_is_the_mean_sign():
     assert res["score"] == pytest.approx(0.5)
     assert res["loss_ratio"][1] == pytest.approx(1.0, abs=1e-6)
     assert res["r2"][0] < 0.2  # |h| is nearly uncorrelated with h here
+    assert "paper_compat" not in res  # only on request
+    strict = usefulness(model, w, batch_tokens=128, threshold=2 * res["loss_ratio"][0])
+    assert strict["useful"] == [False, False] and strict["threshold"] == 2 * res["loss_ratio"][0]
     # d|x|/dx = diag(sign x): J of block 0 is diag(E_t sign h_t) over the axes, 0 elsewhere
     jac = jacobian(model, w, n_windows=4, seq_len=8, layers=[0], return_matrices=True)
     tok = w[:4, :8].reshape(-1)
