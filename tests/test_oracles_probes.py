@@ -17,7 +17,8 @@ from torch import nn
 
 from sparsedepth.config import ModelConfig
 from sparsedepth.model import build_model
-from sparsedepth.probes import angular_distance, block_influence, jacobian, layer_variance, usefulness
+from sparsedepth.probes import angular_distance, block_influence, jacobian, layer_variance, usefulness, weight_density
+from sparsedepth.probes.sparsity import HIST_EDGES
 from sparsedepth.probes.jacobian import jacobian_metrics
 
 
@@ -132,6 +133,61 @@ def test_jacobian_metrics_on_a_rotation_and_a_scaling():
     s = jacobian_metrics(torch.diag(torch.tensor([3.0, 1.0, 1.0, 1.0])))
     assert s["spectral_norm"] == pytest.approx(3.0) and s["deviation_spectral_norm"] == pytest.approx(2.0)
     assert s["diagonal_std"] == pytest.approx(1.0)  # unbiased std of (3, 1, 1, 1)
+
+
+# ------------------------------------------------------------------------------------ weight density
+
+
+def _sparse_signs(shape: tuple[int, int], q: float, seed: int) -> torch.Tensor:
+    """A fraction q of the entries ±1 in equal numbers (mean exactly 0), the rest 0, in random places."""
+    n = shape[0] * shape[1]
+    nz = int(n * q)
+    flat = torch.zeros(n)
+    flat[:nz] = torch.tensor([1.0, -1.0]).repeat(nz // 2)
+    return flat[torch.randperm(n, generator=torch.Generator().manual_seed(seed))].view(shape)
+
+
+def test_weight_density_on_hand_made_matrices():
+    model = build_model(ModelConfig(vocab_size=16, d_model=32, n_layers=2, n_heads=4, max_seq_len=64))
+    density = {"attn.qkv.weight": 0.5, "attn.out.weight": 0.25, "ffn.up.weight": 1.0, "ffn.down.weight": 0.125}
+    sizes = {}
+    with torch.no_grad():
+        for i, (name, q) in enumerate(density.items()):
+            p = model.blocks[0].get_parameter(name)
+            p.copy_(_sparse_signs(tuple(p.shape), q, seed=i))
+            sizes[name] = p.numel()
+    wd = weight_density(model)
+    kinds = {"attn_qkv": 0.5, "attn_out": 0.25, "ffn_in": 1.0, "ffn_out": 0.125}
+    for tau in ("0.1", "0.5"):  # a nonzero entry sits at |w|/std = 1/√(q n/(n−1)) > 0.5, a zero at 0
+        assert {k: wd["per_kind"][k][tau][0] for k in kinds} == pytest.approx(kinds, abs=1e-12)
+        assert wd["per_matrix"]["attn.out.weight"][tau][0] == pytest.approx(0.25, abs=1e-12)
+        pooled = sum(density[n] * sizes[n] for n in density) / sum(sizes.values())
+        assert wd["per_layer"][tau][0] == pytest.approx(pooled, abs=1e-12)
+    # histogram of |w|/std: zeros in bin 0, each matrix's nonzeros in the bin of 1/√(q n/(n−1))
+    expect = [0.0] * (len(HIST_EDGES) - 1)
+    total = sum(sizes.values())
+    for name, q in density.items():
+        n = sizes[name]
+        v = 1 / math.sqrt(q * n / (n - 1))
+        expect[int(v // 0.25)] += q * n / total
+        expect[0] += (1 - q) * n / total
+    assert wd["hist"]["per_layer"][0] == pytest.approx(expect, abs=1e-12)
+    # layer 1 keeps its Gaussian init: near the Gaussian reference
+    assert wd["per_layer"]["0.5"][1] == pytest.approx(wd["gaussian_reference"]["0.5"], abs=0.02)
+
+
+def test_weight_density_pools_the_matrices_of_a_kind():
+    """MoE: ffn_in holds w_gate and w_up (each [E, d, h], one std per expert); the kind pools both."""
+    model = build_model(ModelConfig(vocab_size=16, d_model=32, n_layers=1, n_heads=4, max_seq_len=64,
+                                    n_experts=4, top_k=2, expert_hidden=16))
+    ffn = model.blocks[0].ffn
+    with torch.no_grad():
+        ffn.w_gate.copy_(_sparse_signs((4 * 32, 16), 0.5, seed=0).view(4, 32, 16))
+        ffn.w_up.copy_(_sparse_signs((4 * 32, 16), 1.0, seed=1).view(4, 32, 16))
+    wd = weight_density(model)
+    # every nonzero stays above 0.5 std whatever its expert's share of nonzeros: (0.5 n + 1.0 n) / 2n
+    assert wd["per_kind"]["ffn_in"]["0.5"][0] == pytest.approx(0.75, abs=1e-12)
+    assert wd["per_matrix"]["ffn.w_gate"]["0.1"][0] == pytest.approx(0.5, abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------ a useful nonlinear block
