@@ -130,6 +130,8 @@ def test_jacobian_metrics_on_a_rotation_and_a_scaling():
     assert m["deviation_spectral_norm"] == pytest.approx(dev, rel=1e-12)
     assert m["jacobian_norm"] == pytest.approx(math.sqrt(2) * dev / 3, rel=1e-12)
     assert m["off_diagonal_norm"] == pytest.approx(math.sqrt(2) * math.sin(th) / math.sqrt(6), rel=1e-12)
+    one = jacobian_metrics(torch.tensor([[3.0]], dtype=torch.float64))  # d = 1: no off-diagonal, no spread
+    assert (one["off_diagonal_norm"], one["diagonal_std"], one["jacobian_norm"]) == (0.0, 0.0, 2.0)
     s = jacobian_metrics(torch.diag(torch.tensor([3.0, 1.0, 1.0, 1.0])))
     assert s["spectral_norm"] == pytest.approx(3.0) and s["deviation_spectral_norm"] == pytest.approx(2.0)
     assert s["diagonal_std"] == pytest.approx(1.0)  # unbiased std of (3, 1, 1, 1)
@@ -233,10 +235,18 @@ def test_nonlinear_block_is_useful_and_its_jacobian_is_the_mean_sign():
     strict = usefulness(model, w, batch_tokens=128, threshold=2 * res["loss_ratio"][0])
     assert strict["useful"] == [False, False] and strict["threshold"] == 2 * res["loss_ratio"][0]
     # d|x|/dx = diag(sign x): J of block 0 is diag(E_t sign h_t) over the axes, 0 elsewhere
-    jac = jacobian(model, w, n_windows=4, seq_len=8, layers=[0], return_matrices=True)
+    # four micro-batches of 8 tokens: J is the mean over all of them, not the last one's
+    jac = jacobian(model, w, n_windows=4, seq_len=8, batch_tokens=8, return_matrices=True)
     tok = w[:4, :8].reshape(-1)
     expect = torch.zeros(32, dtype=torch.float64)
     for a in range(K):
         expect[a] = ((tok == a).sum() - (tok == a + K).sum()).double() / tok.numel()
     assert torch.allclose(torch.tensor(jac["matrices"][0], dtype=torch.float64), torch.diag(expect), atol=1e-12)
+    assert torch.allclose(torch.tensor(jac["matrices"][1], dtype=torch.float64), torch.eye(32, dtype=torch.float64))
     assert jac["diagonal_mean"][0] == pytest.approx(float(expect.mean()), abs=1e-12)
+    assert jac["mean_diagonal_mean"] == pytest.approx((float(expect.mean()) + 1) / 2, abs=1e-12)  # over both layers
+    assert jac["n_tokens"] == 32 and jac["layers"] == [0, 1]
+    with pytest.raises(ValueError, match=r"layers must be in \[0, 1\], got \[2\]"):
+        jacobian(model, w, layers=[2])
+    with pytest.raises(ValueError, match="n_windows and seq_len must be >= 1"):
+        jacobian(model, w, seq_len=0)
