@@ -17,7 +17,7 @@ from torch import nn
 
 from sparsedepth.config import ModelConfig
 from sparsedepth.model import build_model
-from sparsedepth.probes import angular_distance, block_influence, jacobian, layer_variance, usefulness, weight_density
+from sparsedepth.probes import angular_distance, block_influence, causal, jacobian, layer_variance, usefulness, weight_density
 from sparsedepth.probes.sparsity import HIST_EDGES
 from sparsedepth.probes.jacobian import jacobian_metrics
 
@@ -99,6 +99,36 @@ def test_layer_variance_on_fixed_vectors():
     # the final norm (gain 1) rescales h_3 = −e_0 to RMS 1: −√32 e_0, variance 32 · var(1) = 1
     assert res["final_norm_var"] == pytest.approx(1.0, rel=1e-4)  # up to the norm's eps
     assert res["n_tokens"] == 3 * 8
+
+
+# ------------------------------------------------------------------------------------ causal (skip) score
+
+
+class ScaleBlock(nn.Module):
+    """h ↦ (1 + a) h: its update a·h scales with its input, so skipping an earlier block rescales it."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a))
+
+    def forward(self, x, cos, sin, telemetry=False):
+        return x * (1 + self.a), x.new_zeros(2), None
+
+
+def test_causal_score_on_scaling_blocks():
+    a = (1.0, 0.5, 3.0)
+    model = _model([ScaleBlock(v) for v in a])
+    w = torch.randint(0, 16, (4, 9), generator=torch.Generator().manual_seed(0))
+    res = causal(model, w, batch_tokens=8)  # four micro-batches
+    # skipping block s divides every later stream, hence every later update, by 1 + a_s: C[s, l] = a_s / (1 + a_s)
+    c = [[0.0, 0.5, 0.5], [0.0, 0.0, 1 / 3], [0.0, 0.0, 0.0]]
+    assert res["matrix"] == [pytest.approx(row, abs=1e-6) for row in c]
+    assert res["per_layer"] == pytest.approx([0.5, 1 / 3, 0.0], abs=1e-6)
+    assert res["score"] == pytest.approx((0.5 + 1 / 3) / 2, abs=1e-6)  # over the skippable layers 0 and 1
+    assert res["score_upper_mean"] == pytest.approx(4 / 9, abs=1e-6)  # (1/2 + 1/2 + 1/3) / 3
+    h0 = model.embed(w[:, :-1]).norm(dim=-1).mean().item()
+    assert res["update_norm"] == pytest.approx([1.0 * h0, 0.5 * 2 * h0, 3.0 * 3 * h0], rel=1e-5)  # a_l ||h_l||
+    assert res["n_tokens"] == 32
 
 
 # ------------------------------------------------------------------------------------ Jacobian summaries
