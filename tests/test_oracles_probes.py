@@ -19,6 +19,7 @@ from sparsedepth.config import ModelConfig
 from sparsedepth.model import build_model
 from sparsedepth.probes import angular_distance, block_influence, causal, jacobian, layer_variance, usefulness, weight_density
 from sparsedepth.probes.sparsity import HIST_EDGES
+from sparsedepth.probes.usefulness import solve_linear
 from sparsedepth.probes.jacobian import jacobian_metrics
 
 
@@ -249,6 +250,26 @@ def _abs_model() -> nn.Module:
             head[v, (v % K - 1) % K] = 1.0
         model.head.weight.copy_(head)
     return model
+
+
+def _sums(x: torch.Tensor, y: torch.Tensor):
+    return x.shape[0], x.sum(0), y.sum(0), x.T @ x, x.T @ y
+
+
+def test_solve_linear_on_a_hand_made_fit():
+    x = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    w_true = torch.tensor([[2.0, 0.0, 1.0], [-1.0, 3.0, 0.5]], dtype=torch.float64)
+    b_true = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    w, b, lam, cond = solve_linear(*_sums(x, x @ w_true + b_true))
+    assert torch.allclose(w, w_true, atol=1e-12) and torch.allclose(b, b_true, atol=1e-12) and lam == 0.0
+    # Cov(x) = [[1, 1/2], [1/2, 1/2]]; Jacobi-scaled: off-diagonal 1/√2, eigenvalues 1 ± 1/√2
+    assert cond == pytest.approx(3 + 2 * math.sqrt(2), rel=1e-12)
+    # a repeated column makes the covariance singular: the ridge takes over (condition number infinite, or
+    # astronomically large where rounding leaves the smallest eigenvalue a hair above 0)
+    xs = torch.cat([x, x[:, :1]], 1)
+    w, b, lam, cond = solve_linear(*_sums(xs, x @ w_true + b_true))
+    assert lam > 0 and cond > 1e12
+    assert torch.allclose(xs @ w + b, x @ w_true + b_true, atol=1e-6)  # still reproduces the map on the data
 
 
 def test_nonlinear_block_is_useful_and_its_jacobian_is_the_mean_sign():
