@@ -17,7 +17,8 @@ from torch import nn
 
 from sparsedepth.config import ModelConfig
 from sparsedepth.model import build_model
-from sparsedepth.probes import angular_distance, block_influence, causal, jacobian, layer_variance, usefulness, weight_density
+from sparsedepth.probes import (angular_distance, block_influence, causal, jacobian, layer_variance, logit_lens,
+                                usefulness, weight_density)
 from sparsedepth.probes.sparsity import HIST_EDGES
 from sparsedepth.probes.usefulness import solve_linear
 from sparsedepth.probes.jacobian import jacobian_metrics
@@ -82,6 +83,28 @@ def test_angular_distance_on_fixed_vectors():
     assert res["n_windows"] == 3
 
 
+class ShiftBlock(nn.Module):
+    """h ↦ h + c: the angle it turns a token's stream by depends on that token's embedding."""
+
+    def __init__(self, c: torch.Tensor):
+        super().__init__()
+        self.c = nn.Parameter(c)
+
+    def forward(self, x, cos, sin, telemetry=False):
+        return x + self.c, x.new_zeros(2), None
+
+
+def test_angular_distance_reads_the_last_token_of_every_window():
+    model = _model([ShiftBlock(torch.full((32,), 0.05))])
+    w = torch.randint(0, 16, (4, 9), generator=torch.Generator().manual_seed(1))
+    res = angular_distance(model, w, batch_tokens=8)  # one window per micro-batch
+    with torch.no_grad():
+        e = model.embed(w[:, -2]).double()  # the last input position of each window
+        expect = torch.arccos(torch.cosine_similarity(e, e + 0.05, dim=-1)).mean() / math.pi
+    assert res["n1"][0] == pytest.approx(float(expect), rel=1e-6)  # float32 streams
+    assert res["matrix"][0][0] == 0.0 and res["matrix"][1][1] == 0.0 and res["n_windows"] == 4
+
+
 def test_block_influence_on_fixed_vectors():
     model = _model([ConstBlock(A), ConstBlock(B), ConstBlock(C)])
     w = torch.randint(0, 16, (3, 9), generator=torch.Generator().manual_seed(0))
@@ -100,6 +123,8 @@ def test_layer_variance_on_fixed_vectors():
     # the final norm (gain 1) rescales h_3 = −e_0 to RMS 1: −√32 e_0, variance 32 · var(1) = 1
     assert res["final_norm_var"] == pytest.approx(1.0, rel=1e-4)  # up to the norm's eps
     assert res["n_tokens"] == 3 * 8
+    with torch.no_grad():  # h_0: the embedding rows of the input tokens
+        assert res["embed_var"] == pytest.approx(float(model.embed(w[:, :-1]).var(-1).mean()), rel=1e-6)
 
 
 # ------------------------------------------------------------------------------------ causal (skip) score
