@@ -326,3 +326,29 @@ def test_nonlinear_block_is_useful_and_its_jacobian_is_the_mean_sign():
         jacobian(model, w, layers=[2])
     with pytest.raises(ValueError, match="n_windows and seq_len must be >= 1"):
         jacobian(model, w, seq_len=0)
+
+
+# ------------------------------------------------------------------------------------ permutation aggregates
+
+
+def test_permutation_aggregates_from_its_pairs():
+    """score, stderr, matrix and the official weighted variant, recomputed from the three pairs of a 3-layer model."""
+    from sparsedepth.probes import permutation
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=16, d_model=32, n_layers=3, n_heads=4, max_seq_len=64,
+                                    init_std=0.2)).eval()
+    w = torch.randint(0, 16, (4, 9), generator=torch.Generator().manual_seed(0))
+    res = permutation(model, w, batch_tokens=8)
+    p = {(i, j): v for i, j, v in res["pairs"]}
+    assert sorted(p) == [(0, 1), (0, 2), (1, 2)] and len(set(p.values())) == 3
+    vals = list(p.values())
+    mean = sum(vals) / 3
+    assert res["score"] == pytest.approx(mean, rel=1e-12)
+    assert res["stderr"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in vals) / 2) / math.sqrt(3), rel=1e-12)
+    assert res["matrix"] == [[0.0, p[0, 1], p[0, 2]], [p[0, 1], 0.0, p[1, 2]], [p[0, 2], p[1, 2], 0.0]]
+    per_layer = [(p[0, 1] + p[0, 2]) / 2, 0.9 * (p[0, 1] + p[1, 2]) / 2, 0.81 * (p[0, 2] + p[1, 2]) / 2]
+    assert res["weighted"] == pytest.approx(sum(per_layer) / 3, rel=1e-12)
+    # each pair's P = |L − L_swap| / L from the losses it reports
+    for (i, j), v in zip(p, res["swapped_loss"]):
+        assert p[i, j] == pytest.approx(abs(res["base_loss"] - v) / res["base_loss"], rel=1e-12)
