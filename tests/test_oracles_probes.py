@@ -308,6 +308,10 @@ def test_nonlinear_block_is_useful_and_its_jacobian_is_the_mean_sign():
     assert res["loss_ratio"][1] == pytest.approx(1.0, abs=1e-6)
     assert res["r2"][0] < 0.2  # |h| is nearly uncorrelated with h here
     assert "paper_compat" not in res  # only on request
+    base = res["base_loss"]
+    assert res["loss_increase"] == pytest.approx([v - base for v in res["loss"]], rel=1e-12)
+    assert res["loss"] == pytest.approx([r * base for r in res["loss_ratio"]], rel=1e-12)
+    assert res["mean_ratio"] == pytest.approx(sum(res["loss_ratio"]) / 2, rel=1e-12)
     strict = usefulness(model, w, batch_tokens=128, threshold=2 * res["loss_ratio"][0])
     assert strict["useful"] == [False, False] and strict["threshold"] == 2 * res["loss_ratio"][0]
     # d|x|/dx = diag(sign x): J of block 0 is diag(E_t sign h_t) over the axes, 0 elsewhere
