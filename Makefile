@@ -24,7 +24,7 @@ RUN := $(PY) -m sparsedepth.cli
 REPRO := $(RUN) reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force,)
 NOTEBOOK_TARGETS := theory depth weight_decay seqlen gqa moe recipe summary
 
-.PHONY: setup test test-faults reproduce figures bench lab clean $(NOTEBOOK_TARGETS)
+.PHONY: setup test test-faults test-gpu mutation reproduce figures bench lab clean $(NOTEBOOK_TARGETS)
 
 setup: $(VENV_STAMP)
 
@@ -43,6 +43,20 @@ test: setup
 # minutes on 2 cores; writes the table of faults and what the user sees to docs/faults.md.
 test-faults: setup
 	SPARSEDEPTH_FAULTS=full SPARSEDEPTH_FAULTS_DOC=docs/faults.md $(PY) -m pytest -q tests/test_faults.py
+
+# The GPU tier (tests/gpu, marker `cuda`): run it on the accelerator whenever GPU code changes and commit the
+# summary it writes to paper_results/bench/<device>/gpu-tests-<date>.json. On a machine with torch, triton and
+# pytest but no virtual environment: make test-gpu PY=python3
+test-gpu: $(if $(filter $(PY),.venv/bin/python),setup,)
+	PYTHONPATH=$(CURDIR)/src:$(CURDIR)/tests/gpu$(if $(PYTHONPATH),:$(PYTHONPATH),) \
+		$(PY) -m pytest tests/gpu -p gpu_summary -p no:cacheprovider -q -rs
+
+# Mutation testing (mutmut, configured in pyproject.toml), outside `make test`: slow, so MUTANTS narrows it to
+# mutant names, e.g. make mutation MUTANTS='sparsedepth.probes.*'
+MUTANTS ?=
+mutation: setup
+	$(PY) -m pip install -q -r requirements-mutation.txt
+	env -u PYTHONPATH $(PY) -m mutmut run $(MUTANTS); $(PY) -m mutmut results
 
 reproduce: setup
 	$(REPRO)
@@ -69,4 +83,4 @@ lab: setup
 	.venv/bin/jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/
 
 clean:
-	rm -rf build runs .cache .pytest_cache
+	rm -rf build runs .cache .pytest_cache mutants

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import lzma
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +94,7 @@ def test_cache_reused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(shards, "_tokenize", boom)
     monkeypatch.setattr(shards, "load_documents", boom)
-    t0 = time.perf_counter()
-    second = prepare_data(cfg, progress=False)
-    assert time.perf_counter() - t0 < 1.0
+    second = prepare_data(cfg, progress=False)  # boom proves the cache hit; no wall-clock bound (it flakes)
     assert bin_path.stat().st_mtime_ns == mtime and second.key == first.key
     assert np.array_equal(second.train, first.train) and isinstance(second.train, np.memmap)
     assert not [p for p in bin_path.parent.parent.iterdir() if ".tmp-" in p.name]  # no leftovers

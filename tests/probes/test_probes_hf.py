@@ -68,8 +68,8 @@ def test_whole_suite_runs_on_hf_models(family):
     assert res["logit_lens"]["loss"][-1] == pytest.approx(hf_loss(model, w), rel=1e-5)
     assert res["usefulness"]["base_loss"] == pytest.approx(hf_loss(model, w), rel=1e-5)
     att = res["sparsity"]["attention"]
-    if "skipped" not in att:  # eager attention weights through output_attentions
-        assert len(att["entropy"]) == 3 and all(0 < s <= 1 + 1e-6 for s in att["support"])
+    assert "skipped" not in att, att  # every family here returns eager attention weights (output_attentions)
+    assert len(att["entropy"]) == 3 and all(0 < s <= 1 + 1e-6 for s in att["support"])
     assert set(res["sparsity"]["weight_density"]["per_kind"]) == {"attn_qkv", "attn_out", "ffn_in", "ffn_out"}
     assert model.config._attn_implementation == impl  # eager switched back
     # transformers installs its own output-capturing hooks once (for output_attentions); ours never remain

@@ -51,7 +51,6 @@ def test_rows_shape_and_keys(mlp_rows):
     by = _by_density(mlp_rows)
     assert [r["layer"] for r in by[1.0]] == list(range(1, SMALL["depth"] + 1))
     assert all(np.isfinite(r[k]) for r in mlp_rows for k in need)
-    assert by[1.0][0]["grad_ratio"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("fixture", ["mlp_rows", "linear_rows"])
@@ -76,7 +75,10 @@ def test_simulation_matches_prediction(fixture, request):
     L = SMALL["depth"]
     for r, rs in _by_density(request.getfixturevalue(fixture)).items():
         for i in (L // 4 - 1, L // 2 - 1, L - 1):
-            assert rs[i]["variance"] == pytest.approx(rs[i]["variance_pred"], rel=TOL), (r, i)
+            # the growth from layer 1, not the variance: at rho = 1/8 the relu MLP adds 0.24 to a start of 1, so
+            # TOL on the whole variance would pass a slope 77 % off; seed 0 lands within 5 % of the growth
+            growth = rs[i]["variance"] - rs[0]["variance"]
+            assert growth == pytest.approx(rs[i]["variance_pred"] - rs[0]["variance_pred"], rel=TOL), (r, i)
         s = summarize(rs)[r]
         assert s["deep_jacobian_dist"] == pytest.approx(s["deep_jacobian_dist_pred"], rel=TOL), r
 
