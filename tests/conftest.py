@@ -1,6 +1,7 @@
 """Shared fixtures: tiny model configs of every family, seeded RNG, one thread per xdist worker."""
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 from typing import Callable
@@ -86,3 +87,31 @@ def tiny_cfg() -> Callable[..., ModelConfig]:
 def family_cfg(request) -> ModelConfig:
     """A tiny config of each family (dense, gqa, moe, lns), parametrised."""
     return tiny_config(**FAMILIES[request.param])
+
+
+WORDS = "the of and a to in is was for on that with as by at from his her it an were are which this be".split()
+
+
+def word_corpus(root: Path, n_docs: int = 50, lengths: tuple[int, int] = (40, 200), extra_words: int = 150):
+    """A synthetic corpus file of random word documents separated by <|endoftext|> lines, and a DataConfig
+    on it with its own token cache under ``root``."""
+    from sparsedepth.config import DataConfig
+
+    rng = random.Random(0)
+    vocab = WORDS + [f"w{i}" for i in range(extra_words)]
+    (root / "corpus.txt").write_text("\n<|endoftext|>\n".join(
+        " ".join(rng.choice(vocab) for _ in range(rng.randint(*lengths))) for _ in range(n_docs)))
+    return DataConfig(corpus=str(root / "corpus.txt"), vocab_size=300, cache_dir=str(root / "cache"))
+
+
+def tiny_trained_run(root: Path) -> Path:
+    """A 2-layer model trained for 2 steps on a word corpus: a real run directory for the eval commands."""
+    from sparsedepth.config import OptimConfig, TrainConfig
+    from sparsedepth.train import train
+
+    data = word_corpus(root, n_docs=40, lengths=(40, 120), extra_words=0)
+    cfg = TrainConfig(model=ModelConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2, max_seq_len=64),
+                      optim=OptimConfig(warmup_steps=1), data=data, seq_len=32, batch_size=4, steps=2,
+                      device="cpu", log_interval=1)
+    train(cfg, root / "run", progress=False)
+    return root / "run"

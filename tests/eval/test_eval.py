@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import load_script
+from conftest import load_script, tiny_trained_run
 from sparsedepth.cli import main as cli_main
-from sparsedepth.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from sparsedepth.config import ModelConfig
 from sparsedepth.data import load_documents, train_bpe
 from sparsedepth.eval import (TASKS, EvalError, MCDoc, evaluate_run, load_rows, mc_metrics, perplexity,
                               score_tokens, task_docs, zero_shot)
@@ -193,18 +193,7 @@ def test_perplexity_equals_exp_model_loss(tiny_model):
 
 
 def test_evaluate_run_and_cli(tmp_path, capsys):
-    from sparsedepth.train import train
-
-    rng = random.Random(0)
-    words = "the of and a to in is was for on that with as by at from his her it an were are which".split()
-    (tmp_path / "corpus.txt").write_text("\n<|endoftext|>\n".join(
-        " ".join(rng.choice(words) for _ in range(rng.randint(40, 120))) for _ in range(40)))
-    cfg = TrainConfig(model=ModelConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2, max_seq_len=64),
-                      optim=OptimConfig(warmup_steps=1), data=DataConfig(corpus=str(tmp_path / "corpus.txt"),
-                      vocab_size=300, cache_dir=str(tmp_path / "cache")), seq_len=32, batch_size=4, steps=2,
-                      device="cpu", log_interval=1)
-    run = tmp_path / "run"
-    train(cfg, run, progress=False)
+    run = tiny_trained_run(tmp_path)
     res = evaluate_run(run, tasks=["copa", "piqa"], limit=4, ppl_windows=3)
     assert json.loads((run / "eval.json").read_text()) == json.loads(json.dumps(res))
     assert res["perplexity"]["seq_len"] == 32 and res["perplexity"]["n_tokens"] == 3 * 32

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 
+from conftest import tiny_trained_run
 from sparsedepth.cli import main as cli_main
-from sparsedepth.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from sparsedepth.config import ModelConfig
 from sparsedepth.data import load_documents, train_bpe
 from sparsedepth.eval import EvalError, read_task_file, score_docs, task_docs, zero_shot
 from sparsedepth.model import build_model
@@ -78,18 +78,7 @@ def test_score_docs_equals_the_packaged_scorer(tmp_path):
 
 
 def test_cli_writes_eval_json_and_reports_bad_lines(tmp_path, capsys):
-    from sparsedepth.train import train
-
-    rng = random.Random(0)
-    words = "the of and a to in is was for on that with as by at from his her it an were are which".split()
-    (tmp_path / "corpus.txt").write_text("\n<|endoftext|>\n".join(
-        " ".join(rng.choice(words) for _ in range(rng.randint(40, 120))) for _ in range(40)))
-    cfg = TrainConfig(model=ModelConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2, max_seq_len=64),
-                      optim=OptimConfig(warmup_steps=1), data=DataConfig(corpus=str(tmp_path / "corpus.txt"),
-                      vocab_size=300, cache_dir=str(tmp_path / "cache")), seq_len=32, batch_size=4, steps=2,
-                      device="cpu", log_interval=1)
-    run = tmp_path / "run"
-    train(cfg, run, progress=False)
+    run = tiny_trained_run(tmp_path)
     task = _write(tmp_path / "mine.jsonl", [GOOD, {"context": "The sky is", "choices": ["blue", "loud", "wet"],
                                                    "answer": "blue"}])
     assert cli_main(["eval", str(run), "--task", task, "--device", "cpu"]) == 0

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import shutil
 
 import pytest
 import torch
 
+from conftest import word_corpus
 from sparsedepth.cli import main as cli_main
 from sparsedepth.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash
 from sparsedepth.probes import probe_run
@@ -16,7 +16,6 @@ from sparsedepth.probes.trajectory import probe_cost, probe_steps, read_trajecto
 from sparsedepth.train import train
 from sparsedepth.train.checkpoint import load_state
 
-WORDS = "the of and a to in is was for on that with as by at from his her it an were are which this be".split()
 PROBE = {"n_windows": 4, "seq_len": 32, "paper_compat": True, "jacobian_windows": 1, "jacobian_seq_len": 16,
          "probes": "variance,jacobian,usefulness,causal,permutation,angular_distance,block_influence"}
 TIMING = {"tokens_per_s", "mfu"}
@@ -24,12 +23,7 @@ TIMING = {"tokens_per_s", "mfu"}
 
 @pytest.fixture(scope="module")
 def data_cfg(tmp_path_factory) -> DataConfig:
-    root = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    vocab = WORDS + [f"w{i}" for i in range(150)]
-    docs = [" ".join(rng.choice(vocab) for _ in range(rng.randint(40, 200))) for _ in range(50)]
-    (root / "corpus.txt").write_text("\n<|endoftext|>\n".join(docs))
-    return DataConfig(corpus=str(root / "corpus.txt"), vocab_size=300, cache_dir=str(root / "cache"))
+    return word_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def make_cfg(data: DataConfig, **kw) -> TrainConfig:

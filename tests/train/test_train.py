@@ -5,13 +5,13 @@ import dataclasses
 import json
 import math
 import os
-import random
 import signal
 import textwrap
 
 import pytest
 import torch
 
+from conftest import word_corpus
 from sparsedepth.cli import main as cli_main
 from sparsedepth.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash, to_dict
 from sparsedepth.data import val_windows
@@ -22,18 +22,12 @@ from sparsedepth.train import loop as loop_mod
 from sparsedepth.train.checkpoint import check_run_dir, list_checkpoints, write_config
 from sparsedepth.train.optim import build_optimizer, build_scheduler
 
-WORDS = "the of and a to in is was for on that with as by at from his her it an were are which this be".split()
 
 
 @pytest.fixture(scope="module")
 def data_cfg(tmp_path_factory) -> DataConfig:
     """A tiny synthetic corpus (documents separated by <|endoftext|> lines) and a shared token cache."""
-    root = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    vocab = WORDS + [f"w{i}" for i in range(150)]
-    docs = [" ".join(rng.choice(vocab) for _ in range(rng.randint(40, 200))) for _ in range(50)]
-    (root / "corpus.txt").write_text("\n<|endoftext|>\n".join(docs))
-    return DataConfig(corpus=str(root / "corpus.txt"), vocab_size=300, cache_dir=str(root / "cache"))
+    return word_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def make_cfg(data: DataConfig, model: dict | None = None, optim: dict | None = None, **kw) -> TrainConfig:
