@@ -249,12 +249,10 @@ def telemetry_frame(results: Mapping[str, RunResult], key: str = "layer_var", *,
     """Per-layer telemetry ``key`` (a list [L] per telemetry step) as rows (variant, label, step, layer, value);
     layer is 1-based (layer ℓ = output of block ℓ-1). Steps are downsampled to ``max_steps`` per layer."""
     rows = []
-    for v in results:
-        lab = label_of(results, v)
-        for rec in results[v].metrics:
-            vals = rec.get(key)
+    for v, run in results.items():
+        for step, vals in run.telemetry(key):
             if isinstance(vals, list):
-                rows += [{"variant": v, "label": lab, "step": rec["step"], "layer": i + 1, "value": float(x)}
+                rows += [{"variant": v, "label": run.label, "step": step, "layer": i + 1, "value": float(x)}
                          for i, x in enumerate(vals) if _finite(x)]
     df = pd.DataFrame(rows, columns=["variant", "label", "step", "layer", "value"])
     return downsample(df, "step", ["variant", "label", "layer"], max_steps) if max_steps else df
@@ -266,16 +264,10 @@ def last_layer_variance_frame(results: Mapping[str, RunResult], *, max_points: i
     code logged as "last layer"; paper-spec 1.1). Rows (variant, label, step, series, variance); seeds of
     one label are averaged (``seed_mean``)."""
     rows = []
-    for v in results:
-        lab = label_of(results, v)
-        for rec in results[v].metrics:
-            lv = rec.get("layer_var")
-            if isinstance(lv, list) and lv and _finite(lv[-1]):
-                rows.append({"variant": v, "label": lab, "step": rec["step"], "series": RESIDUAL,
-                             "variance": float(lv[-1])})
-            if _finite(rec.get("final_var")):
-                rows.append({"variant": v, "label": lab, "step": rec["step"], "series": POSTNORM,
-                             "variance": float(rec["final_var"])})
+    for v, run in results.items():
+        for series, points in ((RESIDUAL, run.last_layer_var_series()), (POSTNORM, run.postnorm_var_series())):
+            rows += [{"variant": v, "label": run.label, "step": step, "series": series, "variance": float(x)}
+                     for step, x in points if _finite(x)]
     df = pd.DataFrame(rows, columns=["variant", "label", "step", "series", "variance"])
     # Seeds of one setting log the same steps, so their downsampled bins line up step for step.
     return seed_mean(downsample(df, "step", ["variant", "label", "series"], max_points), "variance",
@@ -444,8 +436,8 @@ def expert_load_frame(results: Mapping[str, RunResult], *, source: str = "probes
         if source == "probes":
             loads = run.probe("sparsity.expert.load")
         else:
-            recs = [r for r in run.metrics if isinstance(r.get("expert_load"), list)]
-            loads = recs[-1]["expert_load"] if recs else None
+            logged = [x for _, x in run.telemetry("expert_load") if isinstance(x, list)]
+            loads = logged[-1] if logged else None
         if not isinstance(loads, list):
             continue
         for li, layer in enumerate(loads):
