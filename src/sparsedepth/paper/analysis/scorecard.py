@@ -81,16 +81,17 @@ class Check:
 # ------------------------------------------------------------------------------------------- rows
 
 
-def _rows(frame, curves: dict[Any, list[list[float]]], settings: list[tuple[Any, int, dict]]) -> list[dict]:
-    """One row per setting ``(key, runs, head)`` from the tidy ``frame`` of its runs' readings
+def _rows(long: pd.DataFrame, curves: dict[Any, list[list[float]]], settings: list[tuple[Any, int, dict]],
+          ) -> list[dict]:
+    """One row per setting ``(key, runs, head)`` from the tidy frame ``long`` of its runs' readings
     (:func:`frame.tidy` columns) and their Jacobian curves: each scalar's seed mean
     (:func:`frame.average_seeds`), ``by_seed[m] = {seed: value}``, ``spread[m] = (min, max, n)``; the
     per-layer Jacobian is the layer-wise seed mean (None when the curves differ in length: then they are not
     seeds of one depth)."""
     stats = {(r["setting"], r["metric"]): r
-             for r in average_seeds(frame, "value", ["setting", "metric"]).to_dict("records")}
+             for r in average_seeds(long, "value", ["setting", "metric"]).to_dict("records")}
     by_seed: dict[tuple, dict] = {}
-    for key, metric, seed, value in zip(frame["setting"], frame["metric"], frame["seed"], frame["value"]):
+    for key, metric, seed, value in zip(long["setting"], long["metric"], long["seed"], long["value"]):
         by_seed.setdefault((key, metric), {})[seed] = value
     rows = []
     for key, runs, head in settings:

@@ -3,17 +3,18 @@
 Two kinds of functions:
 
 * ``*_frame(...)`` turn ``results.load_results(profile, experiment)`` (variant -> ``RunResult``) or a
-  probes.json dict into tidy DataFrames. Every frame has
-  a ``variant`` column (the run's name) and a ``label`` column (its display label from the variant metadata,
-  e.g. ``L=12``); per-step data is aggregated here (``downsample``: at most ``MAX_POINTS`` points per curve,
-  bin means over equal-width step bins) so a chart never carries the raw log.
+  probes.json dict into tidy DataFrames. Every frame has a ``variant`` column (the run's name) and a
+  ``label`` column (its display label from the variant metadata, e.g. ``L=12``); per-step data is
+  aggregated here (``downsample``: at most ``MAX_POINTS`` points per curve, bin means over equal-width step
+  bins) so a chart never carries the raw log.
 * ``*_chart(df, ...)`` draw a tidy frame. Colour scales follow the swept value (``order``: the labels in the
   experiment's order, which is sorted by the swept value), axis titles carry units, and variance axes are
   logarithmic where the paper's are.
 
-Several variants with one label are seeds of one setting (the gpu depth sweep): the depth frames average
-them (``seed_mean``, through ``frame.average_seeds`` as the tables do: the mean plus ``<value>_min`` / ``<value>_max`` and ``seeds`` columns), and the charts
-draw the mean with a min–max band or error bars. With one seed per label frames and charts are unchanged.
+Several variants with one label are seeds of one setting (the gpu sweeps): the curve frames average them
+(``seed_mean``, through ``frame.average_seeds`` as the tables do: the mean plus ``<value>_min`` /
+``<value>_max`` and ``seeds`` columns), and the charts draw the mean with a min–max band or error bars.
+With one seed per label frames and charts are unchanged.
 
 ``save_chart(chart, name, profile, data)`` names the profile under the title and writes
 ``figures/<profile>/<name>.{png,svg,csv}`` under the output
@@ -312,8 +313,7 @@ def paper_jacobian_frame(paper_curves: Mapping[Any, Sequence[float]], results: M
     by the paper depth each variant stands for (its ``meta.paper_label``), so colours pair up across panels;
     seeds of one depth are averaged (``seed_mean``; the paper's rows have no range)."""
     results = results or {}
-    stands = {label_of(results, v): run.paper_label
-              for v, run in results.items()}
+    stands = {run.label: run.paper_label for run in results.values()}
     ours = seed_mean(probe_layer_frame(results, "jacobian.jacobian_norm"), "value", ["label", "layer"])
     extra = [c for c in ours.columns if c not in ("variant", "label", "layer", "value")]
     rows = [{"source": OURS, "depth": stands[r["label"]], "layer": r["layer"], "value": r["value"],
@@ -473,7 +473,7 @@ def recipe_frame(compare_df: pd.DataFrame, reference: Mapping | None = None,
     ``recipe_chart``. ``reference`` = the paper's L=16 reference ({"acc", "usefulness"}); ``ours_reference``
     = ours ({"acc" (%), "usefulness", optional "acc_se"}), both drawn first; ``reference_tokens`` (our
     reference's training tokens) goes into its label, since it trained on another budget than the recipe.
-    ``acc_se`` = {our variant: standard error of its accuracy in points} (``scorecard.acc_standard_error``)."""
+    ``acc_se`` = {our variant: standard error of its accuracy in points} (``frame.acc_standard_error``)."""
     rows = []
     ref_label = "L=16 reference" + (f" ({token_count(reference_tokens)} tokens)" if reference_tokens else "")
     acc_se = acc_se or {}
