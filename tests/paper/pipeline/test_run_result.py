@@ -23,7 +23,7 @@ def _run(**kw) -> RunResult:
                 "usefulness": {"score": 0.25, "useful": [True, False, True, False], "mean_ratio": 1.05,
                                "paper_compat": {"mean_ratio": 1.01}},
                 "causal": {"score": 0.3}, "permutation": {"score": 0.6},
-                "jacobian": {"jacobian_norm": [0.4, "nan?", 0.2], "mean_jacobian_norm": 0.3}},
+                "jacobian": {"jacobian_norm": [0.4, "nan?", 0.2]}},
         eval={"perplexity": {"ppl": 42.0}, "mean_acc": 0.4, "tasks": {"a": {"acc": 0.3, "n": 100}, "b": {"acc": 0.5}}},
         summary={"val_ppl": 40.0, "tokens": 1000})
     return RunResult("depth", "L4-seed1", **{**base, **kw})
@@ -49,7 +49,7 @@ def test_named_readings():
     assert r.perplexity() == 42.0 and r.mean_acc() == 0.4 and r.tokens() == 1000
     assert r.task_accuracies() == [(0.3, 100.0), (0.5, None)]
     assert (r.usefulness_fraction(), r.useful_layers(), r.loss_ratio(), r.loss_ratio_compat()) == (0.25, 2, 1.05, 1.01)
-    assert (r.causal(), r.permutation(), r.jacobian_mean()) == (0.3, 0.6, 0.3)
+    assert (r.causal(), r.permutation()) == (0.3, 0.6)
     assert r.jacobian() == [0.4, None, 0.2]  # a malformed entry is None, not an error
     assert r.probe("usefulness.paper_compat.mean_ratio") == 1.01 and r.probe("no.such.path", "x") == "x"
 

@@ -161,7 +161,3 @@ class RunResult:
         """||J - I||_F / d per layer (``jacobian.jacobian_norm``); entries that are not numbers are None."""
         jac = self.probe("jacobian.jacobian_norm")
         return [number(x) for x in jac] if isinstance(jac, list) else None
-
-    def jacobian_mean(self) -> float | None:
-        """The probe's own mean ||J - I||_F / d over layers."""
-        return number(self.probe("jacobian.mean_jacobian_norm"))
