@@ -116,12 +116,16 @@ def test_stop_and_resume_is_bitwise_identical(data_cfg, tmp_path):
     assert resumed["val_loss"] == full["val_loss"] and resumed["final_loss"] == full["final_loss"]
 
 
-def test_final_gain_is_read_only_and_follows_the_decay_groups(data_cfg, tmp_path):
+def test_final_gain_is_read_only_and_follows_the_decay_groups(data_cfg, tmp_path, monkeypatch):
     """The final norm's mean |gain| is logged without changing training; only the official decay shrinks it."""
     cfg = make_cfg(data_cfg, optim={"weight_decay": 3.0, "lr": 3e-2}, telemetry_interval=1)
     train(cfg, tmp_path / "ours", progress=False)
     rows = read_metrics(tmp_path / "ours")
     assert rows[0]["final_gain"] == 1.0  # gains start at 1 and are read before the first update
+    with monkeypatch.context() as m:  # the same run without reading the gain: the same losses, bit for bit
+        m.setattr(loop_mod, "final_gain", lambda model, *_: torch.zeros(()))
+        train(cfg, tmp_path / "unread", progress=False)
+    assert [r["loss"] for r in read_metrics(tmp_path / "unread")] == [r["loss"] for r in rows]
     official = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, paper_compat_decay=True))
     train(official, tmp_path / "official", progress=False)
     decayed = read_metrics(tmp_path / "official")
