@@ -21,7 +21,8 @@ from sparsedepth.train import load_run, read_metrics, train
 
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
 
-TELEMETRY = ("layer_var", "attn_var", "ffn_var", "ffn_norm", "layer_grad_norm", "layer_param_norm", "expert_load")
+TELEMETRY = ("layer_var", "attn_var", "ffn_var", "ffn_norm", "layer_grad_norm", "layer_param_norm", "expert_load",
+             "final_gain")
 
 
 def _worker(rank: int, port: int, cfg: TrainConfig, run_dir: Path, stop: int | None) -> None:

@@ -66,7 +66,7 @@ def test_short_run_writes_run_dir(data_cfg, tmp_path):
             for key in ("layer_var", "attn_var", "ffn_var", "attn_norm", "ffn_norm", "layer_grad_norm",
                         "layer_param_norm"):
                 assert len(r[key]) == cfg.model.n_layers and all(v > 0 for v in r[key]), key
-            assert r["final_var"] > 0 and "expert_load" not in r
+            assert r["final_var"] > 0 and r["final_gain"] > 0 and "expert_load" not in r
             # block gradients are part of the global gradient (embedding and head are the rest)
             assert sum(g * g for g in r["layer_grad_norm"]) < r["grad_norm"] ** 2
     assert rows[-1]["val_loss"] == summary["val_loss"] and rows[-1]["loss"] == summary["final_loss"]
@@ -110,9 +110,30 @@ def test_stop_and_resume_is_bitwise_identical(data_cfg, tmp_path):
     assert [r["step"] for r in b] == list(range(1, 13))
     after = lambda rows: [r for r in rows if r["step"] > 5]  # noqa: E731
     for ra, rb in zip(after(a), after(b), strict=True):
-        for key in ("loss", "grad_norm", "lr", "layer_var", "layer_grad_norm", "layer_param_norm", "val_loss"):
+        for key in ("loss", "grad_norm", "lr", "layer_var", "layer_grad_norm", "layer_param_norm", "final_gain",
+                    "val_loss"):
             assert ra.get(key) == rb.get(key), (ra["step"], key)  # exact, not approximate
     assert resumed["val_loss"] == full["val_loss"] and resumed["final_loss"] == full["final_loss"]
+
+
+def test_final_gain_is_read_only_and_follows_the_decay_groups(data_cfg, tmp_path, monkeypatch):
+    """The final norm's mean |gain| is logged without changing training; only the official decay shrinks it."""
+    cfg = make_cfg(data_cfg, optim={"weight_decay": 3.0, "lr": 3e-2}, telemetry_interval=1)
+    train(cfg, tmp_path / "ours", progress=False)
+    rows = read_metrics(tmp_path / "ours")
+    assert rows[0]["final_gain"] == 1.0  # gains start at 1 and are read before the first update
+    with monkeypatch.context() as m:  # the same run without reading the gain: the same losses, bit for bit
+        m.setattr(loop_mod, "final_gain", lambda model, *_: torch.zeros(()))
+        train(cfg, tmp_path / "unread", progress=False)
+    assert [r["loss"] for r in read_metrics(tmp_path / "unread")] == [r["loss"] for r in rows]
+    official = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, paper_compat_decay=True))
+    train(official, tmp_path / "official", progress=False)
+    decayed = read_metrics(tmp_path / "official")
+    assert decayed[-1]["final_gain"] < rows[-1]["final_gain"]
+    model = build_model(cfg.model, "cpu")
+    with torch.no_grad():
+        model.norm.weight.copy_(torch.linspace(-2.0, 2.0, cfg.model.d_model))
+    assert loop_mod.final_gain(model).item() == pytest.approx(model.norm.weight.abs().mean().item())
 
 
 def test_other_config_in_run_dir_is_refused(data_cfg, tmp_path):

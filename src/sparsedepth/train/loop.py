@@ -36,8 +36,8 @@ from .distributed import Dist, init_distributed, maybe_no_sync, resolve_device
 from .fsdp import checkpoint_blocks, full_tensor, shard_model
 from .integrity import CheckpointError, apply_state
 from .optim import build_optimizer, build_scheduler, format_groups, param_groups
-from .telemetry import (MetricsFile, SpikeMonitor, WandbLogger, add_stats, block_norms, pack, peak_flops, read_metrics,
-                        unpack)
+from .telemetry import (MetricsFile, SpikeMonitor, WandbLogger, add_stats, block_norms, final_gain, pack, peak_flops,
+                        read_metrics, unpack)
 from .telemetry import wandb_enabled, wandb_run_id
 
 
@@ -251,7 +251,9 @@ class Trainer:
         flat = None
         if telemetry:
             sum_shards = self.dist.all_reduce_sum if self.fsdp else None
-            flat, self.layout = pack(stats, 1.0 / n, *block_norms(self.model, sum_shards))  # norms before clipping
+            # norms before clipping, the gain before this step's update (the one the forward used)
+            flat, self.layout = pack(stats, 1.0 / n, *block_norms(self.model, sum_shards),
+                                     final_gain(self.model, sum_shards))
         grad_norm = full_tensor(get_total_norm([p.grad for p in self.params if p.grad is not None]))
         if cfg.optim.grad_clip > 0:
             clip_grads_with_norm_(self.params, cfg.optim.grad_clip, grad_norm)

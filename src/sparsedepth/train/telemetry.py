@@ -68,6 +68,19 @@ def block_norms(model: nn.Module, sum_across_ranks: Callable[[torch.Tensor], tor
     return sq[0].sqrt(), sq[1].sqrt()
 
 
+def final_gain(model: nn.Module, sum_across_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None
+               ) -> torch.Tensor:
+    """Mean |g| of the final RMSNorm's gain, a float32 scalar on the device. The official code logged the last
+    layer's variance after this norm, N_f(h_L) = g * h_L / rms(h_L), so a shrinking gain lowers that reading
+    while the residual stream stays as it is. Sharded (FSDP): each rank sums its shard, ``sum_across_ranks``
+    adds them up. Read-only: training is unchanged."""
+    g = model.norm.weight
+    total = local_tensor(g.detach()).float().abs().sum().reshape(1)
+    if sum_across_ranks is not None:
+        total = sum_across_ranks(total)
+    return total[0] / g.numel()
+
+
 def add_stats(acc: dict | None, stats: dict) -> dict:
     """Running sum of telemetry stats over micro-batches (detached, float32, on the device)."""
     stats = {k: v.detach().float() for k, v in stats.items()}
@@ -76,14 +89,16 @@ def add_stats(acc: dict | None, stats: dict) -> dict:
     return {k: acc[k] + v for k, v in stats.items()}
 
 
-def pack(stats: dict, scale: float, grad_norm: torch.Tensor, param_norm: torch.Tensor) -> tuple[torch.Tensor, list]:
-    """Flatten averaged stats and block norms into one float32 vector and a layout for ``unpack``."""
+def pack(stats: dict, scale: float, grad_norm: torch.Tensor, param_norm: torch.Tensor,
+         gain: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """Flatten averaged stats, block norms and the final norm's mean gain (:func:`final_gain`) into one float32
+    vector and a layout for ``unpack``."""
     parts, layout = [], []
     named = [(ROW_KEYS[k], stats[k] * scale) for k in STAT_KEYS]
     named += [("final_var", stats["final_var"] * scale)]
     if "expert_load" in stats:
         named.append(("expert_load", stats["expert_load"] * scale))
-    named += [("layer_grad_norm", grad_norm), ("layer_param_norm", param_norm)]
+    named += [("layer_grad_norm", grad_norm), ("layer_param_norm", param_norm), ("final_gain", gain)]
     for key, t in named:
         parts.append(t.reshape(-1).float())
         layout.append((key, tuple(t.shape)))

@@ -38,7 +38,12 @@ def test_items_keep_their_order_and_expand_experiments(calls):
 def test_all_means_every_variant_once():
     pairs = run_cli.parse_items("smoke", ["depth/L2", "all"])
     assert pairs[0] == ("depth", "L2") and len(pairs) == len(set(pairs))
-    assert {e for e, _ in pairs} == set(ex.EXPERIMENTS)
+    assert {e for e, _ in pairs} == set(ex.EXPERIMENTS)  # the paper's experiments: no check of ours
+
+
+def test_checks_run_by_name():
+    pairs = run_cli.parse_items("smoke", ["weight_decay_official", "weight_decay_official/wd3"])
+    assert pairs == [("weight_decay_official", v) for v in ex.variants("smoke", "weight_decay_official")]
 
 
 def test_failed_variant_gives_exit_1(calls, capsys):

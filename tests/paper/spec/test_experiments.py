@@ -281,3 +281,26 @@ def test_a_plan_resolves_a_profile_once():
         plan.resolve("depth", "L99")
     with pytest.raises(ConfigError, match="unknown profile 'tiny'"):
         ex.plan("tiny")
+
+
+@pytest.mark.parametrize("profile", ex.PROFILES)
+def test_official_decay_check_repeats_the_weight_decay_sweep(profile):
+    """weight_decay_official: weight_decay's seed-0 configs with the official decay (gains and embedding too),
+    outside the paper's experiments, so `all`, the claims and every existing run stay as they were."""
+    assert "weight_decay_official" in ex.CHECKS and "weight_decay_official" not in ex.EXPERIMENTS
+    ours = seed0(ex.variants(profile, "weight_decay"))
+    official = ex.variants(profile, "weight_decay_official")
+    assert list(official) == list(ours)  # same names, one seed
+    for name, cfg in official.items():
+        wd = cfg.optim.weight_decay
+        assert cfg.optim.paper_compat_decay == (wd > 0) and not ours[name].optim.paper_compat_decay
+        # only the decay groups differ; at λ=0 neither decays anything, so it is the same run
+        assert dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, paper_compat_decay=False)) == ours[name]
+        assert (config_hash(cfg) == config_hash(ours[name])) == (wd == 0)
+    meta = ex.variant_meta(profile, "weight_decay_official")
+    assert [m["paper_key"] for m in meta.values()] == list(ex.PAPER_WEIGHT_DECAYS)
+    assert all(m["decay"] == "official" for m in meta.values())
+    assert "official" in ex.profile_note(profile, "weight_decay_official")
+    # no existing experiment contains it: its hashes (λ > 0) are new
+    existing = {config_hash(c) for e in ex.EXPERIMENTS for c in ex.variants(profile, e).values()}
+    assert {config_hash(c) for c in official.values()} & existing == {config_hash(official["wd0"])}

@@ -41,7 +41,8 @@ MOE_RATE_GUESS = 0.6
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("items", nargs="+", metavar="EXPERIMENT[/VARIANT]",
-                        help=f"experiments ({', '.join(ex.EXPERIMENTS)} or all) or single variants such as depth/L24")
+                        help=f"experiments ({', '.join(ex.EXPERIMENTS)} or all; checks: {', '.join(ex.CHECKS)}) or "
+                             "single variants such as depth/L24")
     parser.add_argument("--profile", choices=ex.PROFILES, default="cpu", help="scale of the runs (default: cpu)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: the profile's choice)")
     parser.add_argument("--force", action="store_true", help="retrain even where results are up to date")
@@ -61,10 +62,10 @@ def parse_items(profile: str | ex.Plan, items: list[str]) -> list[tuple[str, str
     pairs: list[tuple[str, str]] = []
     for item in items:
         exp, _, variant = item.partition("/")
-        exps = list(ex.EXPERIMENTS) if exp == "all" and not variant else [exp]
-        if exp not in ex.EXPERIMENTS and exps != list(ex.EXPERIMENTS):
+        exps = list(ex.EXPERIMENTS) if exp == "all" and not variant else [exp]  # all: the paper's, not CHECKS
+        if exp not in ex.EXPERIMENTS + ex.CHECKS and exps != list(ex.EXPERIMENTS):
             raise SystemExit(f"sparsedepth run: unknown experiment {exp!r} in {item!r}; choose from "
-                             f"{', '.join(ex.EXPERIMENTS)} or all")
+                             f"{', '.join(ex.EXPERIMENTS + ex.CHECKS)} or all")
         for e in exps:
             names = list(plan.variants(e))
             if variant and variant not in names:

@@ -11,6 +11,9 @@ moe             dense vs MoE (top-k/E = 1/8, equal active parameters) at two siz
 recipe          cumulative L=32 ablation: +T4096, +T8192 (rejected), +wd0.3, +wd0.6/+wd1.0 (rejected), +G2, +MoE (3.6)
 ==============  ===========================================================================================
 
+One check (``CHECKS``), outside the paper's claims and ``run all``: ``weight_decay_official`` repeats the weight
+decay sweep with the official optimiser's decay of norm gains and embedding (paper-spec 2.5).
+
 Profiles: ``smoke`` (CI, seconds per run), ``cpu`` (a laptop, about a minute per run), ``gpu`` (one H200,
 paper-lite: d=512, 50-100M tokens per run), ``paper`` (the paper's own configurations: d=2048, 5B tokens per
 run, the paper's batches and schedule; a cluster's work; the comments above it give its choices). A profile
@@ -33,6 +36,11 @@ from ...config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainCo
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 EXPERIMENTS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "recipe")
+# Our checks of how the paper's numbers were made, run like experiments but outside its claims, its figures and
+# `run all`. weight_decay_official: the weight-decay sweep (seed 0) with the official optimiser, which decays
+# the norm gains and the embedding too (paper-spec 2.5); λ=0 decays nothing in either, so it is weight_decay's
+# wd0 run (same config, trained once).
+CHECKS = ("weight_decay_official",)
 
 # Paper values each sweep stands for (paper-spec 3.1-3.6); our values are these scaled by the profile.
 PAPER_DEPTHS = (12, 16, 24, 32)
@@ -245,8 +253,8 @@ def _scale(profile: str) -> Scale:
 
 
 def _check_experiment(experiment: str) -> None:
-    if experiment not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+    if experiment not in EXPERIMENTS + CHECKS:
+        raise ConfigError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS + CHECKS)}")
 
 
 def _probe_len(s: Scale) -> int:
@@ -340,6 +348,13 @@ def _sweep(profile: str, s: Scale, experiment: str) -> list[tuple[str, TrainConf
         for wd in PAPER_WEIGHT_DECAYS:
             cfg = base(profile, weight_decay=wd, **s.shape(experiment))
             add(f"wd{_fmt(wd)}", cfg, f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}", param="optim.weight_decay")
+    elif experiment == "weight_decay_official":  # same names and configs as weight_decay's, official decay
+        for wd in PAPER_WEIGHT_DECAYS:
+            cfg = base(profile, weight_decay=wd, **s.shape("weight_decay"))
+            if wd:
+                cfg = replace(cfg, optim=replace(cfg.optim, paper_compat_decay=True))
+            add(f"wd{_fmt(wd)}", cfg, f"λ={_fmt(wd)} (official decay)", wd, wd, f"λ={_fmt(wd)}",
+                param="optim.weight_decay", decay="official")
     elif experiment == "seqlen":
         for pt in PAPER_SEQ_LENS:
             t = s.seq_for(pt)
@@ -514,6 +529,9 @@ def profile_note(profile: str, experiment: str) -> str:
                 + (steps if s.run_tokens else
                    f"{s.steps} steps: the total decay lr·λ·steps is far smaller than the paper's ~9.5k steps, "
                    f"so effects are weaker"))
+    elif experiment == "weight_decay_official":
+        spec = (f"weight_decay's configs with the official decay: norm gains and embedding decayed too (λ=0 is "
+                f"weight_decay's wd0 run); " + (steps if s.run_tokens else f"{s.steps} steps"))
     elif experiment == "seqlen":
         m = ", ".join(f"{p}->{s.seq_for(p)}" for p in PAPER_SEQ_LENS)
         fixed = (f"{s.batch_size} sequences per step at every T" if s.batch_unit == "sequences" else
@@ -591,7 +609,7 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=PROFILES, help="show full tables for one profile (default: overview)")
-    parser.add_argument("--experiment", choices=EXPERIMENTS, action="append",
+    parser.add_argument("--experiment", choices=EXPERIMENTS + CHECKS, action="append",
                         help="only this experiment (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the resolved configs as JSON")
 
