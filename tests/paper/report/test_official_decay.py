@@ -7,17 +7,19 @@ import math
 import pandas as pd
 import pytest
 
+from sparsedepth.paper.pipeline.run_result import RunResult
 from sparsedepth.paper.report import official_decay as od
 from sparsedepth.paper.spec import reported as paper
 
 
-def _run(lam: float, residual: float, postnorm: float, gain: float | None = None, seed: int = 0) -> dict:
+def _run(lam: float, residual: float, postnorm: float, gain: float | None = None, seed: int = 0) -> RunResult:
     """A result shaped like load_results' entries: two telemetry rows, the last one is the end of training."""
     last = {"step": 20, "layer_var": [1.0, residual], "final_var": postnorm}
     if gain is not None:
         last["final_gain"] = gain
     first = {"step": 10, "layer_var": [1.0, 99.0], "final_var": 99.0, **({"final_gain": 9.0} if gain else {})}
-    return {"meta": {"value": lam, "seed": seed}, "metrics": [first, {"step": 15, "loss": 3.0}, last]}
+    return RunResult("weight_decay", f"wd{lam}-seed{seed}", {}, meta={"value": lam, "seed": seed},
+                     metrics=[first, {"step": 15, "loss": 3.0}, last])
 
 
 def _ours() -> dict:

@@ -102,6 +102,12 @@ class RunResult:
         """(step, variance of N_f(h_L), the final norm's output: ``final_var``, the official code's log)."""
         return self.telemetry("final_var")
 
+    def final_gain(self) -> float | None:
+        """The final RMSNorm's mean |g| at the last telemetry row that logged it (``final_gain``): what scales
+        N_f(h_L) whatever h_L does."""
+        rows = self.telemetry("final_gain")
+        return number(rows[-1][1]) if rows else None
+
     def probed_last_layer_var(self) -> Any:
         """The probes' variance of h_L (``variance.layer_var[-1]``): the fallback without telemetry."""
         lv = self.probe("variance.layer_var")

@@ -21,8 +21,9 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from ..analysis.scorecard import last_layer_variance, postnorm_variance
+from ..analysis.frame import average_seeds, last_layer_variance, postnorm_variance
 from ..pipeline.results import load_results
+from ..pipeline.run_result import RunResult
 from ..spec import reported as paper
 from ..spec.experiments import PAPER_WEIGHT_DECAYS
 from . import plots, tables
@@ -41,34 +42,29 @@ def _num(x: Any) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else math.nan
 
 
-def _end_gain(result: Mapping) -> float:
-    """The final norm's mean |g| at the last telemetry row that has it (NaN where never logged)."""
-    rows = [r for r in result.get("metrics") or [] if "final_gain" in r]
-    return _num(rows[-1]["final_gain"]) if rows else math.nan
-
-
-def run_rows(results: Mapping[str, Mapping[str, Mapping] | None]) -> pd.DataFrame:
+def run_rows(results: Mapping[str, Mapping[str, RunResult] | None]) -> pd.DataFrame:
     """One row per run with results: ``decay`` (its label in ``DECAYS``), ``variant``, ``seed``, ``lam`` (λ) and
     the four quantities (NaN where a run does not have one). ``results``: {experiment: load_results(...)},
     an experiment with no results (None or empty) adds no rows."""
     rows = []
     for experiment, label in DECAYS.items():
         for name, res in (results.get(experiment) or {}).items():
-            meta = res.get("meta") or {}
             residual, postnorm, gain = (_num(last_layer_variance(res)[0]), _num(postnorm_variance(res)[0]),
-                                        _end_gain(res))
-            rows.append({"decay": label, "variant": name, "seed": meta.get("seed", 0), "lam": float(meta["value"]),
+                                        _num(res.final_gain()))
+            rows.append({"decay": label, "variant": name, "seed": res.seed, "lam": float(res.meta["value"]),
                          "residual": residual, "postnorm": postnorm, "gain": gain,
                          "per_gain": postnorm / gain ** 2 if gain > 0 else math.nan})
     return pd.DataFrame(rows, columns=["decay", "variant", "seed", "lam", *QUANTITIES])
 
 
 def setting_means(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (decay, λ): the mean of each quantity over the seeds that have it and ``seeds``, the runs counted."""
-    groups = runs.groupby(["decay", "lam"], sort=False)
-    out = groups[list(QUANTITIES)].mean()
-    out["seeds"] = groups.size()
-    return out.reset_index()[["decay", "lam", *QUANTITIES, "seeds"]]
+    """Per (decay, λ): each quantity averaged over seeds by the one seed average (``frame.average_seeds``, NaN
+    where no seed has it) and ``seeds``, the runs counted."""
+    keys = ["decay", "lam"]
+    out = average_seeds(runs, "residual", keys)[[*keys, "seeds"]]
+    for q in QUANTITIES:
+        out[q] = average_seeds(runs, q, keys)[q].to_numpy()
+    return out[[*keys, *QUANTITIES, "seeds"]]
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +124,7 @@ def missing_note(profile: str, runs: pd.DataFrame) -> str:
     return " ".join(notes)
 
 
-def section(profile: str, ours: Mapping[str, Mapping] | None = None, *, root: Any = None, save: bool = True):
+def section(profile: str, ours: Mapping[str, RunResult] | None = None, *, root: Any = None, save: bool = True):
     """The notebook's cell: load both sweeps (``ours``: weight_decay's results when already loaded), write
     the table and figure ``weight_decay_official_decay`` (``save``), and return (table, chart or None when
     nothing can be plotted, note). Never raises for missing results: the note says what is missing."""
