@@ -109,6 +109,14 @@ def estimate_seconds(cfg: TrainConfig, finished: list[dict]) -> float | None:
     return MARGIN * (flops / rate + statistics.median(f["setup_s"] for f in finished) + probes)
 
 
+def _bench_seconds(cfg: TrainConfig) -> float:
+    """Training time alone from the committed H200 speed measurements, for a profile with no finished run yet."""
+    from .gpu_hours import DEVICE, Measurements, gpu_hours
+
+    speeds = Measurements.load(results.output_root() / "paper_results" / "bench" / DEVICE)
+    return MARGIN * gpu_hours(cfg, speeds)[0] * 3600
+
+
 def _done_hashes(plan: ex.Plan) -> set[str]:
     """Config hashes with up-to-date results anywhere in the profile: such a variant is copied, not trained."""
     return {config_hash(plan.resolve(e, v)) for e in ex.EXPERIMENTS
@@ -134,8 +142,11 @@ def run(args: argparse.Namespace) -> int:
             if st != "done" and config_hash(cfg) in done:
                 st = "same config done elsewhere (copied, not trained)"
             est = estimate_seconds(cfg, finished) if st in ("missing", "stale", results.FAILED) else None
+            basis = ""
+            if est is None and st in ("missing", "stale", results.FAILED) and plan.scale.needs_cuda:
+                est, basis = _bench_seconds(cfg), " of training, from the H200 bench"
             total += est or 0.0
-            print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s)"))
+            print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s{basis})"))
         if total:
             print(f"to train: about {total / 60:.0f} min")
         if args.gpus != 1 and total:
