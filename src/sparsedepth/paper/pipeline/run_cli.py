@@ -141,15 +141,19 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         status = _statuses(plan, pairs)
         done = _done_hashes(plan)
-        total = 0.0
+        total, counted = 0.0, set()
         for e, v in pairs:
             cfg = plan.resolve(e, v)
             st = status[e][v]
             if st != "done" and config_hash(cfg) in done:
                 st = "same config done elsewhere (copied, not trained)"
-            est = estimate_seconds(cfg, finished) if st in ("missing", "stale", results.FAILED) else None
+            elif st != "done" and config_hash(cfg) in counted:
+                st += " (same config as a variant above: trained once)"
+            counted.add(config_hash(cfg))
+            todo = st in ("missing", "stale", results.FAILED)
+            est = estimate_seconds(cfg, finished) if todo else None
             basis = ""
-            if est is None and st in ("missing", "stale", results.FAILED) and plan.scale.needs_cuda:
+            if est is None and todo and plan.scale.needs_cuda:
                 est, basis = _bench_seconds(cfg), " of training, from the H200 bench"
             total += est or 0.0
             print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s{basis})"))
@@ -204,10 +208,10 @@ def _paused(plan: ex.Plan, pairs: list[tuple[str, str]], deadline: float | None)
     for e, v in pairs:
         path = results.run_dir_for(plan.profile, plan.resolve(e, v)) / "summary.json"
         try:
-            done = json.loads(path.read_text()).get("done") if path.is_file() else None
+            summary = json.loads(path.read_text()) if path.is_file() else {}
         except (OSError, ValueError):
-            done = None
-        if done is False:
+            summary = {}
+        if summary.get("done") is False and "error" not in summary:  # not a run stopped by a non-finite loss
             paused.append(f"{e}/{v}")
     if paused:
         print(f"time limit reached (--stop-after-s); paused at a checkpoint: {', '.join(paused)}; resume with the "
@@ -238,8 +242,12 @@ def _to_train(args: argparse.Namespace, plan: ex.Plan, pairs: list[tuple[str, st
 def _print_plan(args: argparse.Namespace, plan: ex.Plan, todo: list[tuple[str, str]], finished: list[dict]) -> None:
     from . import run_parallel
 
-    rows, skipped = run_parallel.simulate(todo, args.gpus, args.budget_s,
-                                          lambda p: estimate_seconds(plan.resolve(*p), finished))
+    def estimate(pair: tuple[str, str]) -> float | None:
+        cfg = plan.resolve(*pair)
+        est = estimate_seconds(cfg, finished)
+        return _bench_seconds(cfg) if est is None and plan.scale.needs_cuda else est
+
+    rows, skipped = run_parallel.simulate(todo, args.gpus, args.budget_s, estimate)
     print(f"plan for {args.gpus} jobs at a time (one per GPU)" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
     for slot, (e, v), start, end in sorted(rows, key=lambda r: (r[0], r[2])):
         print(f"  job {slot}: {start:5.0f}-{end:5.0f} s  {e}/{v}")

@@ -256,7 +256,7 @@ SCALES["gpu-long"] = replace(
     SCALES["gpu"], name="gpu-long", **_GPU_RUNG, experiments=("depth", "weight_decay"), weight_decays=(0.0, 0.1, 1.0),
     depth_steps=GPU_LONG_STEPS, steps=GPU_LONG_STEPS, recipe_steps=None, eval_interval=500, ckpt_interval=500,
     corpus=".data/wiki-en-2019.0[0-2].txt.xz",
-    note=f"the gpu scale (d=512) trained {GPU_LONG_STEPS * 65536 / 1e6:.0f}M tokens per run on the three Wikipedia "
+    note=f"the gpu scale (d=512) trained {GPU_LONG_STEPS * SCALES['gpu'].tokens_per_step / 1e6:.0f}M tokens per run on the three Wikipedia "
          f"shards (about 90M unique tokens, each seen about 3.3 times): depth and weight decay (λ = 0, 0.1, 1), with "
          f"probes along training")
 SCALES["gpu-wide"] = replace(
