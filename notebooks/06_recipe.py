@@ -49,7 +49,7 @@ cmp = scorecard.compare(profile, EXP, res)
 tables.write_table(cmp, f"{EXP}_compare", profile, title="Recipe ablation: paper vs ours")
 depth_res = results.load_results(profile, "depth")  # our L=16-equivalent reference, if trained
 ref = scorecard.setting_row(profile, "depth", depth_res, 16)  # seed mean where several seeds ran
-tokens = lambda rs: next((r["summary"].get("tokens") for r in rs.values() if r.get("summary")), None)
+tokens = lambda rs: next((r.tokens() for r in rs.values() if r.summary), None)
 ref_run = {v: r for v, r in depth_res.items() if ref and v.split("-seed")[0] == ref["name"]}
 se = {r["name"]: r["acc_se"] for r in scorecard.our_rows(profile, EXP, res)}
 df = plots.recipe_frame(cmp, PAPER["recipe"]["reference"], ref, acc_se=se, reference_tokens=tokens(ref_run))

@@ -46,12 +46,12 @@ def compare(a: dict[int, dict], b: dict[int, dict]) -> dict[str, dict]:
 def readings(folder: Path) -> dict[str, float]:
     """The scorecard's scalar readings of a result folder (empty for a run directory without probes)."""
     from sparsedepth.paper.pipeline.results import load_variant
-    from sparsedepth.paper.analysis.scorecard import metrics_of
+    from sparsedepth.paper.analysis.frame import readings
 
     res = load_variant(folder)
     if res is None:
         return {}
-    m = metrics_of(res)  # jacobian_mean among them
+    m = readings(res)  # jacobian_mean among them
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and k != "useful_layers" and v is not None}
 
 

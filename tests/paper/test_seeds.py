@@ -16,14 +16,16 @@ import pytest
 from conftest import load_script
 from sparsedepth.paper.spec import experiments as ex
 from sparsedepth.paper.report import plots, tables
+from sparsedepth.paper.analysis import frame
 from sparsedepth.paper.analysis import scorecard as sc
+from sparsedepth.paper.pipeline.run_result import RunResult
 from sparsedepth.paper.spec.reported import PAPER
 
 PROFILE = "gpu"  # the profile with two depth seeds
 SCALE = {"variance": 1.5, "usefulness": 0.5, "causal": 0.8, "jacobian": 2.0}  # seed 1 = seed 0 times these
 
 
-def _run(meta: dict, L: int, seed: int) -> dict:
+def _run(name: str, meta: dict, L: int, seed: int) -> RunResult:
     """One depth variant: last-layer variance and scores falling/growing with L as the paper's, seed 1 scaled."""
     f = (lambda k: SCALE[k]) if seed else (lambda k: 1.0)
     metrics = [{"step": s, "layer_var": [float(s * L * (i + 1)) * f("variance") for i in range(L)],
@@ -31,20 +33,20 @@ def _run(meta: dict, L: int, seed: int) -> dict:
     probes = {"usefulness": {"score": (1.0 - L / 64) * f("usefulness")},
               "causal": {"score": (1.0 / L) * f("causal")}, "permutation": {"score": 2.0 / L},
               "jacobian": {"jacobian_norm": [f("jacobian") / (L * (i + 1)) for i in range(L)]}}
-    return {"config": {"model": {"n_layers": L}, "seed": seed}, "hash": f"h{L}-{seed}", "meta": meta,
-            "metrics": metrics, "probes": probes, "eval": {"perplexity": {"ppl": 20.0 + L}},
-            "summary": {"done": True}, "provenance": {}, "stale": False}
+    return RunResult("depth", name, {"model": {"n_layers": L}, "seed": seed}, hash=f"h{L}-{seed}", meta=meta,
+                     metrics=metrics, probes=probes, eval={"perplexity": {"ppl": 20.0 + L}},
+                     summary={"done": True}, provenance={})
 
 
 @pytest.fixture(scope="module")
-def two_seeds() -> dict[str, dict]:
+def two_seeds() -> dict[str, RunResult]:
     metas = ex.variant_meta(PROFILE, "depth")
     assert {m["seed"] for m in metas.values()} == {0, 1}
-    return {name: _run(m, m["value"], m["seed"]) for name, m in metas.items()}
+    return {name: _run(name, m, m["value"], m["seed"]) for name, m in metas.items()}
 
 
 def _seed0(res: dict) -> dict:
-    return {n: r for n, r in res.items() if r["meta"]["seed"] == 0}
+    return {n: r for n, r in res.items() if r.meta["seed"] == 0}
 
 
 # ------------------------------------------------------------------------------------------ scorecard
@@ -54,8 +56,8 @@ def test_rows_are_seed_means_with_their_range(two_seeds):
     rows = sc.our_rows(PROFILE, "depth", two_seeds)
     assert [r["name"] for r in rows] == [f"L{L}" for L in ex.scale(PROFILE).depths]  # one row per depth
     for r in rows:
-        a = sc.metrics_of(two_seeds[r["name"]])
-        b = sc.metrics_of(two_seeds[f"{r['name']}-seed1"])
+        a = frame.readings(two_seeds[r["name"]])
+        b = frame.readings(two_seeds[f"{r['name']}-seed1"])
         assert r["seeds"] == 2 and r["present"]
         for m in ("usefulness", "causal", "permutation", "variance_end", "variance_peak", "ppl"):
             assert r[m] == pytest.approx((a[m] + b[m]) / 2), m
@@ -68,7 +70,7 @@ def test_rows_are_seed_means_with_their_range(two_seeds):
 def test_a_missing_seed_counts_one(two_seeds):
     res = {n: r for n, r in two_seeds.items() if n != "L16-seed1"}
     row = sc.setting_row(PROFILE, "depth", res, 16)
-    assert row["seeds"] == 1 and row["usefulness"] == sc.metrics_of(res["L16"])["usefulness"]
+    assert row["seeds"] == 1 and row["usefulness"] == frame.readings(res["L16"])["usefulness"]
     assert row["spread"]["usefulness"][2] == 1
     assert sc.setting_row(PROFILE, "depth", {}, 16) is None
     card = sc.checks(PROFILE, {"depth": res})
@@ -85,11 +87,11 @@ def test_claims_use_the_seed_mean_and_show_the_range(two_seeds):
     # its standard error, and both rising contradicts the claim
     flipped = copy.deepcopy(two_seeds)
     for name, r in flipped.items():
-        if r["meta"]["seed"] == 1:
-            r["probes"]["usefulness"]["score"] = 10.0 * r["meta"]["value"]
+        if r.meta["seed"] == 1:
+            r.probes["usefulness"]["score"] = 10.0 * r.meta["value"]
     assert {c.id: c for c in sc.checks(PROFILE, {"depth": flipped})}["depth.usefulness"].status == "inconclusive"
     for name, r in flipped.items():
-        r["probes"]["usefulness"]["score"] = (10.0 + r["meta"]["seed"]) * r["meta"]["value"]
+        r.probes["usefulness"]["score"] = (10.0 + r.meta["seed"]) * r.meta["value"]
     assert {c.id: c for c in sc.checks(PROFILE, {"depth": flipped})}["depth.usefulness"].status == "contradicted"
 
 
@@ -104,10 +106,10 @@ def test_compare_has_range_columns_only_with_several_seeds(two_seeds):
     assert row["ours_usefulness_min"] <= row["ours_usefulness"] <= row["ours_usefulness_max"]
     assert row["ours_usefulness_min"] < row["ours_usefulness_max"]
     # one seed (smoke): the table of before, no seed columns, values of the one run
-    smoke = {n: _run(m, m["value"], 0) for n, m in ex.variant_meta("smoke", "depth").items()}
+    smoke = {n: _run(n, m, m["value"], 0) for n, m in ex.variant_meta("smoke", "depth").items()}
     one = sc.compare("smoke", "depth", smoke)
     assert not any(c.endswith(("_min", "_max")) for c in one.columns) and "seeds" not in one.columns
-    assert list(one["ours_usefulness"]) == [sc.metrics_of(r)["usefulness"] for r in smoke.values()]
+    assert list(one["ours_usefulness"]) == [frame.readings(r)["usefulness"] for r in smoke.values()]
     assert [(r["variants"], r["spread"]["usefulness"][2]) for r in sc.our_rows("smoke", "depth", smoke)] == [(1, 1)] * 4
 
 
@@ -203,8 +205,8 @@ def test_score_bars_get_error_bars(two_seeds):
 def test_fake_results_are_not_degenerate(two_seeds):
     """Guard for the tests above: the two seeds really differ where a range is checked."""
     a, b = two_seeds["L12"], two_seeds["L12-seed1"]
-    assert a["probes"]["usefulness"]["score"] != b["probes"]["usefulness"]["score"]
-    assert not np.allclose(a["metrics"][-1]["layer_var"], b["metrics"][-1]["layer_var"])
+    assert a.probes["usefulness"]["score"] != b.probes["usefulness"]["score"]
+    assert not np.allclose(a.metrics[-1]["layer_var"], b.metrics[-1]["layer_var"])
 
 
 def test_seed_spread_trains_each_seed_and_reuses_finished_runs(tmp_path, monkeypatch, capsys):

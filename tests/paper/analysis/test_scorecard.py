@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 import statistics
 
 import pytest
 
 from sparsedepth.paper.spec import experiments as ex
 from sparsedepth.paper.spec import reported as paper
+from sparsedepth.paper.analysis import frame
 from sparsedepth.paper.analysis import scorecard as sc
+from sparsedepth.paper.pipeline.run_result import RunResult
 
 PROFILE = "smoke"
 # A small seed spread for every metric (as if measured on the depth sweep): single runs use it.
 REF = sc.NoiseReference({"depth": {m: sc.Spread(1e-3, 1e-3, "test spread") for m in sc.SCALARS}})
 
 
-def _result(exp: str, key, transform=lambda m, x: x) -> dict:
-    """A load_results-style entry carrying the paper's numbers for ``key`` (``transform`` may distort them)."""
-    row = paper.rows(exp)[key]
+def _result(exp: str, name: str, meta: dict, transform=lambda m, x: x) -> RunResult:
+    """A load_results-style entry carrying the paper's numbers for its setting (``transform`` may distort them)."""
+    row = paper.rows(exp)[meta["paper_key"]]
+    key = meta["paper_key"]
     t = lambda m: None if row.get(m) is None else transform(m, row[m])  # noqa: E731
     jac = paper.PAPER["depth"]["jacobian"].get(key) if exp == "depth" else None
     var_end = t("variance_end") if row.get("variance_end") is not None else 1.0
@@ -32,14 +36,15 @@ def _result(exp: str, key, transform=lambda m, x: x) -> dict:
         probes["jacobian"] = {"jacobian_norm": [0.5] + [transform("jacobian", v) for v in jac] + [0.5]}
     acc = t("acc")
     ev = {"perplexity": {"ppl": t("ppl") or 10.0}, "mean_acc": None if acc is None else acc / 100}
-    return {"metrics": metrics, "probes": probes, "eval": ev, "summary": {"done": True}, "provenance": {}}
+    return RunResult(exp, name, {}, meta=meta, metrics=metrics, probes=probes, eval=ev, summary={"done": True},
+                     provenance={})
 
 
-def synthetic(transform=lambda m, x: x) -> dict[str, dict[str, dict]]:
+def synthetic(transform=lambda m, x: x) -> dict[str, dict[str, RunResult]]:
     out = {}
     for exp in ex.EXPERIMENTS:
         metas = ex.variant_meta(PROFILE, exp)
-        out[exp] = {name: _result(exp, m["paper_key"], transform) for name, m in metas.items()}
+        out[exp] = {name: _result(exp, name, m, transform) for name, m in metas.items()}
     return out
 
 
@@ -92,7 +97,7 @@ def test_reversed_results_are_contradicted():
     assert {c.status for c in checks.values()} == {"contradicted"}, {k: c.status for k, c in checks.items()}
     assert checks["depth.usefulness"].effect < 0
     res = synthetic()
-    res["gqa"]["G4"]["eval"]["perplexity"]["ppl"] *= 1.05
+    res["gqa"]["G4"].eval["perplexity"]["ppl"] *= 1.05
     assert by_id(sc.checks(PROFILE, res, ref=REF))["gqa.ppl"].status == "contradicted"
 
 
@@ -107,7 +112,7 @@ def test_gaps_within_the_reference_spread_are_inconclusive():
 
 def test_one_broken_claim_is_contradicted_alone():
     res = synthetic()
-    res["gqa"]["G2"]["metrics"][-1]["layer_var"][-1] = 1e6  # G=2 (paper G=4) now has the highest variance
+    res["gqa"]["G2"].metrics[-1]["layer_var"][-1] = 1e6  # G=2 (paper G=4) now has the highest variance
     checks = by_id(sc.checks(PROFILE, res, ref=REF))
     assert checks["gqa.variance"].status == "contradicted" and "G=2 vs G=1" in checks["gqa.variance"].detail
     assert sum(c.status == "contradicted" for c in checks.values()) == 1
@@ -116,10 +121,10 @@ def test_one_broken_claim_is_contradicted_alone():
 def test_missing_data_is_missing_not_a_crash():
     res = synthetic()
     del res["moe"]  # an experiment never ran
-    res["depth"]["L4"]["probes"] = None  # probes absent
-    res["recipe"]["+G2"]["eval"] = {"mean_acc": "n/a"}  # malformed value
-    res["seqlen"]["T32"]["metrics"] = [{"step": 1, "layer_var": "garbage"}]
-    res["weight_decay"]["wd0"] = {"metrics": None}
+    res["depth"]["L4"] = replace(res["depth"]["L4"], probes=None)  # probes absent
+    res["recipe"]["+G2"] = replace(res["recipe"]["+G2"], eval={"mean_acc": "n/a"})  # malformed value
+    res["seqlen"]["T32"] = replace(res["seqlen"]["T32"], metrics=[{"step": 1, "layer_var": "garbage"}])
+    res["weight_decay"]["wd0"] = RunResult("weight_decay", "wd0", {}, meta=res["weight_decay"]["wd0"].meta)
     checks = by_id(sc.checks(PROFILE, res, ref=REF))
     assert all(checks[f"moe.{m}"].status == "missing" for m in ("variance", "ppl", "usefulness"))
     assert checks["depth.usefulness"].status == "missing" and "L4" in checks["depth.usefulness"].detail
@@ -145,12 +150,12 @@ def test_one_useful_layer_everywhere_is_inconclusive_on_the_fraction():
     res = synthetic()
     depths = {name: m["value"] for name, m in ex.variant_meta(PROFILE, "depth").items()}
     for name, r in res["depth"].items():  # only layer 0 useful: the score 1/L falls with L by arithmetic
-        r["probes"]["usefulness"] = _useful(depths[name], 1)
+        r.probes["usefulness"] = _useful(depths[name], 1)
     checks = by_id(sc.checks(PROFILE, res, ref=REF))
     c = checks["depth.usefulness"]
     assert c.status == "inconclusive" and "at most one useful layer" in c.detail and c.effect > 0
     assert checks["depth.causal"].status == "holds"  # other claims of the experiment are unaffected
-    res["depth"]["L2"]["probes"]["usefulness"] = _useful(depths["L2"], 2)  # one variant with two: decided again
+    res["depth"]["L2"].probes["usefulness"] = _useful(depths["L2"], 2)  # one variant with two: decided again
     assert by_id(sc.checks(PROFILE, res, ref=REF))["depth.usefulness"].status == "holds"
 
 
@@ -158,7 +163,7 @@ def test_the_mean_loss_ratio_decides_when_no_layer_crosses_the_threshold():
     res = synthetic()
     ratios = {"wd0": 1.02, "wd0.01": 1.021, "wd0.1": 1.03, "wd1": 1.015, "wd3": 1.01}  # λ=0.1 clearly highest
     for name, r in res["weight_decay"].items():
-        r["probes"]["usefulness"] = _useful(16, 0, ratios[name])
+        r.probes["usefulness"] = _useful(16, 0, ratios[name])
     c = by_id(sc.checks(PROFILE, res, ref=REF))["weight_decay.usefulness"]
     assert c.status == "holds" and c.effect == pytest.approx(1.03 - 1.021)  # the closest rival decides
     assert c.readings["mean loss ratio (fixed probe)"].startswith("holds")
@@ -166,7 +171,7 @@ def test_the_mean_loss_ratio_decides_when_no_layer_crosses_the_threshold():
     assert c.readings["useful-layer fraction (ratio > 1.1)"].startswith("inconclusive")  # all 0: a tie
     ratios["wd0.1"] = 1.005  # now the lowest: contradicted although the fraction is 0 everywhere
     for name, r in res["weight_decay"].items():
-        r["probes"]["usefulness"] = _useful(16, 0, ratios[name])
+        r.probes["usefulness"] = _useful(16, 0, ratios[name])
     assert by_id(sc.checks(PROFILE, res, ref=REF))["weight_decay.usefulness"].status == "contradicted"
 
 
@@ -174,14 +179,14 @@ def test_both_variance_readings_are_judged_and_shown():
     res = synthetic()
     post = {"wd0": 1.5, "wd0.01": 1.55, "wd0.1": 1.7, "wd1": 1.8, "wd3": 1.9}  # N_f rises with λ as h_L falls
     for name, r in res["weight_decay"].items():
-        for row in r["metrics"]:
+        for row in r.metrics:
             row["final_var"] = post[name]
     c = by_id(sc.checks(PROFILE, res, ref=REF))["weight_decay.variance"]
     assert c.status == "holds"  # the headline: raw residual stream h_L, 115 against 320
     assert c.readings["h_L raw residual stream"].startswith("holds")
     assert c.readings["N_f(h_L) after final norm"].startswith("contradicted")
-    assert sc.postnorm_variance(res["weight_decay"]["wd0"]) == (1.5, 1.5)
-    assert sc.postnorm_variance({"probes": {"variance": {"final_norm_var": 2.0}}}) == (2.0, 2.0)
+    assert frame.postnorm_variance(res["weight_decay"]["wd0"]) == (1.5, 1.5)
+    assert frame.postnorm_variance(RunResult("x", "v", {}, probes={"variance": {"final_norm_var": 2.0}})) == (2.0, 2.0)
     df = sc.scorecard(PROFILE, res, ref=REF)
     assert {"h_L raw residual stream", "N_f(h_L) after final norm", "effect", "se", "noise"} <= set(df.columns)
     cmp = sc.compare(PROFILE, "weight_decay", res["weight_decay"])
@@ -195,7 +200,8 @@ def _seeded_weight_decay(ppl_of, seeds_of=lambda name: (0, 1, 2)) -> dict:
     for name, meta in ex.variant_meta("gpu", "weight_decay").items():
         base = name.split("-seed")[0]
         if meta["seed"] in seeds_of(base):
-            out[name] = {"metrics": [], "probes": {}, "eval": {"perplexity": {"ppl": ppl_of(base, meta["seed"])}}}
+            out[name] = RunResult("weight_decay", name, {}, meta=meta, probes={},
+                                  eval={"perplexity": {"ppl": ppl_of(base, meta["seed"])}})
     return out
 
 
@@ -218,7 +224,8 @@ def test_single_runs_borrow_the_spread_of_the_nearest_seeded_experiment(tmp_path
     jitter = {0: 1.0, 1: 1.01, 2: 0.995}  # λ=0.1 moves with each seed a little on its own
     res["weight_decay"] = _seeded_weight_decay(
         lambda name, s: 100.0 * (1 + 0.05 * s) * (0.9 * jitter[s] if name == "wd0.1" else 1))
-    res["gqa"] = {name: {"metrics": [], "probes": {}, "eval": {"perplexity": {"ppl": p}}}
+    gqa = ex.variant_meta("gpu", "gqa")
+    res["gqa"] = {name: RunResult("gqa", name, {}, meta=gqa[name], probes={}, eval={"perplexity": {"ppl": p}})
                   for name, p in (("G1", 100.0), ("G4", 100.5), ("G8", 99.0))}
     checks = by_id(sc.checks("gpu", res, root=tmp_path))
     c = checks["gqa.ppl"]
@@ -244,12 +251,14 @@ def test_perplexity_spread_from_a_committed_seed_spread_csv(tmp_path):
 
 
 def test_variance_end_and_peak_and_probe_fallback():
-    r = {"metrics": [{"layer_var": [1, 5]}, {"loss": 1.0}, {"layer_var": [1, 9]}, {"layer_var": [1, 7]}]}
-    assert sc.last_layer_variance(r) == (7.0, 9.0)
-    assert sc.last_layer_variance({"metrics": [], "probes": {"variance": {"layer_var": [1.0, 3.0]}}}) == (3.0, 3.0)
-    assert sc.last_layer_variance({}) == (None, None)
-    assert sc.inner_layers([1, 2, 3, 4, 5]) == [2, 3, 4] and sc.inner_layers([1, 2, 3]) == [1, 2, 3]
-    st = sc.curve_stats([4.0, 2.0, 1.0])
+    r = RunResult("x", "v", {}, metrics=[{"layer_var": [1, 5]}, {"loss": 1.0}, {"layer_var": [1, 9]},
+                                         {"layer_var": [1, 7]}])
+    assert frame.last_layer_variance(r) == (7.0, 9.0)
+    probed = RunResult("x", "v", {}, probes={"variance": {"layer_var": [1.0, 3.0]}})
+    assert frame.last_layer_variance(probed) == (3.0, 3.0)
+    assert frame.last_layer_variance(RunResult("x", "v", {})) == (None, None)
+    assert frame.inner_layers([1, 2, 3, 4, 5]) == [2, 3, 4] and frame.inner_layers([1, 2, 3]) == [1, 2, 3]
+    st = frame.curve_stats([4.0, 2.0, 1.0])
     assert st["jacobian_mean"] == pytest.approx(7 / 3) and st["jacobian_slope"] == pytest.approx(-math.log(2))
 
 
@@ -281,42 +290,42 @@ def test_ties_decide_nothing():
     res = synthetic()
     for exp in ("gqa", "moe", "weight_decay"):
         for r in res[exp].values():
-            r["probes"]["usefulness"]["score"] = 0.0  # e.g. an undertrained model: every layer replaceable
+            r.probes["usefulness"]["score"] = 0.0  # e.g. an undertrained model: every layer replaceable
     checks = by_id(sc.checks(PROFILE, res, ref=REF))
     for cid in ("gqa.usefulness", "moe.usefulness", "weight_decay.usefulness"):
         assert checks[cid].status == "inconclusive" and checks[cid].effect == 0
     assert "→" in checks["depth.jacobian_index"].ours  # per-layer curves shown as first → last layer
 
 
-def _with_tasks(result: dict, acc: float, n: int) -> dict:
+def _with_tasks(result: RunResult, acc: float, n: int) -> RunResult:
     """``result`` evaluated on two tasks of ``n`` items each, both at accuracy ``acc`` (a fraction)."""
-    result["eval"]["mean_acc"] = acc
-    result["eval"]["tasks"] = {t: {"acc": acc, "n": n} for t in ("a", "b")}
+    result.eval["mean_acc"] = acc
+    result.eval["tasks"] = {t: {"acc": acc, "n": n} for t in ("a", "b")}
     return result
 
 
 def test_accuracy_standard_error_of_the_task_mean():
     r = _with_tasks(synthetic()["recipe"]["baseline"], 0.3, 100)
     # two tasks, each sqrt(0.3 * 0.7 / 100) = 0.0458; their mean has sqrt(2) * 0.0458 / 2
-    assert sc.acc_standard_error(r) == pytest.approx(100 * (0.21 / 100) ** 0.5 / 2 ** 0.5)
-    r["eval"]["tasks"]["b"] = {"acc": 0.3}  # no count: no error rather than a wrong one
-    assert sc.acc_standard_error(r) is None
+    assert frame.acc_standard_error(r) == pytest.approx(100 * (0.21 / 100) ** 0.5 / 2 ** 0.5)
+    r.eval["tasks"]["b"] = {"acc": 0.3}  # no count: no error rather than a wrong one
+    assert frame.acc_standard_error(r) is None
 
 
 def test_accuracy_adds_the_binomial_error():
     res = synthetic()
     for r in res["recipe"].values():  # the paper's accuracies on 1000 items per task: s.e. 1.1 pp per row
-        _with_tasks(r, r["eval"]["mean_acc"], 1000)
+        _with_tasks(r, r.eval["mean_acc"], 1000)
     checks = by_id(sc.checks(PROFILE, res, ref=REF))
     assert checks["recipe.kept"].status == "inconclusive" and "binomial" in checks["recipe.kept"].noise
     assert checks["recipe.gain"].status == "holds"  # 44.1 vs 39.5: 4.6 pp, over twice the gap's 1.55 pp s.e.
     assert checks["recipe.gain"].se == pytest.approx(math.hypot(1e-3, 100 * math.sqrt(
         0.441 * 0.559 / 1000 / 2 + 0.395 * 0.605 / 1000 / 2)), rel=1e-3)
     for r in res["recipe"].values():  # a million items per task: every gap is resolved
-        _with_tasks(r, r["eval"]["mean_acc"], 10 ** 6)
+        _with_tasks(r, r.eval["mean_acc"], 10 ** 6)
     assert {c.status for c in sc.checks(PROFILE, res, ref=REF) if c.id in ("recipe.kept", "recipe.rejected")} \
         == {"holds"}
-    res["recipe"]["+MoE"]["eval"]["mean_acc"] = 0.30  # clearly below its parent: contradicted despite noisy pairs
+    res["recipe"]["+MoE"].eval["mean_acc"] = 0.30  # clearly below its parent: contradicted despite noisy pairs
     for r in res["recipe"].values():
-        _with_tasks(r, r["eval"]["mean_acc"], 1000)
+        _with_tasks(r, r.eval["mean_acc"], 1000)
     assert by_id(sc.checks(PROFILE, res, ref=REF))["recipe.kept"].status == "contradicted"

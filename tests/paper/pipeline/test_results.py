@@ -127,7 +127,7 @@ def test_results_version_bump_reprobes_without_retraining(tmp_path, overrides, c
     monkeypatch.setitem(ex.SCALES, "smoke", more)
     assert R.run_variant_status("smoke", "depth", "L2", **kw)[1] == "retrained"
     assert counted["train"] == 1 and counted["probes"] == 3
-    assert R.load_variant(dest)["probes"]["meta"]["n_windows"] == 3
+    assert R.load_variant(dest).probes["meta"]["n_windows"] == 3
     assert R.run_variant_status("smoke", "depth", "L2", **kw)[1] == "cached"
 
 
@@ -148,17 +148,19 @@ def test_failing_variant_does_not_stop_the_sweep(tmp_path, overrides, counted):
     assert not (tmp_path / "paper_results" / "smoke" / "depth" / "L3" / "error.txt").exists()
 
 
-def test_load_results_has_the_contract_keys(tmp_path, overrides, counted):
+def test_load_results_gives_run_results(tmp_path, overrides, counted):
     R.run_experiment("smoke", "moe", variants=["moe-small"], root=tmp_path, overrides=overrides, progress=False)
     res = R.load_results("smoke", "moe", root=tmp_path)
     assert list(res) == ["moe-small"]
     r = res["moe-small"]
-    assert {"config", "metrics", "probes", "eval", "summary", "provenance", "meta", "hash", "stale"} <= set(r)
-    assert r["config"]["model"]["n_experts"] == 8 and r["meta"]["pair"] == "dense-small"
-    assert r["stale"]  # stored hash (with test overrides) differs from the profile's own config
-    assert len(r["metrics"]) == 2 and len(r["metrics"][-1]["layer_var"]) == 3 and "expert_load" in r["metrics"][-1]
-    assert "usefulness" in r["probes"] and r["eval"]["tasks"].keys() == {"arc_easy", "piqa"}
-    assert r["summary"]["done"] and r["provenance"]["pipeline"]["train_s"] > 0
+    assert (r.experiment, r.variant, r.seed, r.label) == ("moe", "moe-small", 0, r.meta["label"])
+    assert r.config["model"]["n_experts"] == 8 and r.meta["pair"] == "dense-small"
+    assert r.stale  # stored hash (with test overrides) differs from the profile's own config
+    assert len(r.metrics) == 2 and len(r.metrics[-1]["layer_var"]) == 3 and "expert_load" in r.metrics[-1]
+    assert "usefulness" in r.probes and r.eval["tasks"].keys() == {"arc_easy", "piqa"}
+    assert r.summary["done"] and r.provenance["pipeline"]["train_s"] > 0
+    assert r.last_layer_var_series()[-1] == (2, r.metrics[-1]["layer_var"][-1])
+    assert r.perplexity() == r.eval["perplexity"]["ppl"] and r.usefulness_fraction() == r.probes["usefulness"]["score"]
     assert R.load_results("smoke", "moe", root=tmp_path, include_stale=False) == {}
     assert R.run_variant_status("smoke", "moe", "dense-small", root=tmp_path, train=False)[1] == "missing"
 
@@ -173,7 +175,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, overrides, counte
     dest, st = R.run_variant_status("smoke", "depth", "L2", root=tmp_path, progress=False,
                                     overrides={**overrides, "steps": 4, "ckpt_interval": 1})
     assert st == "trained"
-    steps = [r["step"] for r in R.load_variant(dest)["metrics"]]
+    steps = [r["step"] for r in R.load_variant(dest).metrics]
     assert steps == [1, 2, 3, 4]  # resumed at step 3, not restarted
 
 

@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sparsedepth.paper.pipeline.run_result import RunResult
 from sparsedepth.paper.report import plots, tables
 
 
 def _run(n_layers: int, steps: int, *, label: str, paper_label: str = "", wd: float = 0.1, seq_len: int = 64,
-         experts: int = 0, kv: int = 4, seed: int = 0) -> dict:
+         experts: int = 0, kv: int = 4, seed: int = 0) -> RunResult:
     """One synthetic variant: telemetry every step, probes with the keys probes.json has."""
     rng = np.random.default_rng(seed)
     metrics = []
@@ -50,8 +51,8 @@ def _run(n_layers: int, steps: int, *, label: str, paper_label: str = "", wd: fl
     cfg = {"model": {"n_layers": n_layers, "n_heads": 4, "n_kv_heads": kv, "n_experts": experts, "top_k": 2},
            "optim": {"weight_decay": wd}, "seq_len": seq_len}
     meta = {"label": label, "paper_label": paper_label or label, "paper_key": n_layers}
-    return {"config": cfg, "hash": "abc", "meta": meta, "metrics": metrics, "probes": probes, "eval": None,
-            "summary": {"done": True}, "provenance": {}, "stale": False}
+    return RunResult("synthetic", label, cfg, hash="abc", meta=meta, metrics=metrics, probes=probes,
+                     summary={"done": True}, provenance={})
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,6 @@ def test_order_labels_and_config(results):
     shuffled = {k: results[k] for k in ("L8", "L2", "L4")}
     assert plots.order_of(shuffled, "model.n_layers") == ["L=2", "L=4", "L=8"]
     assert plots.config_value(results["L4"], "model.group_size") == 1
-    assert plots.config_value({"config": {"config": {"seq_len": 7}, "hash": "x"}}, "seq_len") == 7
     with pytest.raises(KeyError, match="model.n_layer"):
         plots.config_value(results["L4"], "model.n_layer")
     assert plots.density_label(0.125) == "ρ = 1/8" and plots.density_label(1.0) == "ρ = 1"
@@ -189,7 +189,7 @@ def test_sparsity_frames_and_sweep_charts(tmp_path):
     att = plots.attention_frame(res)
     assert len(att) == 3 * 2 and set(att.x) == {32, 64, 128} and att.reading.nunique() == 1
     for t, run in res.items():  # a second reading at each run's own context, as probe_run now writes
-        sp = run["probes"]["sparsity"]
+        sp = run.probes["sparsity"]
         sp["attention_train_T"] = {**sp["attention"], "support": [x / 2 for x in sp["attention"]["support"]]}
     att = plots.attention_frame(res)
     assert len(att) == 3 * 2 * 2 and att.reading.nunique() == 2
@@ -249,7 +249,7 @@ def test_theory_chart(tmp_path):
 
 
 def test_probe_profile_and_scorecard_charts(results, tmp_path):
-    probes = results["L4"]["probes"]
+    probes = results["L4"].probes
     df = plots.probe_profile_frame(probes)
     assert {"output variance of h_ℓ", "||J − I||_F / d", "weight density ρ(τ=0.1)"} <= set(df.quantity)
     assert df.groupby("quantity").size().max() == 4
@@ -308,7 +308,8 @@ def test_write_table(tmp_path):
 
 
 def test_results_note_and_cached_json(tmp_path, capsys):
-    note = tables.results_note({"a": "cached", "b": "failed", "c": "trained"}, {"a": {"stale": True}, "c": {}},
+    note = tables.results_note({"a": "cached", "b": "failed", "c": "trained"},
+                               {"a": RunResult("depth", "a", {}, stale=True), "c": RunResult("depth", "c", {})},
                                "smoke", "depth")
     assert "cached: a" in note and "Not plotted (no results): b" in note and "Stale" in note and "a" in note
     with pytest.raises(RuntimeError, match="make reproduce PROFILE=smoke"):

@@ -36,13 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import pandas as pd
+
+from ..pipeline.run_result import RunResult
 from ..spec import experiments as ex
 from ..spec import reported as paper
 from . import noise
+from .frame import SCALARS, average_seeds, curve_stats, jacobian_curve, tidy
 
 STATUSES = noise.VERDICTS
 PPL_TOLERANCE = 0.01  # "equal or better PPL" allows 1 % (GQA removes K/V parameters)
-ACC_METRIC = "mean_acc"  # unweighted mean zero-shot accuracy over tasks (paper-spec 3.7)
 # Positive quantities compared on a log scale (effects are relative); the others as plain differences.
 LOG_METRICS = ("ppl", "variance_end", "variance_peak", "postnorm_end", "postnorm_peak", "jacobian_mean")
 # Readings that get a column of their own in the scorecard, named plainly.
@@ -75,138 +78,67 @@ class Check:
     detail: str = ""
 
 
-# ------------------------------------------------------------------------------------ metric extraction
+# ------------------------------------------------------------------------------------------- rows
 
 
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _get(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, dict) or p not in d:
-            return None
-        d = d[p]
-    return d
-
-
-def _end_and_peak(series: list[Any], fallback: Any) -> tuple[float | None, float | None]:
-    vals = [v for v in (_num(x) for x in series) if v is not None]
-    if vals:
-        return vals[-1], max(vals)
-    v = _num(fallback)
-    return v, v
-
-
-def last_layer_variance(result: dict) -> tuple[float | None, float | None]:
-    """(end, peak) over training of the raw residual stream h_L (``layer_var[-1]``); probes as a fallback."""
-    rows = result.get("metrics") or []
-    series = [r["layer_var"][-1] for r in rows if isinstance(r.get("layer_var"), list) and r["layer_var"]]
-    lv = _get(result.get("probes"), "variance", "layer_var")
-    return _end_and_peak(series, lv[-1] if isinstance(lv, list) and lv else None)
-
-
-def postnorm_variance(result: dict) -> tuple[float | None, float | None]:
-    """(end, peak) over training of N_f(h_L), the final norm's output (``final_var``, the official log's
-    last-layer variance); the probes' ``final_norm_var`` as a fallback."""
-    series = [r.get("final_var") for r in result.get("metrics") or [] if "final_var" in r]
-    return _end_and_peak(series, _get(result.get("probes"), "variance", "final_norm_var"))
-
-
-def inner_layers(values: list[float]) -> list[float]:
-    """Layers 1 ... L-2, as the paper's Jacobian figure shows; all layers when L < 5 (nothing would be left)."""
-    return list(values[1:-1]) if len(values) >= 5 else list(values)
-
-
-def curve_stats(curve: list[float] | None) -> dict[str, float | None]:
-    """Mean of a per-layer ||J - I|| curve and the least-squares slope of its log against the layer index."""
-    ok = bool(curve) and all(v > 0 for v in curve)
-    return {"jacobian_mean": sum(curve) / len(curve) if curve else None,
-            "jacobian_slope": noise.slope([math.log(v) for v in curve]) if ok and len(curve) >= 3 else None}
-
-
-def acc_standard_error(result: dict) -> float | None:
-    """Binomial standard error (percentage points) of the unweighted task mean of zero-shot accuracy
-    (:func:`noise.binomial_se`); None without per-task counts (older results, the paper's rows)."""
-    tasks = _get(result.get("eval"), "tasks")
-    if not isinstance(tasks, dict) or not tasks:
-        return None
-    pairs = [(_num(_get(t, "acc")), _num(_get(t, "n"))) for t in tasks.values()]
-    if any(p is None or not n or n <= 0 or not 0 <= p <= 1 for p, n in pairs):
-        return None
-    return 100 * noise.binomial_se(pairs)
-
-
-def metrics_of(result: dict) -> dict[str, Any]:
-    """The numbers the claims use, from one load_results entry (None where absent)."""
-    end, peak = last_layer_variance(result)
-    post_end, post_peak = postnorm_variance(result)
-    ppl = _num(_get(result.get("eval"), "perplexity", "ppl"))
-    if ppl is None:
-        ppl = _num(_get(result.get("summary"), "val_ppl"))
-    acc = _num(_get(result.get("eval"), ACC_METRIC))
-    probes = result.get("probes")
-    jac = _get(probes, "jacobian", "jacobian_norm")
-    jac = [_num(x) for x in jac] if isinstance(jac, list) else None
-    jac = inner_layers(jac) if jac and None not in jac else None
-    useful = _get(probes, "usefulness", "useful")
-    return {"variance_end": end, "variance_peak": peak, "postnorm_end": post_end, "postnorm_peak": post_peak,
-            "ppl": ppl, "usefulness": _num(_get(probes, "usefulness", "score")),
-            "useful_layers": sum(bool(u) for u in useful) if isinstance(useful, list) else None,
-            "loss_ratio": _num(_get(probes, "usefulness", "mean_ratio")),
-            "loss_ratio_compat": _num(_get(probes, "usefulness", "paper_compat", "mean_ratio")),
-            "causal": _num(_get(probes, "causal", "score")),
-            "permutation": _num(_get(probes, "permutation", "score")),
-            "jacobian": jac, **curve_stats(jac),
-            "acc": None if acc is None else 100 * acc if acc <= 1 else acc, "acc_se": acc_standard_error(result)}
-
-
-# Scalar metrics a row carries per seed (``by_seed``) and with their range across seeds (``spread``).
-SCALARS = ("variance_end", "variance_peak", "postnorm_end", "postnorm_peak", "ppl", "usefulness", "useful_layers",
-           "loss_ratio", "loss_ratio_compat", "causal", "permutation", "jacobian_mean", "jacobian_slope", "acc",
-           "acc_se")
-
-
-def _row(runs: dict[int, dict], **head: Any) -> dict:
-    """A setting's row from its runs' metrics ``{seed: metrics_of(...)}``: each scalar's mean over the seeds
-    that have it, ``by_seed[m] = {seed: value}``, ``spread[m] = (min, max, n)``; the per-layer Jacobian is the
-    layer-wise mean (None when the curves differ in length: then they are not seeds of one depth)."""
-    row = {**head, "present": bool(runs), "seeds": len(runs), "by_seed": {}, "spread": {}}
-    for m in SCALARS:
-        vals = {s: r[m] for s, r in runs.items() if r.get(m) is not None}
-        row["by_seed"][m] = vals
-        row[m] = sum(vals.values()) / len(vals) if vals else None
-        row["spread"][m] = (min(vals.values()), max(vals.values()), len(vals)) if vals else (None, None, 0)
-    curves = [r["jacobian"] for r in runs.values() if r.get("jacobian")]
-    same = curves and len({len(c) for c in curves}) == 1
-    row["jacobian"] = [sum(col) / len(col) for col in zip(*curves)] if same else None
-    return row
-
-
-def our_rows(profile: str, experiment: str, results: dict[str, dict] | None) -> list[dict]:
-    """One row per paper setting (``paper_key``), in the experiment's order (settings without results are
-    rows with ``present`` False): name (the setting's first variant), label, key (paper value), x (ours),
-    kept, seeds (how many of its variants have results) and the metrics of :func:`_row`. Seeds of a setting
-    are its variants sharing a ``paper_key`` (``<name>-seed<s>``), identified by ``meta["seed"]``."""
-    metas = ex.variant_meta(profile, experiment)
-    results = results or {}
-    settings: dict[Any, list[str]] = {}
-    for name, meta in metas.items():
-        settings.setdefault(meta["paper_key"], []).append(name)
+def _rows(long: pd.DataFrame, curves: dict[Any, list[list[float]]], settings: list[tuple[Any, int, dict]],
+          ) -> list[dict]:
+    """One row per setting ``(key, runs, head)`` from the tidy frame ``long`` of its runs' readings
+    (:func:`frame.tidy` columns) and their Jacobian curves: each scalar's seed mean
+    (:func:`frame.average_seeds`), ``by_seed[m] = {seed: value}``, ``spread[m] = (min, max, n)``; the
+    per-layer Jacobian is the layer-wise seed mean (None when the curves differ in length: then they are not
+    seeds of one depth)."""
+    stats = {(r["setting"], r["metric"]): r
+             for r in average_seeds(long, "value", ["setting", "metric"]).to_dict("records")}
+    by_seed: dict[tuple, dict] = {}
+    for key, metric, seed, value in zip(long["setting"], long["metric"], long["seed"], long["value"]):
+        by_seed.setdefault((key, metric), {})[seed] = value
     rows = []
-    for key, names in settings.items():
-        meta = metas[names[0]]
-        runs = {metas[n].get("seed", 0): metrics_of(results[n]) for n in names if n in results}
-        rows.append(_row(runs, name=names[0], label=meta["label"], key=key, x=meta["value"], kept=meta.get("kept"),
-                         variants=len(names)))
+    for key, runs, head in settings:
+        row = {**head, "present": bool(runs), "seeds": runs, "by_seed": {}, "spread": {}}
+        for m in SCALARS:
+            vals = by_seed.get((key, m), {})
+            st = stats.get((key, m))
+            row["by_seed"][m] = vals
+            row[m] = st["value"] if st else None
+            row["spread"][m] = (st["value_min"], st["value_max"], len(vals)) if st else (None, None, 0)
+        row["jacobian"] = _mean_curve(curves.get(key, []))
+        rows.append(row)
     return rows
 
 
-def setting_row(profile: str, experiment: str, results: dict[str, dict] | None, key: Any) -> dict | None:
+def _mean_curve(curves: list[list[float]]) -> list[float] | None:
+    """The layer-wise seed mean of per-layer curves of one length; None without any or when lengths differ."""
+    if not curves or len({len(c) for c in curves}) != 1:
+        return None
+    layers = pd.DataFrame([{"variant": i, "layer": j, "value": v} for i, c in enumerate(curves)
+                           for j, v in enumerate(c)])
+    return [float(v) for v in average_seeds(layers, "value", ["layer"])["value"]]
+
+
+def our_rows(profile: str, experiment: str, results: dict[str, RunResult] | None) -> list[dict]:
+    """One row per paper setting (``paper_key``), in the experiment's order (settings without results are
+    rows with ``present`` False): name (the setting's first variant), label, key (paper value), x (ours),
+    kept, seeds (how many of its variants have results) and the metrics of :func:`_rows`. Seeds of a setting
+    are its variants sharing a ``paper_key`` (``<name>-seed<s>``)."""
+    metas = ex.variant_meta(profile, experiment)
+    results = results or {}
+    runs = [results[n] for n in metas if n in results]
+    names: dict[Any, list[str]] = {}
+    for name, meta in metas.items():
+        names.setdefault(meta["paper_key"], []).append(name)
+    curves: dict[Any, list[list[float]]] = {}
+    for r in runs:
+        curve = jacobian_curve(r)
+        if curve:
+            curves.setdefault(r.setting, []).append(curve)
+    settings = [(key, sum(n in results for n in ns),
+                 dict(name=ns[0], label=metas[ns[0]]["label"], key=key, x=metas[ns[0]]["value"],
+                      kept=metas[ns[0]].get("kept"), variants=len(ns))) for key, ns in names.items()]
+    return _rows(tidy(runs), curves, settings)
+
+
+def setting_row(profile: str, experiment: str, results: dict[str, RunResult] | None, key: Any) -> dict | None:
     """Our row (:func:`our_rows`: seed means where several seeds ran) of the paper setting ``key``; None
     when no variant of it has results."""
     return next((r for r in our_rows(profile, experiment, results) if r["key"] == key and r["present"]), None)
@@ -221,14 +153,18 @@ def paper_rows(experiment: str) -> list[dict]:
     """The paper's rows in the shape of :func:`our_rows`, as one run each. The paper's last-layer variance
     (read off its figures, the official code's log) stands for both readings."""
     jac = paper.PAPER[experiment].get("jacobian", {})
-    rows = []
+    values, settings, curves = [], [], {}
     for key, r in paper.rows(experiment).items():
         m = {k: r.get(k) for k in SCALARS}
-        m.update(postnorm_end=r.get("variance_end"), postnorm_peak=r.get("variance_peak"), jacobian=jac.get(key),
+        m.update(postnorm_end=r.get("variance_end"), postnorm_peak=r.get("variance_peak"),
                  **curve_stats(jac.get(key)))
-        rows.append(_row({0: m}, name=str(key), label=r.get("label") or _paper_label(experiment, key), key=key,
-                         x=key, kept=r.get("kept"), variants=1))
-    return rows
+        values += [{"variant": str(key), "setting": key, "seed": 0, "metric": k, "value": v}
+                   for k, v in m.items() if v is not None]
+        if jac.get(key):
+            curves[key] = [jac[key]]
+        settings.append((key, 1, dict(name=str(key), label=r.get("label") or _paper_label(experiment, key), key=key,
+                                      x=key, kept=r.get("kept"), variants=1)))
+    return _rows(pd.DataFrame(values, columns=["variant", "setting", "seed", "metric", "value"]), curves, settings)
 
 
 # ------------------------------------------------------------------------------------- noise reference
@@ -644,7 +580,7 @@ def paper_checks() -> list[Check]:
     return run_checks(paper_rows, NoiseReference.exact_numbers())
 
 
-def checks(profile: str, results: dict[str, dict[str, dict]] | None = None, root: Any = None,
+def checks(profile: str, results: dict[str, dict[str, RunResult]] | None = None, root: Any = None,
            ref: NoiseReference | None = None) -> list[Check]:
     """The claims on our results at ``profile`` (``results``: {experiment: load_results(...)}, loaded when
     None), each with the paper's numbers beside ours. ``ref``: where single runs take their errors
@@ -672,14 +608,12 @@ COLUMNS = ["id", "experiment", "claim", "status", "effect", "se", "noise", *READ
            "paper", "detail"]
 
 
-def scorecard(profile: str, results: dict[str, dict[str, dict]] | None = None, root: Any = None,
+def scorecard(profile: str, results: dict[str, dict[str, RunResult]] | None = None, root: Any = None,
               ref: NoiseReference | None = None):
     """The claims scorecard as a pandas DataFrame, one row per claim (``COLUMNS``): the headline verdict,
     its effect in the paper's direction and standard error, how the error was obtained, a column per
     reading (both variance readings, the usefulness fraction and both loss ratios; blank where the claim has
     no such reading), the rule, our numbers, the paper's and every comparison (``detail``)."""
-    import pandas as pd
-
     rows = [{"id": c.id, "experiment": c.experiment, "claim": c.claim, "status": c.status, "effect": c.effect,
              "se": c.se, "noise": c.noise, **{col: c.readings.get(col, "") for col in READINGS.values()},
              "rule": c.rule, "ours": c.ours, "paper": c.paper, "detail": c.detail}
@@ -704,7 +638,7 @@ TABLE_METRICS = {
 }
 
 
-def compare(profile: str, experiment: str, results: dict[str, dict] | None = None, root: Any = None):
+def compare(profile: str, experiment: str, results: dict[str, RunResult] | None = None, root: Any = None):
     """Paper-vs-ours table of one experiment: a row per paper setting, ``paper_<metric>`` beside ``ours_<metric>``.
 
     ``variance_*`` is the raw residual stream h_L, ``postnorm_*`` the final norm's output N_f(h_L); the
@@ -714,8 +648,6 @@ def compare(profile: str, experiment: str, results: dict[str, dict] | None = Non
     run. Paper values marked approximate in :mod:`sparsedepth.paper` were read off figures. Absolute values
     are not comparable across scales (PPL depends on tokenizer and data, variance on width); the trends are.
     """
-    import pandas as pd
-
     if results is None:
         from ..pipeline.results import load_results
 

@@ -26,10 +26,12 @@ import shutil
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..spec import experiments as ex
+from .run_result import RunResult
 from ...atomic import atomic_replace_dir, atomic_write_json, atomic_write_text, is_temp_name, make_temp_dir
 from ...config import TrainConfig, apply_overrides, config_hash, to_dict
 from ...faults import crash_point
@@ -522,30 +524,31 @@ def status(profile: str | ex.Plan, experiment: str, root: str | os.PathLike | No
     return out
 
 
-def load_variant(folder: Path, current_hash: str | None = None, key: dict | None = None) -> dict | None:
-    """The result dict of one results folder (see :func:`load_results`), or None if incomplete; "stale" when
-    its hash or results key differs from ``current_hash`` / ``key`` (or its RESULTS_VERSION from ours)."""
+def load_variant(folder: Path, current_hash: str | None = None, key: dict | None = None) -> RunResult | None:
+    """The :class:`RunResult` of one results folder ``<experiment>/<variant>`` (see :func:`load_results`), or
+    None if incomplete; stale when its hash or results key differs from ``current_hash`` / ``key`` (or its
+    RESULTS_VERSION from ours)."""
     from ...train import read_metrics  # torch: only once results are read
 
     rec = read_record(folder)
     if rec is None:
         return None
-    return {"config": rec["config"], "hash": rec["hash"], "meta": rec.get("meta", {}),
-            "metrics": read_metrics(folder), "probes": _read_json(folder / "probes.json"),
-            "eval": _read_json(folder / "eval.json"), "summary": _read_json(folder / "summary.json"),
-            "provenance": _read_json(folder / "provenance.json"),
-            "stale": (current_hash is not None and rec["hash"] != current_hash)
-            or (key is not None and stored_key(rec) != key) or rec.get("results_version") != RESULTS_VERSION,
-            "dir": str(folder)}
+    return RunResult(experiment=folder.parent.name, variant=folder.name, config=rec["config"], hash=rec["hash"],
+                     meta=rec.get("meta", {}), metrics=read_metrics(folder),
+                     probes=_read_json(folder / "probes.json"), eval=_read_json(folder / "eval.json"),
+                     summary=_read_json(folder / "summary.json"),
+                     provenance=_read_json(folder / "provenance.json"),
+                     stale=(current_hash is not None and rec["hash"] != current_hash)
+                     or (key is not None and stored_key(rec) != key) or rec.get("results_version") != RESULTS_VERSION,
+                     dir=str(folder))
 
 
 def load_results(profile: str | ex.Plan, experiment: str, root: str | os.PathLike | None = None,
-                 include_stale: bool = True) -> dict[str, dict]:
-    """{variant: result} for the variants with results, in the experiment's order.
+                 include_stale: bool = True) -> dict[str, RunResult]:
+    """{variant: :class:`RunResult`} for the variants with results, in the experiment's order.
 
-    A result has "config" (the resolved config as a dict), "hash", "meta" (variant_meta), "metrics" (list of
-    per-step dicts), "probes", "eval", "summary", "provenance", "stale" (True when the config or results
-    version changed since: plotted with a warning, or skipped with ``include_stale=False``) and "dir".
+    Each result carries the variant's current metadata (labels, paper setting, seed), even when stale (its
+    config or results version changed since: plotted with a warning, or skipped with ``include_stale=False``).
     """
     plan = ex.plan(profile)
     profile = plan.profile
@@ -556,8 +559,8 @@ def load_results(profile: str | ex.Plan, experiment: str, root: str | os.PathLik
         res = load_variant(results_dir(profile, experiment, name, root), config_hash(cfg), key)
         if res is None:
             continue
-        res["meta"] = metas[name]  # current labels, even for stale results
-        if res["stale"]:
+        res = replace(res, meta=metas[name])  # current labels, even for stale results
+        if res.stale:
             stale.append(name)
             if not include_stale:
                 continue

@@ -88,11 +88,11 @@ def _finished(profile: str) -> list[dict]:
     base = results.output_root() / "paper_results" / profile
     for folder in sorted(base.glob("*/*")) if base.is_dir() else []:
         res = results.load_variant(folder)
-        pipe = (res or {}).get("provenance", {}).get("pipeline", {})
-        summ = (res or {}).get("summary") or {}
+        pipe = ((res.provenance if res else None) or {}).get("pipeline", {})
+        summ = (res.summary if res else None) or {}
         if not res or "copied_from" in pipe or not summ.get("wall_s") or "train_s" not in pipe:
             continue
-        cfg = TrainConfig(**res["config"])
+        cfg = TrainConfig(**res.config)
         out.append({"moe": cfg.model.is_moe, "layers": cfg.model.n_layers,
                     "flop_rate": summ["tokens"] * cfg.model.flops_per_token(cfg.seq_len) / summ["wall_s"],
                     "setup_s": pipe["train_s"] - summ["wall_s"] + pipe.get("eval_s", 0.0),

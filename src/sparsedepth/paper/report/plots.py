@@ -2,18 +2,19 @@
 
 Two kinds of functions:
 
-* ``*_frame(...)`` turn ``results.load_results(profile, experiment)`` (variant -> {"config", "meta",
-  "metrics", "probes", "eval", "summary", ...}) or a probes.json dict into tidy DataFrames. Every frame has
-  a ``variant`` column (the run's name) and a ``label`` column (its display label from the variant metadata,
-  e.g. ``L=12``); per-step data is aggregated here (``downsample``: at most ``MAX_POINTS`` points per curve,
-  bin means over equal-width step bins) so a chart never carries the raw log.
+* ``*_frame(...)`` turn ``results.load_results(profile, experiment)`` (variant -> ``RunResult``) or a
+  probes.json dict into tidy DataFrames. Every frame has a ``variant`` column (the run's name) and a
+  ``label`` column (its display label from the variant metadata, e.g. ``L=12``); per-step data is
+  aggregated here (``downsample``: at most ``MAX_POINTS`` points per curve, bin means over equal-width step
+  bins) so a chart never carries the raw log.
 * ``*_chart(df, ...)`` draw a tidy frame. Colour scales follow the swept value (``order``: the labels in the
   experiment's order, which is sorted by the swept value), axis titles carry units, and variance axes are
   logarithmic where the paper's are.
 
-Several variants with one label are seeds of one setting (the gpu depth sweep): the depth frames average
-them (``seed_mean``: the mean plus ``<value>_min`` / ``<value>_max`` and ``seeds`` columns), and the charts
-draw the mean with a min–max band or error bars. With one seed per label frames and charts are unchanged.
+Several variants with one label are seeds of one setting (the gpu sweeps): the curve frames average them
+(``seed_mean``, through ``frame.average_seeds`` as the tables do: the mean plus ``<value>_min`` /
+``<value>_max`` and ``seeds`` columns), and the charts draw the mean with a min–max band or error bars.
+With one seed per label frames and charts are unchanged.
 
 ``save_chart(chart, name, profile, data)`` names the profile under the title and writes
 ``figures/<profile>/<name>.{png,svg,csv}`` under the output
@@ -35,12 +36,14 @@ import numpy as np
 import pandas as pd
 
 from sparsedepth.atomic import atomic_write_bytes, atomic_write_text
+from sparsedepth.paper.analysis.frame import average_seeds
+from sparsedepth.paper.pipeline.run_result import RunResult, lookup
 from sparsedepth.paper.report.tables import check_name, format_value, output_root, set_output_root
 
 __all__ = [
     "MAX_POINTS", "OURS", "PAPER", "use_theme", "save_chart", "figure_dir", "set_output_root",
-    "config_of", "config_value", "label_of", "order_of", "density_label", "downsample", "seed_mean",
-    "telemetry_frame", "last_layer_variance_frame", "layer_variance_frame", "probe_layer_frame", "probe_value",
+    "config_value", "label_of", "order_of", "density_label", "downsample", "seed_mean",
+    "telemetry_frame", "last_layer_variance_frame", "layer_variance_frame", "probe_layer_frame",
     "paper_jacobian_frame", "compare_long", "weight_density_frame", "attention_frame", "density_frame",
     "expert_load_frame", "recipe_frame", "theory_frame", "probe_profile_frame", "matrix_frame",
     "line_chart", "variance_chart", "per_layer_chart", "heatmap_chart", "compare_bars_chart", "sweep_chart",
@@ -169,44 +172,17 @@ def save_chart(chart: alt.TopLevelMixin, name: str, profile: str, data: pd.DataF
 
 
 # --------------------------------------------------------------------------------- results helpers
-def _get(d: Any, path: str | Sequence[str], default: Any = None) -> Any:
-    keys = path.split(".") if isinstance(path, str) else list(path)
-    for k in keys:
-        if not isinstance(d, Mapping) or k not in d:
-            return default
-        d = d[k]
-    return d
+def config_value(run: RunResult, key: str) -> Any:
+    """A dotted config key of one variant, e.g. ``"model.n_layers"`` (:meth:`RunResult.config_value`)."""
+    return run.config_value(key)
 
 
-def config_of(run: Mapping) -> dict:
-    """The resolved config dict of one variant (accepts config.json's {"config", "hash"} wrapper too)."""
-    cfg = run.get("config") if isinstance(run, Mapping) else None
-    if isinstance(cfg, Mapping) and "config" in cfg and isinstance(cfg["config"], Mapping):
-        cfg = cfg["config"]
-    if not isinstance(cfg, Mapping):
-        raise ValueError("results entry has no 'config' dict; was it produced by "
-                         "sparsedepth.paper.pipeline.results.load_results?")
-    return dict(cfg)
-
-
-def config_value(run: Mapping, key: str) -> Any:
-    """A dotted config key of one variant, e.g. ``"model.n_layers"``; ``"model.group_size"`` is derived."""
-    cfg = config_of(run)
-    if key == "model.group_size":
-        m = cfg.get("model", {})
-        return m["n_heads"] // (m.get("n_kv_heads") or m["n_heads"])
-    value = _get(cfg, key, default=KeyError)
-    if value is KeyError:
-        raise KeyError(f"config has no key {key!r}; keys look like 'model.n_layers', 'optim.weight_decay', 'seq_len'")
-    return value
-
-
-def label_of(results: Mapping[str, Mapping], variant: str) -> str:
+def label_of(results: Mapping[str, RunResult], variant: str) -> str:
     """The display label of a variant (its metadata ``label``; the variant name when there is none)."""
-    return str(_get(results.get(variant, {}), "meta.label", variant))
+    return results[variant].label if variant in results else variant
 
 
-def order_of(results: Mapping[str, Mapping], key: str | None = None) -> list[str]:
+def order_of(results: Mapping[str, RunResult], key: str | None = None) -> list[str]:
     """Labels in the experiment's order (``load_results`` keeps the paper's order, sorted by the swept value),
     or sorted by the config value ``key`` when given; each label once (seeds of a setting share one)."""
     names = list(results)
@@ -251,28 +227,17 @@ def downsample(df: pd.DataFrame, x: str, by: Sequence[str] = (), max_points: int
 
 
 def seed_mean(df: pd.DataFrame, value: str, keys: Sequence[str], *, label: str = "label") -> pd.DataFrame:
-    """Average the seeds of each setting: the rows of the variants sharing ``keys`` (which include the
-    ``label`` column, e.g. label, step) become one row with the mean ``value``, its range across seeds
-    ``<value>_min`` / ``<value>_max`` and ``seeds`` (how many variants had a value); ``variant`` keeps the
-    first (seed-0) variant's name. Returned unchanged when no ``label`` has two variants, so single-seed
-    figures and their CSVs stay exactly as they were."""
+    """Average the seeds of each setting for a figure (:func:`frame.average_seeds`): the rows of the variants
+    sharing ``keys`` (which include the ``label`` column, e.g. label, step) become one row with the mean
+    ``value``, ``<value>_min`` / ``<value>_max`` and ``seeds``. Returned unchanged when no ``label`` has two
+    variants, so single-seed figures and their CSVs stay exactly as they were."""
     if df.empty or df.groupby(label)["variant"].nunique().max() <= 1:
         return df
     keys = list(keys)
     if label not in keys:
         raise ValueError(f"seed_mean: keys {keys} must include the label column {label!r}")
-    out = df.groupby(keys, sort=False, dropna=False).agg(
-        variant=("variant", "first"), mean=(value, "mean"), lo=(value, "min"), hi=(value, "max"),
-        seeds=("variant", "nunique")).reset_index()
-    out = out.rename(columns={"mean": value, "lo": f"{value}_min", "hi": f"{value}_max"})
+    out = average_seeds(df, value, keys)
     return out[list(df.columns) + [f"{value}_min", f"{value}_max", "seeds"]]
-
-
-def _metrics(run: Mapping) -> list[dict]:
-    m = run.get("metrics") or []
-    if not isinstance(m, list):
-        raise ValueError("results entry 'metrics' must be a list of per-step dicts (metrics.jsonl)")
-    return m
 
 
 def _finite(x: Any) -> bool:
@@ -280,45 +245,37 @@ def _finite(x: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------- results -> frames
-def telemetry_frame(results: Mapping[str, Mapping], key: str = "layer_var", *,
+def telemetry_frame(results: Mapping[str, RunResult], key: str = "layer_var", *,
                     max_steps: int | None = MAX_POINTS) -> pd.DataFrame:
     """Per-layer telemetry ``key`` (a list [L] per telemetry step) as rows (variant, label, step, layer, value);
     layer is 1-based (layer ℓ = output of block ℓ-1). Steps are downsampled to ``max_steps`` per layer."""
     rows = []
-    for v in results:
-        lab = label_of(results, v)
-        for rec in _metrics(results[v]):
-            vals = rec.get(key)
+    for v, run in results.items():
+        for step, vals in run.telemetry(key):
             if isinstance(vals, list):
-                rows += [{"variant": v, "label": lab, "step": rec["step"], "layer": i + 1, "value": float(x)}
+                rows += [{"variant": v, "label": run.label, "step": step, "layer": i + 1, "value": float(x)}
                          for i, x in enumerate(vals) if _finite(x)]
     df = pd.DataFrame(rows, columns=["variant", "label", "step", "layer", "value"])
     return downsample(df, "step", ["variant", "label", "layer"], max_steps) if max_steps else df
 
 
-def last_layer_variance_frame(results: Mapping[str, Mapping], *, max_points: int = MAX_POINTS) -> pd.DataFrame:
+def last_layer_variance_frame(results: Mapping[str, RunResult], *, max_points: int = MAX_POINTS) -> pd.DataFrame:
     """Last-layer variance vs step, both definitions: ``layer_var[-1]`` (raw residual stream h_L, what the
     paper's argument is about) and ``final_var`` (after the final RMSNorm with its gain, what the official
     code logged as "last layer"; paper-spec 1.1). Rows (variant, label, step, series, variance); seeds of
     one label are averaged (``seed_mean``)."""
     rows = []
-    for v in results:
-        lab = label_of(results, v)
-        for rec in _metrics(results[v]):
-            lv = rec.get("layer_var")
-            if isinstance(lv, list) and lv and _finite(lv[-1]):
-                rows.append({"variant": v, "label": lab, "step": rec["step"], "series": RESIDUAL,
-                             "variance": float(lv[-1])})
-            if _finite(rec.get("final_var")):
-                rows.append({"variant": v, "label": lab, "step": rec["step"], "series": POSTNORM,
-                             "variance": float(rec["final_var"])})
+    for v, run in results.items():
+        for series, points in ((RESIDUAL, run.last_layer_var_series()), (POSTNORM, run.postnorm_var_series())):
+            rows += [{"variant": v, "label": run.label, "step": step, "series": series, "variance": float(x)}
+                     for step, x in points if _finite(x)]
     df = pd.DataFrame(rows, columns=["variant", "label", "step", "series", "variance"])
     # Seeds of one setting log the same steps, so their downsampled bins line up step for step.
     return seed_mean(downsample(df, "step", ["variant", "label", "series"], max_points), "variance",
                      ["label", "series", "step"])
 
 
-def layer_variance_frame(results: Mapping[str, Mapping], *, max_steps: int = 40) -> pd.DataFrame:
+def layer_variance_frame(results: Mapping[str, RunResult], *, max_steps: int = 40) -> pd.DataFrame:
     """Per-layer output variance over training for a heatmap: (variant, label, step, layer, variance), steps
     aggregated into at most ``max_steps`` bins per layer; seeds of one label averaged (``seed_mean``)."""
     df = telemetry_frame(results, "layer_var", max_steps=max_steps)
@@ -336,33 +293,27 @@ def _snap(steps: pd.Series, bins: int) -> pd.Series:
     return (np.round(steps / width) * width).astype(int)
 
 
-def probe_value(run: Mapping, path: str | Sequence[str], default: Any = None) -> Any:
-    """A value from a variant's probes.json by dotted path, e.g. ``"usefulness.score"``."""
-    return _get(run.get("probes") or {}, path, default)
-
-
-def probe_layer_frame(results: Mapping[str, Mapping], path: str | Sequence[str], *,
+def probe_layer_frame(results: Mapping[str, RunResult], path: str, *,
                       value_name: str = "value") -> pd.DataFrame:
     """A per-layer probe list (e.g. ``"jacobian.jacobian_norm"``) as rows (variant, label, layer, value);
     layer is 1-based (block index + 1). Variants without that probe are left out."""
     rows = []
     for v in results:
-        vals = probe_value(results[v], path)
+        vals = results[v].probe(path)
         if isinstance(vals, list):
             rows += [{"variant": v, "label": label_of(results, v), "layer": i + 1, value_name: float(x)}
                      for i, x in enumerate(vals) if _finite(x)]
     return pd.DataFrame(rows, columns=["variant", "label", "layer", value_name])
 
 
-def paper_jacobian_frame(paper_curves: Mapping[Any, Sequence[float]], results: Mapping[str, Mapping] | None = None,
+def paper_jacobian_frame(paper_curves: Mapping[Any, Sequence[float]], results: Mapping[str, RunResult] | None = None,
                          ) -> pd.DataFrame:
     """The paper's ||J − I||_F / d curves (``PAPER["depth"]["jacobian"]``: depth -> values for blocks 1 … L−2)
     beside ours: rows (source, depth, layer, value). Ours come from ``results`` (probes jacobian_norm), keyed
     by the paper depth each variant stands for (its ``meta.paper_label``), so colours pair up across panels;
     seeds of one depth are averaged (``seed_mean``; the paper's rows have no range)."""
     results = results or {}
-    stands = {label_of(results, v): str(_get(run, "meta.paper_label", label_of(results, v)))
-              for v, run in results.items()}
+    stands = {run.label: run.paper_label for run in results.values()}
     ours = seed_mean(probe_layer_frame(results, "jacobian.jacobian_norm"), "value", ["label", "layer"])
     extra = [c for c in ours.columns if c not in ("variant", "label", "layer", "value")]
     rows = [{"source": OURS, "depth": stands[r["label"]], "layer": r["layer"], "value": r["value"],
@@ -415,12 +366,12 @@ def compare_long(compare_df: pd.DataFrame, metrics: Sequence[str], relative: Seq
     return df
 
 
-def weight_density_frame(results: Mapping[str, Mapping], x_key: str | None = None) -> pd.DataFrame:
+def weight_density_frame(results: Mapping[str, RunResult], x_key: str | None = None) -> pd.DataFrame:
     """Weight density ρ(τ) = fraction of |W_ij| > τ·std(W), mean over layers, per variant and τ (probes
     ``sparsity.weight_density.per_layer``): rows (variant, label, x, tau, density, gaussian)."""
     rows = []
     for v, run in results.items():
-        wd = probe_value(run, "sparsity.weight_density") or {}
+        wd = run.probe("sparsity.weight_density") or {}
         ref = wd.get("gaussian_reference", {})
         for tau, vals in (wd.get("per_layer") or {}).items():
             vals = [float(x) for x in vals if _finite(x)]
@@ -438,13 +389,13 @@ ATTENTION_READINGS = (("sparsity.attention", "probe windows (one length for all)
                       ("sparsity.attention_train_T", "each model's own context T"))
 
 
-def attention_frame(results: Mapping[str, Mapping], x_key: str = "seq_len") -> pd.DataFrame:
+def attention_frame(results: Mapping[str, RunResult], x_key: str = "seq_len") -> pd.DataFrame:
     """Attention entropy (nats) and effective support exp(H)/(t+1), mean over layers, for each reading of
     ``ATTENTION_READINGS`` a run has: rows (variant, label, x, reading, quantity, value)."""
     rows = []
     for v, run in results.items():
         for path, reading in ATTENTION_READINGS:
-            att = probe_value(run, path) or {}
+            att = run.probe(path) or {}
             for key, name in (("entropy", "attention entropy H (nats)"),
                               ("support", "effective support exp(H)/(t+1)")):
                 vals = [float(x) for x in att.get(key) or [] if _finite(x)]
@@ -454,7 +405,7 @@ def attention_frame(results: Mapping[str, Mapping], x_key: str = "seq_len") -> p
     return pd.DataFrame(rows, columns=["variant", "label", "x", "reading", "quantity", "value"])
 
 
-def density_frame(results: Mapping[str, Mapping], compare_df: pd.DataFrame | None = None,
+def density_frame(results: Mapping[str, RunResult], compare_df: pd.DataFrame | None = None,
                   density: str = "kv") -> pd.DataFrame:
     """The explicit sparsity of each variant beside what it should explain: nominal density (probes
     ``sparsity.nominal_density[density]``: "kv" = 1/G, "experts" = k/E), last-layer variance at the end of
@@ -464,7 +415,7 @@ def density_frame(results: Mapping[str, Mapping], compare_df: pd.DataFrame | Non
     ours = {r["variant"]: r for r in compare_df.to_dict("records")} if compare_df is not None else {}
     for v, run in results.items():
         lab = label_of(results, v)
-        nd = probe_value(run, f"sparsity.nominal_density.{density}")
+        nd = run.probe(f"sparsity.nominal_density.{density}")
         if _finite(nd):
             rows.append({"variant": v, "label": lab, "quantity": names.get(density, density), "value": float(nd)})
         for m, name in (("ours_variance_end", "last-layer variance (end)"), ("ours_usefulness", "usefulness")):
@@ -474,7 +425,7 @@ def density_frame(results: Mapping[str, Mapping], compare_df: pd.DataFrame | Non
     return pd.DataFrame(rows, columns=["variant", "label", "quantity", "value"])
 
 
-def expert_load_frame(results: Mapping[str, Mapping], *, source: str = "probes") -> pd.DataFrame:
+def expert_load_frame(results: Mapping[str, RunResult], *, source: str = "probes") -> pd.DataFrame:
     """Expert load per (variant, layer, expert), normalised so that 1 = a uniform share (f_e · E). ``source``:
     "probes" (held-out windows, ``sparsity.expert.load``) or "metrics" (last training telemetry step).
     Dense variants are left out."""
@@ -483,10 +434,10 @@ def expert_load_frame(results: Mapping[str, Mapping], *, source: str = "probes")
     rows = []
     for v, run in results.items():
         if source == "probes":
-            loads = probe_value(run, "sparsity.expert.load")
+            loads = run.probe("sparsity.expert.load")
         else:
-            recs = [r for r in _metrics(run) if isinstance(r.get("expert_load"), list)]
-            loads = recs[-1]["expert_load"] if recs else None
+            logged = [x for _, x in run.telemetry("expert_load") if isinstance(x, list)]
+            loads = logged[-1] if logged else None
         if not isinstance(loads, list):
             continue
         for li, layer in enumerate(loads):
@@ -522,7 +473,7 @@ def recipe_frame(compare_df: pd.DataFrame, reference: Mapping | None = None,
     ``recipe_chart``. ``reference`` = the paper's L=16 reference ({"acc", "usefulness"}); ``ours_reference``
     = ours ({"acc" (%), "usefulness", optional "acc_se"}), both drawn first; ``reference_tokens`` (our
     reference's training tokens) goes into its label, since it trained on another budget than the recipe.
-    ``acc_se`` = {our variant: standard error of its accuracy in points} (``scorecard.acc_standard_error``)."""
+    ``acc_se`` = {our variant: standard error of its accuracy in points} (``frame.acc_standard_error``)."""
     rows = []
     ref_label = "L=16 reference" + (f" ({token_count(reference_tokens)} tokens)" if reference_tokens else "")
     acc_se = acc_se or {}
@@ -583,10 +534,10 @@ def probe_profile_frame(probes: Mapping) -> pd.DataFrame:
     that is present (layer 1-based)."""
     rows = []
     for path, (name, _) in PROBE_CURVES.items():
-        vals = _get(probes, path)
+        vals = lookup(probes, path)
         if isinstance(vals, list):
             rows += [{"quantity": name, "layer": i + 1, "value": float(x)} for i, x in enumerate(vals) if _finite(x)]
-    for tau, vals in (_get(probes, "sparsity.weight_density.per_layer") or {}).items():
+    for tau, vals in (lookup(probes, "sparsity.weight_density.per_layer") or {}).items():
         rows += [{"quantity": f"weight density ρ(τ={tau})", "layer": i + 1, "value": float(x)}
                  for i, x in enumerate(vals) if _finite(x)]
     return pd.DataFrame(rows, columns=["quantity", "layer", "value"])

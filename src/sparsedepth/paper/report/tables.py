@@ -19,6 +19,7 @@ import pandas as pd
 from sparsedepth.atomic import atomic_write_text
 from sparsedepth.paper.analysis.scorecard import READINGS
 from sparsedepth.paper.analysis.scorecard import counts as status_counts
+from sparsedepth.paper.pipeline.run_result import RunResult
 
 __all__ = ["write_table", "to_markdown", "format_value", "output_root", "set_output_root", "table_dir",
            "check_name"]
@@ -181,7 +182,7 @@ def cached_json(name: str, profile: str, settings: dict, compute, *, force: bool
     return result
 
 
-def results_note(statuses: dict[str, str], loaded: dict, profile: str, experiment: str) -> str:
+def results_note(statuses: dict[str, str], loaded: dict[str, RunResult], profile: str, experiment: str) -> str:
     """Markdown on what ``run_experiment`` did and what ``load_results`` found; raises with the fix when
     nothing at all can be plotted, and names every variant that is missing, failed or stale (never silent)."""
     if not loaded:
@@ -195,7 +196,7 @@ def results_note(statuses: dict[str, str], loaded: dict, profile: str, experimen
     parts = [f"{s}: {', '.join(vs)}" for s, vs in counts.items()]
     lines = [f"Runs of `{profile}/{experiment}`: " + ("; ".join(parts) if parts else "none") + "."]
     absent = [v for v in statuses if v not in loaded]
-    stale = [v for v, r in loaded.items() if isinstance(r, dict) and r.get("stale")]
+    stale = [v for v, r in loaded.items() if r.stale]
     if absent:
         lines.append(f"**Not plotted (no results): {', '.join(absent)}.**")
     if stale:

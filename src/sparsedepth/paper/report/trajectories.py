@@ -21,23 +21,18 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from ..pipeline.run_result import lookup
+
 __all__ = ["STATISTICS", "trajectory_frame", "trend", "trend_frame", "trajectory_chart", "save_trajectory_charts"]
 
 
-def _get(*path: str) -> Callable[[dict], float | None]:
-    def read(point: dict):
-        node = point
-        for key in path:
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return node
-    return read
+def _at(*path: str) -> Callable[[dict], float | None]:
+    return lambda point: lookup(point, ".".join(path))
 
 
 def _mean_of(*path: str) -> Callable[[dict], float | None]:
     def read(point: dict):
-        xs = _get(*path)(point)
+        xs = _at(*path)(point)
         xs = [x for x in xs or [] if x is not None]
         return sum(xs) / len(xs) if xs else None
     return read
@@ -45,30 +40,30 @@ def _mean_of(*path: str) -> Callable[[dict], float | None]:
 
 def _max_of(*path: str) -> Callable[[dict], float | None]:
     def read(point: dict):
-        xs = [x for x in _get(*path)(point) or [] if x is not None]
+        xs = [x for x in _at(*path)(point) or [] if x is not None]
         return max(xs) if xs else None
     return read
 
 
 # statistic -> (axis title, reader of one trajectory point)
 STATISTICS: dict[str, tuple[str, Callable[[dict], float | None]]] = {
-    "val_loss": ("validation loss", _get("val_loss")),
-    "last_layer_var": ("last-layer variance, residual stream (layer_var[-1])", _get("variance", "last_layer_var")),
-    "final_norm_var": ("last-layer variance after the final norm", _get("variance", "final_norm_var")),
+    "val_loss": ("validation loss", _at("val_loss")),
+    "last_layer_var": ("last-layer variance, residual stream (layer_var[-1])", _at("variance", "last_layer_var")),
+    "final_norm_var": ("last-layer variance after the final norm", _at("variance", "final_norm_var")),
     "max_abs": ("largest activation |h| (max over layers)", _max_of("variance", "max_abs")),
-    "usefulness": ("usefulness score (linear replacement)", _get("usefulness", "score")),
-    "usefulness_paper_compat": ("usefulness score (official, transposed)", _get("usefulness", "paper_compat", "score")),
-    "usefulness_skip": ("usefulness score (layer removed)", _get("usefulness", "skip", "score")),
+    "usefulness": ("usefulness score (linear replacement)", _at("usefulness", "score")),
+    "usefulness_paper_compat": ("usefulness score (official, transposed)", _at("usefulness", "paper_compat", "score")),
+    "usefulness_skip": ("usefulness score (layer removed)", _at("usefulness", "skip", "score")),
     "loss_ratio": ("mean loss ratio (linear replacement)", _mean_of("usefulness", "loss_ratio")),
     "loss_ratio_paper_compat": ("mean loss ratio (official, transposed)",
                                 _mean_of("usefulness", "paper_compat", "loss_ratio")),
     "loss_ratio_skip": ("mean loss ratio (layer removed)", _mean_of("usefulness", "skip", "loss_ratio")),
     "r2": ("mean R² of the linear fit", _mean_of("usefulness", "r2")),
-    "jacobian": ("mean ‖J − I‖_F / d", _get("jacobian", "mean")),
-    "causal": ("causal score", _get("causal", "score")),
-    "permutation": ("permutation score", _get("permutation", "score")),
-    "angular_distance": ("mean angular distance of a block (n = 1)", _get("angular_distance", "mean_n1")),
-    "block_influence": ("mean block influence", _get("block_influence", "mean")),
+    "jacobian": ("mean ‖J − I‖_F / d", _at("jacobian", "mean")),
+    "causal": ("causal score", _at("causal", "score")),
+    "permutation": ("permutation score", _at("permutation", "score")),
+    "angular_distance": ("mean angular distance of a block (n = 1)", _at("angular_distance", "mean_n1")),
+    "block_influence": ("mean block influence", _at("block_influence", "mean")),
 }
 
 

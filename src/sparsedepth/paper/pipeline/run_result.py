@@ -1,0 +1,163 @@
+"""One variant's results as a typed object: :class:`RunResult`, what ``results.load_results`` returns.
+
+The files of a results folder (config, metrics.jsonl, probes.json, eval.json, summary.json, provenance.json)
+are nested dicts; the paper layer reads them only through the accessors here, so every key path of those
+files is spelled once. Accessors return None where a reading is absent or not a finite number (older
+results, a probe that was skipped), never raise.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+def number(x: Any) -> float | None:
+    """``x`` as a finite float; None for anything else (absent, NaN, text, a list)."""
+    if isinstance(x, bool):
+        return float(x)
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def lookup(d: Any, path: str, default: Any = None) -> Any:
+    """The value at a dotted ``path`` of nested dicts (``"usefulness.paper_compat.mean_ratio"``); ``default``
+    where any step is missing."""
+    for key in path.split("."):
+        if not isinstance(d, Mapping) or key not in d:
+            return default
+        d = d[key]
+    return d
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The results of one variant of an experiment: its config, the per-step telemetry (``metrics``, the
+    rows of metrics.jsonl), probes, evaluation, summary and provenance, plus the variant's metadata
+    (``meta``: label, paper_label, paper_key, value, seed, kept, ...) and whether its config or results key
+    changed since (``stale``)."""
+    experiment: str
+    variant: str
+    config: dict
+    meta: dict = field(default_factory=dict)
+    metrics: list = field(default_factory=list)
+    probes: dict | None = None
+    eval: dict | None = None
+    summary: dict | None = None
+    provenance: dict | None = None
+    hash: str = ""
+    stale: bool = False
+    dir: str = ""
+
+    # ----------------------------------------------------------------------------------------- identity
+    @property
+    def label(self) -> str:
+        """The display label of the variant (e.g. ``L=12``); the variant name when it has none."""
+        return str(self.meta.get("label", self.variant))
+
+    @property
+    def paper_label(self) -> str:
+        """The paper's setting this variant stands for (e.g. ``L=16``); its own label when the same."""
+        return str(self.meta.get("paper_label", self.label))
+
+    @property
+    def setting(self) -> Any:
+        """The paper setting (``paper_key``) this variant reproduces; seeds of one setting share it."""
+        return self.meta.get("paper_key")
+
+    @property
+    def seed(self) -> int:
+        return int(self.meta.get("seed", 0))
+
+    def config_value(self, key: str) -> Any:
+        """A dotted config key, e.g. ``"model.n_layers"``; ``"model.group_size"`` (heads per KV head) is
+        derived. Raises KeyError naming the key when the config has none."""
+        if key == "model.group_size":
+            m = self.config.get("model", {})
+            return m["n_heads"] // (m.get("n_kv_heads") or m["n_heads"])
+        value = lookup(self.config, key, default=KeyError)
+        if value is KeyError:
+            raise KeyError(f"config has no key {key!r}; keys look like 'model.n_layers', 'optim.weight_decay', "
+                           f"'seq_len'")
+        return value
+
+    # --------------------------------------------------------------------------------- generic reading
+    def probe(self, path: str, default: Any = None) -> Any:
+        """A value of probes.json by dotted path, e.g. ``"sparsity.expert.load"``."""
+        return lookup(self.probes, path, default)
+
+    def telemetry(self, key: str) -> list[tuple[Any, Any]]:
+        """(step, value) of every metrics row that logged ``key``, in step order."""
+        return [(r.get("step"), r[key]) for r in self.metrics if key in r]
+
+    # ------------------------------------------------------------------------------ last-layer variance
+    def last_layer_var_series(self) -> list[tuple[Any, Any]]:
+        """(step, variance of the raw residual stream h_L, ``layer_var[-1]``) over training."""
+        return [(s, v[-1]) for s, v in self.telemetry("layer_var") if isinstance(v, list) and v]
+
+    def postnorm_var_series(self) -> list[tuple[Any, Any]]:
+        """(step, variance of N_f(h_L), the final norm's output: ``final_var``, the official code's log)."""
+        return self.telemetry("final_var")
+
+    def probed_last_layer_var(self) -> Any:
+        """The probes' variance of h_L (``variance.layer_var[-1]``): the fallback without telemetry."""
+        lv = self.probe("variance.layer_var")
+        return lv[-1] if isinstance(lv, list) and lv else None
+
+    def probed_postnorm_var(self) -> Any:
+        """The probes' variance after the final norm (``variance.final_norm_var``)."""
+        return self.probe("variance.final_norm_var")
+
+    # --------------------------------------------------------------------------------- evaluation
+    def perplexity(self) -> float | None:
+        """Held-out perplexity of the evaluation; the training summary's ``val_ppl`` as a fallback."""
+        ppl = number(lookup(self.eval, "perplexity.ppl"))
+        return ppl if ppl is not None else number(lookup(self.summary, "val_ppl"))
+
+    def mean_acc(self) -> float | None:
+        """The unweighted mean zero-shot accuracy over tasks as evaluated (a fraction, or points in older
+        results)."""
+        return number(lookup(self.eval, "mean_acc"))
+
+    def task_accuracies(self) -> list[tuple[float | None, float | None]] | None:
+        """(accuracy, items) of every zero-shot task; None without per-task results."""
+        tasks = lookup(self.eval, "tasks")
+        if not isinstance(tasks, Mapping) or not tasks:
+            return None
+        return [(number(lookup(t, "acc")), number(lookup(t, "n"))) for t in tasks.values()]
+
+    def tokens(self) -> Any:
+        """Training tokens (the summary's ``tokens``)."""
+        return lookup(self.summary, "tokens")
+
+    # ------------------------------------------------------------------------------------ probes
+    def usefulness_fraction(self) -> float | None:
+        """The fraction of useful layers (loss ratio above the threshold), the paper's usefulness score."""
+        return number(self.probe("usefulness.score"))
+
+    def useful_layers(self) -> int | None:
+        """How many layers are useful; None without the per-layer flags."""
+        useful = self.probe("usefulness.useful")
+        return sum(bool(u) for u in useful) if isinstance(useful, list) else None
+
+    def loss_ratio(self) -> float | None:
+        """The mean per-layer loss ratio of the fixed usefulness probe."""
+        return number(self.probe("usefulness.mean_ratio"))
+
+    def loss_ratio_compat(self) -> float | None:
+        """The mean per-layer loss ratio of the ``paper_compat`` usefulness probe (the official code's)."""
+        return number(self.probe("usefulness.paper_compat.mean_ratio"))
+
+    def causal(self) -> float | None:
+        return number(self.probe("causal.score"))
+
+    def permutation(self) -> float | None:
+        return number(self.probe("permutation.score"))
+
+    def jacobian(self) -> list[float | None] | None:
+        """||J - I||_F / d per layer (``jacobian.jacobian_norm``); entries that are not numbers are None."""
+        jac = self.probe("jacobian.jacobian_norm")
+        return [number(x) for x in jac] if isinstance(jac, list) else None
