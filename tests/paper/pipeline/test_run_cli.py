@@ -211,7 +211,7 @@ def test_stop_after_s_pauses_real_runs_and_the_same_command_resumes_them(tmp_pat
     from sparsedepth.train import loop
 
     monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
-    monkeypatch.delenv(loop.STOP_AT_ENV, raising=False)
+    monkeypatch.setenv(loop.STOP_AT_ENV, "")  # empty: no deadline; the command exports its own, undone afterwards
     cmd = ["run", "--profile", "smoke", "depth/L2", "depth/L3", "--device", "cpu", "--quiet"]
     with monkeypatch.context() as m:
         m.setattr(loop, "stop_time_from_env", lambda: 0.0)  # every training finds its time up at once
@@ -223,7 +223,7 @@ def test_stop_after_s_pauses_real_runs_and_the_same_command_resumes_them(tmp_pat
     assert R.status("smoke", "depth")["L2"] == R.FAILED  # error.txt says where it stopped
     assert cli.main(cmd + ["--stop-after-s", "1e-6"]) == 3  # up before the first variant: nothing starts
     assert "not started (budget or time limit): depth/L2, depth/L3" in capsys.readouterr().out
-    monkeypatch.delenv(loop.STOP_AT_ENV)  # exported by the command for its children
+    monkeypatch.setenv(loop.STOP_AT_ENV, "")  # exported by the command for its children
     assert cli.main(cmd) == 0
     assert R.status("smoke", "depth")["L2"] == "done"
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == cfg.steps
