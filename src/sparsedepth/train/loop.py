@@ -476,9 +476,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
     the stored summary at once when the run is complete. ``stop_at_step=K`` ends after step K with a
     checkpoint, the schedule still planned for ``cfg.steps``; ``stop_at_time`` (Unix time, default
     ``$SPARSEDEPTH_STOP_AT_TIME``) likewise ends at the first log step after that time, so a run longer than a
-    machine's command limit goes on with the same call in the next command (summary ``done: false``). ``device`` overrides ``cfg.device`` for this
-    call only (where to run is not part of the experiment). ``checkpoints=False`` writes none (timing runs:
-    a paper-scale model's state is tens of GB, written at every stop). Relative data paths of ``cfg`` are taken
+    machine's command limit goes on with the same call in the next command (summary ``done: false``).
+    ``device`` overrides ``cfg.device`` for this call only (where to run is not part of the experiment).
+    ``checkpoints=False`` writes none (timing runs: a paper-scale model's state is tens of GB, written at every
+    stop). Relative data paths of ``cfg`` are taken
     relative to ``root`` (default: the current folder). Under torchrun (WORLD_SIZE > 1) it trains data
     parallel (DDP, or sharded with ``parallel: fsdp``), and rank 0 writes the files (every rank writes its
     shards of a sharded checkpoint).

@@ -21,7 +21,8 @@ def write(root, profile: str, frame: pd.DataFrame) -> None:
 def test_one_table_per_claim_with_a_row_per_rung_that_has_results(tmp_path, monkeypatch):
     monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
     write(tmp_path, "gpu", card([
-        ("depth.variance", "depth", "last-layer variance grows with depth", "holds", 0.43, 0.02, "L=12: 11.7", "L=12: 400"),
+        ("depth.variance", "depth", "last-layer variance grows with depth", "holds", 0.43, 0.02, "L=12: 11.7",
+         "L=12: 400"),
         ("gqa.variance", "gqa", "variance falls with G", "inconclusive", 0.01, 0.02, "G=1: 20", "G=1: 10")]))
     write(tmp_path, "gpu-long", card([
         ("depth.variance", "depth", "last-layer variance grows with depth", "holds", 0.61, 0.03, "L=12: 15.2", "L=12: 400"),

@@ -26,7 +26,8 @@ def scorecard_path(profile: str, root: str | os.PathLike | None = None) -> Path:
     return output_root(root) / "paper_results" / profile / "tables" / "scorecard.csv"
 
 
-def load_scorecards(profiles: tuple[str, ...] = RUNGS, root: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:
+def load_scorecards(profiles: tuple[str, ...] = RUNGS,
+                    root: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:
     """{profile: its scorecard} for the rungs that have one, in the order given."""
     out = {}
     for profile in profiles:

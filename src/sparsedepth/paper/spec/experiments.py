@@ -256,9 +256,9 @@ SCALES["gpu-long"] = replace(
     SCALES["gpu"], name="gpu-long", **_GPU_RUNG, experiments=("depth", "weight_decay"), weight_decays=(0.0, 0.1, 1.0),
     depth_steps=GPU_LONG_STEPS, steps=GPU_LONG_STEPS, recipe_steps=None, eval_interval=500, ckpt_interval=500,
     corpus=".data/wiki-en-2019.0[0-2].txt.xz",
-    note=f"the gpu scale (d=512) trained {GPU_LONG_STEPS * SCALES['gpu'].tokens_per_step / 1e6:.0f}M tokens per run on the three Wikipedia "
-         f"shards (about 90M unique tokens, each seen about 3.3 times): depth and weight decay (λ = 0, 0.1, 1), with "
-         f"probes along training")
+    note=f"the gpu scale (d=512) trained {GPU_LONG_STEPS * SCALES['gpu'].tokens_per_step / 1e6:.0f}M tokens per "
+         f"run on the three Wikipedia shards (about 90M unique tokens, each seen about 3.3 times): depth and weight "
+         f"decay (λ = 0, 0.1, 1), with probes along training")
 SCALES["gpu-wide"] = replace(
     SCALES["gpu"], name="gpu-wide", **_GPU_RUNG, experiments=("depth",), d_model=1024, n_heads=16,
     # two micro-batches of 32 x 1024: the d=512 L=32 step already holds 58 GiB in one
