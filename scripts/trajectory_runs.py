@@ -23,17 +23,16 @@ from pathlib import Path
 import yaml
 
 from sparsedepth.config import ConfigError
-from sparsedepth.paper.spec.experiments import probe_settings, resolve, variants
+from sparsedepth.paper.spec.experiments import TRAJECTORY_ALONG, probe_settings, resolve, variants
 from sparsedepth.probes import probe_run
 from sparsedepth.probes.trajectory import probe_cost, read_trajectory, summarize
 from sparsedepth.paper.pipeline.results import run_context
 from sparsedepth.train import train
 
 # Before the last point: a quarter of the windows, 64 of the permutation's L(L-1)/2 pairs, 2 Jacobian windows,
-# and only the probes a trajectory keeps (no logit lens, no sparsity). On the gpu profile the full probes of
-# L = 32 take 53 s (37 s of it the 496 permutation pairs) against 327 s of training.
-ALONG = {"n_windows": 16, "max_pairs": 64, "jacobian_windows": 2,
-         "probes": "variance,jacobian,usefulness,causal,permutation,angular_distance,block_influence"}
+# and only the probes a trajectory keeps (no logit lens, no sparsity); the gpu rungs use the same. On the gpu
+# profile the full probes of L = 32 take 53 s (37 s of it the 496 permutation pairs) against 327 s of training.
+ALONG = TRAJECTORY_ALONG
 
 
 def _along(items: list[str]) -> dict:

@@ -274,3 +274,17 @@ def test_relative_data_paths_start_at_the_given_root(tmp_path):
         assert at_root(DataConfig(corpus=named), tmp_path).corpus == named
     absolute = DataConfig(corpus=str(tmp_path / "c.txt"), cache_dir=str(tmp_path / "cache"))
     assert at_root(absolute, tmp_path / "elsewhere") == absolute
+
+
+def test_glob_pattern_reads_the_files_it_names_in_order(tmp_path):
+    """A corpus of several shards given as one pattern (the gpu-long rung's three Wikipedia shards)."""
+    docs = make_docs(9)
+    for i in (2, 0, 1):  # written out of order: the documents still come in the sorted files' order
+        write_txt(tmp_path / f"shard.{i:02d}.txt.xz", docs[3 * i:3 * i + 3])
+    write_txt(tmp_path / "shard.03.txt.xz", ["not named by the pattern"])
+    assert load_documents(str(tmp_path / "shard.0[0-2].txt.xz")) == docs
+    assert load_documents(str(tmp_path / "shard.*.txt.xz"))[-1] == "not named by the pattern"
+    with pytest.raises(DataError, match=r"pattern .*matches no file"):
+        load_documents(str(tmp_path / "other.0[0-2].txt.xz"))
+    data = prepare_data(cfg_for(tmp_path, tmp_path / "shard.0[0-2].txt.xz"), progress=False)
+    assert sorted(split_at_eos(data, np.concatenate([data.train, data.val]))) == sorted(docs)

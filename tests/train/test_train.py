@@ -136,6 +136,24 @@ def test_final_gain_is_read_only_and_follows_the_decay_groups(data_cfg, tmp_path
     assert loop_mod.final_gain(model).item() == pytest.approx(model.norm.weight.abs().mean().item())
 
 
+def test_a_time_limit_stops_at_a_checkpoint_and_the_same_call_resumes(data_cfg, tmp_path, monkeypatch):
+    """A run longer than one command of a lent machine: stopped at the time limit (argument, or the environment
+    a time-limited `sparsedepth run` sets for its children), then continued by the same call, bit for bit."""
+    cfg = make_cfg(data_cfg, log_interval=4, ckpt_interval=0)
+    full = train(cfg, tmp_path / "full", progress=False)
+    part = tmp_path / "part"
+    first = train(cfg, part, progress=False, stop_at_time=0.0)  # long past: stops at the first step
+    assert not first["done"] and first["steps"] == 1 and [s for s, _ in list_checkpoints(part)] == [1]
+    monkeypatch.setenv(loop_mod.STOP_AT_ENV, "0")
+    assert train(cfg, part, progress=False)["steps"] == 2
+    monkeypatch.setenv(loop_mod.STOP_AT_ENV, "soon")
+    with pytest.raises(ConfigError, match="SPARSEDEPTH_STOP_AT_TIME='soon' is not a Unix time"):
+        train(cfg, part, progress=False)
+    monkeypatch.delenv(loop_mod.STOP_AT_ENV)
+    resumed = train(cfg, part, progress=False)
+    assert resumed["done"] and resumed["final_loss"] == full["final_loss"] and resumed["val_loss"] == full["val_loss"]
+
+
 def test_other_config_in_run_dir_is_refused(data_cfg, tmp_path):
     train(make_cfg(data_cfg, steps=2), tmp_path, progress=False)
     with pytest.raises(ConfigError, match=r"steps: 2 -> 3"):

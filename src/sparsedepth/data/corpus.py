@@ -9,6 +9,7 @@ with a "text" field; or a ``datasets.save_to_disk`` folder of a Dataset or Datas
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import lzma
@@ -65,8 +66,15 @@ def keep_documents(values, where: str) -> Iterator[str]:
 
 
 def resolve_files(source: str) -> list[Path]:
-    """The corpus files behind a local ``source`` (a file, or every supported file under a folder, sorted)."""
+    """The corpus files behind a local ``source``: a file, every supported file under a folder, or the files a
+    glob pattern names (``.data/wiki-en-2019.0[0-2].txt.xz``), sorted so their documents come in one order."""
     path = EMBEDDED if source == "embedded" else Path(source).expanduser()
+    if not path.exists() and any(c in source for c in "*?["):
+        matches = sorted(Path(m) for m in glob.glob(str(path)))
+        if not matches:
+            raise DataError(f"corpus pattern {source!r} matches no file; check the folder and names, or pass an "
+                            f"existing file or folder")
+        return [f for m in matches for f in resolve_files(str(m))]
     if not path.exists():
         raise DataError(f"corpus {str(path)!r} does not exist; pass an existing file or folder ({_SUPPORTED}), "
                         f"'embedded', or hf:NAME")

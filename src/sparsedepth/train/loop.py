@@ -58,6 +58,22 @@ def check_vocab(cfg: TrainConfig, data_vocab: int | None = None) -> None:
                               f"embedding; set model.vocab_size >= {n} (e.g. --set model.vocab_size={n})")
 
 
+# Unix time at which every training of this process and its children stops at a checkpoint (``train(stop_at_time=)``
+# where not given): set once by a command with a time limit (``sparsedepth run --stop-after-s``), so runs started
+# in child processes keep the same deadline.
+STOP_AT_ENV = "SPARSEDEPTH_STOP_AT_TIME"
+
+
+def stop_time_from_env() -> float | None:
+    value = os.environ.get(STOP_AT_ENV)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{STOP_AT_ENV}={value!r} is not a Unix time in seconds; unset it or give a number") from None
+
+
 class _StopSignal:
     """SIGINT / SIGTERM set a flag: the loop finishes its step, saves a checkpoint, then re-raises
     (KeyboardInterrupt or SystemExit(128 + signum)). A second SIGINT interrupts at once."""
@@ -294,7 +310,7 @@ class Trainer:
         return ci > 0 and step % ci == 0
 
     # ---- the loop --------------------------------------------------------------------------------------
-    def fit(self, stop_at_step: int | None = None, checkpoints: bool = True) -> dict:
+    def fit(self, stop_at_step: int | None = None, checkpoints: bool = True, stop_at_time: float | None = None) -> dict:
         cfg = self.cfg
         last = cfg.steps if stop_at_step is None else min(stop_at_step, cfg.steps)
         if self.step >= last:
@@ -321,11 +337,13 @@ class Trainer:
                     self.step = step
                     crash_point("train_step")
                     buf.append((step, lr, loss, gnorm))
-                    local_stop = stop.signum is not None and not self.dist.enabled  # ranks agree at log steps
+                    timed_out = stop_at_time is not None and time.time() >= stop_at_time and step < last
+                    asked = stop.signum is not None or timed_out
+                    local_stop = asked and not self.dist.enabled  # ranks agree at log steps
                     if not (step % cfg.log_interval == 0 or tel or step == last or local_stop
                             or self._is_eval(step) or self._is_ckpt(step)):
                         continue
-                    row, stopping = self._log(buf, flat, stop.signum is not None, clock, final=step == last)
+                    row, stopping = self._log(buf, flat, asked, clock, final=step == last)
                     buf.clear()
                     bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:,.0f}",
                                     mfu="n/a" if row["mfu"] is None else f"{row['mfu']:.1%}", refresh=False)
@@ -452,14 +470,18 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = None, progress: bool = True,
-          device: str | None = None, checkpoints: bool = True, root: str | Path | None = None) -> dict:
+          device: str | None = None, checkpoints: bool = True, root: str | Path | None = None,
+          stop_at_time: float | None = None) -> dict:
     """Train ``cfg`` into ``run_dir`` and return the summary (also written to run_dir/summary.json).
 
     Resumes from the latest checkpoint in ``run_dir``; refuses a run_dir that holds another config; returns
     the stored summary at once when the run is complete. ``stop_at_step=K`` ends after step K with a
-    checkpoint, the schedule still planned for ``cfg.steps``. ``device`` overrides ``cfg.device`` for this
-    call only (where to run is not part of the experiment). ``checkpoints=False`` writes none (timing runs:
-    a paper-scale model's state is tens of GB, written at every stop). Relative data paths of ``cfg`` are taken
+    checkpoint, the schedule still planned for ``cfg.steps``; ``stop_at_time`` (Unix time, default
+    ``$SPARSEDEPTH_STOP_AT_TIME``) likewise ends at the first log step after that time, so a run longer than a
+    machine's command limit goes on with the same call in the next command (summary ``done: false``).
+    ``device`` overrides ``cfg.device`` for this call only (where to run is not part of the experiment).
+    ``checkpoints=False`` writes none (timing runs: a paper-scale model's state is tens of GB, written at every
+    stop). Relative data paths of ``cfg`` are taken
     relative to ``root`` (default: the current folder). Under torchrun (WORLD_SIZE > 1) it trains data
     parallel (DDP, or sharded with ``parallel: fsdp``), and rank 0 writes the files (every rank writes its
     shards of a sharded checkpoint).
@@ -478,7 +500,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, stop_at_step: int | None = N
         clean_run_dir(run_dir)
         dist = init_distributed(device or cfg.device, group_of_one=cfg.parallel == "fsdp")
         try:
-            return Trainer(cfg, run_dir, dist, progress, root).fit(stop_at_step, checkpoints)
+            return Trainer(cfg, run_dir, dist, progress, root).fit(
+                stop_at_step, checkpoints, stop_time_from_env() if stop_at_time is None else stop_at_time)
         finally:
             dist.close()
 

@@ -256,6 +256,17 @@ def test_reproduce_selects_notebooks_by_name(tmp_path):
     assert rp.parameters_for(converted, {"profile": "gpu", "force": True, "device": "auto"}) == {}
 
 
+def test_reproduce_leaves_out_the_notebooks_of_sweeps_a_rung_does_not_run(tmp_path):
+    from sparsedepth.paper.pipeline import reproduce as rp
+
+    paths = [tmp_path / f"{n}.py" for n in NAMES]
+    kept, left = rp.for_profile(paths, "gpu-long")
+    assert [p.stem for p in kept] == ["00_theory", "01_depth", "02_weight_decay", "07_summary", NAMES[-1]]
+    assert [p.stem for p in left] == ["03_sequence_length", "04_gqa", "05_moe", "06_recipe"]
+    assert [p.stem for p in rp.for_profile(paths, "gpu-wide")[0]] == ["00_theory", "01_depth", "07_summary", NAMES[-1]]
+    assert rp.for_profile(paths, "gpu") == (paths, [])
+
+
 def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, monkeypatch):
     import nbformat
 
@@ -377,3 +388,28 @@ def test_wandb_scores_are_a_no_op_without_wandb(tmp_path):
     assert not cfg.wandb
     R._wandb_scores(cfg, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_probed_along_training_keeps_its_last_point_as_the_final_probes(tmp_path, monkeypatch):
+    """A profile with probe points (the gpu rungs) installs trajectory.json, and its final probes are the last
+    point's (same weights, settings and windows), not a second probing of the same checkpoint."""
+    monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
+    monkeypatch.setitem(ex.SCALES, "smoke", dataclasses.replace(ex.SCALES["smoke"], probe_points=3,
+                                                                probe_along=ex.TRAJECTORY_ALONG))
+    monkeypatch.setattr(R, "_probe_run", lambda *a: pytest.fail("probed the final checkpoint a second time"))
+    dest, status = R.run_variant_status("smoke", "depth", "L2", device="cpu", progress=False)
+    assert status == "trained" and (dest / "trajectory.json").is_file()
+    last = json.loads((dest / "trajectory.json").read_text())["points"][-1]
+    probes = json.loads((dest / "probes.json").read_text())
+    assert last["step"] == ex.resolve("smoke", "depth", "L2").steps
+    from sparsedepth.probes.trajectory import summarize
+
+    def flat(node, path=""):
+        if isinstance(node, dict):
+            return {k: v for key in sorted(node) for k, v in flat(node[key], f"{path}/{key}").items()}
+        if isinstance(node, list):
+            return {k: v for i, x in enumerate(node) for k, v in flat(x, f"{path}/{i}").items()}
+        return {path: node}
+
+    stats = flat(summarize(probes))  # the installed copy keeps 6 significant digits
+    assert stats and flat({k: last[k] for k in summarize(probes)}) == pytest.approx(stats, rel=1e-5, abs=1e-9)

@@ -208,3 +208,29 @@ def test_parallel_progress_lines_give_a_time_left_no_shorter_than_the_longest_ru
     # at 300 s b/1 (900 s) has just to start: 15 min left, not (600 - 300 + 900) / 2 = 10
     assert done[0].endswith("300 s elapsed, about 15 min left")
     assert done[1].endswith("600 s elapsed, about 10 min left") and done[2].endswith("1200 s elapsed")
+
+
+def test_stop_after_s_pauses_real_runs_and_the_same_command_resumes_them(tmp_path, monkeypatch, capsys):
+    """Smoke runs stopped by the time limit are paused (exit 3, checkpoint kept, not installed), and the same
+    command without the limit finishes them from there; once the time is up nothing more starts."""
+    from sparsedepth.train import loop
+
+    monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
+    monkeypatch.setenv(loop.STOP_AT_ENV, "")  # empty: no deadline; the command exports its own, undone afterwards
+    cmd = ["run", "--profile", "smoke", "depth/L2", "depth/L3", "--device", "cpu", "--quiet"]
+    with monkeypatch.context() as m:
+        m.setattr(loop, "stop_time_from_env", lambda: 0.0)  # every training finds its time up at once
+        assert cli.main(cmd + ["--stop-after-s", "3600"]) == 3
+    assert "paused at a checkpoint: depth/L2, depth/L3; resume with the same command" in capsys.readouterr().out
+    cfg = ex.resolve("smoke", "depth", "L2")
+    run_dir = R.run_dir_for("smoke", cfg, tmp_path)
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 1
+    assert R.status("smoke", "depth")["L2"] == R.FAILED  # error.txt says where it stopped
+    assert cli.main(cmd + ["--stop-after-s", "1e-6"]) == 3  # up before the first variant: nothing starts
+    assert "not started (budget or time limit): depth/L2, depth/L3" in capsys.readouterr().out
+    monkeypatch.setenv(loop.STOP_AT_ENV, "")  # exported by the command for its children
+    assert cli.main(cmd) == 0
+    assert R.status("smoke", "depth")["L2"] == "done"
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == cfg.steps
+    with pytest.raises(SystemExit, match="--stop-after-s must be positive"):
+        cli.main(cmd + ["--stop-after-s", "0"])

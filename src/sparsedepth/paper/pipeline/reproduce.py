@@ -82,6 +82,14 @@ def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
     return [p for p in notebooks if p in chosen]
 
 
+def for_profile(notebooks: list[Path], profile: str) -> tuple[list[Path], list[Path]]:
+    """(kept, left out): the notebooks of experiments the profile does not run are left out (a rung such as
+    ``gpu-long`` runs only some sweeps); the others (theory, summary, the probe demo) always run."""
+    runs = scale(profile).experiments
+    left = [p for p in notebooks if any(ALIASES.get(e, e) == notebook_name(p) for e in set(EXPERIMENTS) - set(runs))]
+    return [p for p in notebooks if p not in left], left
+
+
 def parameters_for(path: Path, params: dict) -> dict:
     """The parameters this notebook declares in its ``parameters`` cell (all when it declares none)."""
     import papermill
@@ -193,8 +201,12 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    chosen, left = for_profile(chosen, args.profile)
+    if left:
+        print(f"reproduce: profile {args.profile} does not run " + ", ".join(notebook_name(p) for p in left)
+              + "; those notebooks are left out", flush=True)
     if not chosen:
-        print(f"error: no notebooks in {folder}", file=sys.stderr)
+        print(f"error: no notebooks to run in {folder} at profile {args.profile}", file=sys.stderr)
         return 2
     if args.list:
         print("\n".join(f"{p.name}  (--only {notebook_name(p)})" for p in chosen))

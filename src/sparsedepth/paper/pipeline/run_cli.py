@@ -9,6 +9,8 @@ others go on. Useful on a GPU machine without Jupyter; the notebooks then plot w
     sparsedepth run --profile gpu depth/L24 gqa/G4 moe        # single variants and whole sweeps, in order
     sparsedepth run --profile gpu all --budget-s 560          # start only what should finish in 560 s
     sparsedepth run --profile gpu all --list                  # status and estimated time of each variant
+    sparsedepth run --profile gpu-long depth --stop-after-s 480
+                                  # after 480 s every training stops at a checkpoint (exit 3); the same command resumes
     sparsedepth run --profile gpu all --gpus 2 --budget-s 560 # two variants at a time, one per GPU
     sparsedepth run --profile gpu all --gpus 2 --list         # ... and the plan: which GPU trains what, when
     sparsedepth run --profile paper all --submit slurm --gpus-per-job 8 --slurm partition=gpu
@@ -22,6 +24,7 @@ their time outside the training loop (data, compilation, probes, evaluation).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -48,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="retrain even where results are up to date")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start a variant only if its estimated time fits in what is left of this many seconds")
+    parser.add_argument("--stop-after-s", type=float, default=None, metavar="S",
+                        help="after S seconds, stop every training at a checkpoint and start nothing more; the same "
+                             "command later resumes (for machines that run one command for a limited time)")
     parser.add_argument("--gpus", type=int, default=1,
                         help="train this many variants at a time, one per GPU, in child processes (default: 1); "
                              "with --device cpu, that many CPU processes")
@@ -110,6 +116,14 @@ def estimate_seconds(cfg: TrainConfig, finished: list[dict]) -> float | None:
     return MARGIN * (flops / rate + statistics.median(f["setup_s"] for f in finished) + probes)
 
 
+def _bench_seconds(cfg: TrainConfig) -> float:
+    """Training time alone from the committed H200 speed measurements, for a profile with no finished run yet."""
+    from .gpu_hours import DEVICE, Measurements, gpu_hours
+
+    speeds = Measurements.load(results.output_root() / "paper_results" / "bench" / DEVICE)
+    return MARGIN * gpu_hours(cfg, speeds)[0] * 3600
+
+
 def _done_hashes(plan: ex.Plan) -> set[str]:
     """Config hashes with up-to-date results anywhere in the profile: such a variant is copied, not trained."""
     return {config_hash(plan.resolve(e, v)) for e in ex.EXPERIMENTS
@@ -128,28 +142,47 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         status = _statuses(plan, pairs)
         done = _done_hashes(plan)
-        total = 0.0
+        total, counted = 0.0, set()
         for e, v in pairs:
             cfg = plan.resolve(e, v)
             st = status[e][v]
             if st != "done" and config_hash(cfg) in done:
                 st = "same config done elsewhere (copied, not trained)"
-            est = estimate_seconds(cfg, finished) if st in ("missing", "stale", results.FAILED) else None
+            elif st != "done" and config_hash(cfg) in counted:
+                st += " (same config as a variant above: trained once)"
+            counted.add(config_hash(cfg))
+            todo = st in ("missing", "stale", results.FAILED)
+            est = estimate_seconds(cfg, finished) if todo else None
+            basis = ""
+            if est is None and todo and plan.scale.needs_cuda:
+                est, basis = _bench_seconds(cfg), " of training, from the H200 bench"
             total += est or 0.0
-            print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s)"))
+            print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s{basis})"))
         if total:
             print(f"to train: about {total / 60:.0f} min")
         if args.gpus != 1 and total:
             _print_plan(args, plan, _to_train(args, plan, pairs), finished)
         return 0
+    deadline = None
+    if getattr(args, "stop_after_s", None) is not None:
+        from ...train.loop import STOP_AT_ENV
+
+        if args.stop_after_s <= 0:
+            raise SystemExit(f"sparsedepth run: --stop-after-s must be positive, got {args.stop_after_s:g}")
+        deadline = time.time() + args.stop_after_s
+        os.environ[STOP_AT_ENV] = repr(deadline)  # every training of this command, child processes included
     if args.force:  # one "forced since" for the whole command: a config shared by variants is forced once,
         os.environ.setdefault(results.FORCE_ENV, repr(time.time()))  # the others then find it fresh (copies)
     if args.submit:
         return run_submit.submit(args, pairs)
     if args.gpus != 1:
-        return train_in_parallel(args, pairs)
+        rc = train_in_parallel(args, pairs)
+        return 3 if _paused(plan, pairs, deadline) and rc in (0, 1) else rc
     t0, failed, skipped = time.monotonic(), [], []
     for e, v in pairs:
+        if deadline is not None and time.time() >= deadline:
+            skipped.append(f"{e}/{v}")
+            continue
         if args.budget_s is not None and config_hash(plan.resolve(e, v)) not in _done_hashes(plan):
             est = estimate_seconds(plan.resolve(e, v), finished)
             left = args.budget_s - (time.monotonic() - t0)
@@ -162,12 +195,34 @@ def run(args: argparse.Namespace) -> int:
                                           device=args.device, raise_on_error=False)
         failed += [f"{e}/{name}" for name, st in statuses.items() if st == results.FAILED]
         finished = _finished(args.profile)  # the new run refines the estimates
-    return _report(failed, skipped)
+    paused = _paused(plan, pairs, deadline)
+    rc = _report([f for f in failed if f not in paused], skipped)
+    return 3 if rc == 0 and (paused or (deadline is not None and skipped)) else rc
+
+
+def _paused(plan: ex.Plan, pairs: list[tuple[str, str]], deadline: float | None) -> list[str]:
+    """With --stop-after-s: the variants whose training stopped at a checkpoint before its end (paused, not
+    failed: the same command resumes them)."""
+    if deadline is None:
+        return []
+    paused = []
+    for e, v in pairs:
+        path = results.run_dir_for(plan.profile, plan.resolve(e, v)) / "summary.json"
+        try:
+            summary = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            summary = {}
+        if summary.get("done") is False and "error" not in summary:  # not a run stopped by a non-finite loss
+            paused.append(f"{e}/{v}")
+    if paused:
+        print(f"time limit reached (--stop-after-s); paused at a checkpoint: {', '.join(paused)}; resume with the "
+              f"same command", flush=True)
+    return paused
 
 
 def _report(failed: list[str], skipped: list[str]) -> int:
     if skipped:
-        print(f"not started (budget): {', '.join(skipped)}", flush=True)
+        print(f"not started (budget or time limit): {', '.join(skipped)}", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)} (error.txt in their results folders)", file=sys.stderr)
         return 1
@@ -188,8 +243,12 @@ def _to_train(args: argparse.Namespace, plan: ex.Plan, pairs: list[tuple[str, st
 def _print_plan(args: argparse.Namespace, plan: ex.Plan, todo: list[tuple[str, str]], finished: list[dict]) -> None:
     from . import run_parallel
 
-    rows, skipped = run_parallel.simulate(todo, args.gpus, args.budget_s,
-                                          lambda p: estimate_seconds(plan.resolve(*p), finished))
+    def estimate(pair: tuple[str, str]) -> float | None:
+        cfg = plan.resolve(*pair)
+        est = estimate_seconds(cfg, finished)
+        return _bench_seconds(cfg) if est is None and plan.scale.needs_cuda else est
+
+    rows, skipped = run_parallel.simulate(todo, args.gpus, args.budget_s, estimate)
     print(f"plan for {args.gpus} jobs at a time (one per GPU)" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
     for slot, (e, v), start, end in sorted(rows, key=lambda r: (r[0], r[2])):
         print(f"  job {slot}: {start:5.0f}-{end:5.0f} s  {e}/{v}")

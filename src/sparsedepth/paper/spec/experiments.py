@@ -34,7 +34,7 @@ from typing import Any
 
 from ...config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash, to_dict
 
-PROFILES = ("smoke", "cpu", "gpu", "paper")
+PROFILES = ("smoke", "cpu", "gpu", "gpu-long", "gpu-wide", "paper")
 EXPERIMENTS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "recipe")
 # Our checks of how the paper's numbers were made, run like experiments but outside its claims, its figures and
 # `run all`. weight_decay_official: the weight-decay sweep (seed 0) with the official optimiser, which decays
@@ -131,6 +131,12 @@ class Scale:
     warmup_steps: int | None = None  # absolute warmup (the paper's t_warmup); None = warmup_frac of the steps
     recipe_model: tuple[int, int, int] | None = None  # (d_model, n_heads, dense SwiGLU width) of the L=32 recipe
     fsdp_params: float | None = None  # models with more parameters than this train with parallel="fsdp"
+    # A rung that runs only some sweeps (and some decays); the others have no variants at it
+    experiments: tuple[str, ...] = EXPERIMENTS
+    weight_decays: tuple[float, ...] = PAPER_WEIGHT_DECAYS
+    # Probes along training (TrainConfig.probe_points, not hashed): 0 = none; the last point uses ``probe``
+    probe_points: int = 0
+    probe_along: dict = field(default_factory=dict)  # cheaper settings before the last point
 
     @property
     def tokens_per_step(self) -> int:
@@ -154,6 +160,14 @@ class Scale:
         t, batch = self.shapes[experiment]
         return {"seq_len": t, "batch": batch}
 
+
+# Probe settings before a trajectory's last point: a quarter of the windows, 64 of the permutation's L(L-1)/2
+# pairs, 2 Jacobian windows, only the probes a trajectory keeps. On the cpu profile (README, "Probes along
+# training") 8 points cost 18 % of training beyond the final probes; on the gpu scale the training is ~30x longer
+# per probe window, so the same points are expected to stay well under 15 % (to be measured on the H200).
+TRAJECTORY_ALONG = {"n_windows": 16, "max_pairs": 64, "jacobian_windows": 2,
+                    "probes": "variance,jacobian,usefulness,causal,permutation,angular_distance,block_influence"}
+GPU_LONG_STEPS = 4600  # 4600 x 65,536 = 301M tokens per run: about 3.3 passes over the three Wikipedia shards
 
 SCALES: dict[str, Scale] = {
     "smoke": Scale(
@@ -242,6 +256,23 @@ SCALES: dict[str, Scale] = {
              "cluster's work (`sparsedepth run --submit slurm`)"),
 }
 
+# The gpu rungs beside ``gpu``: one longer (tokens) and one wider (width), each changing one axis of it, with
+# probes along training (8 points spaced in log tokens) so the statistics can be followed against tokens.
+# One seed each (the gpu profile's seed spread says what a single run's noise is).
+_GPU_RUNG = dict(seeds={}, probe_points=8, probe_along=TRAJECTORY_ALONG)
+SCALES["gpu-long"] = replace(
+    SCALES["gpu"], name="gpu-long", **_GPU_RUNG, experiments=("depth", "weight_decay"), weight_decays=(0.0, 0.1, 1.0),
+    depth_steps=GPU_LONG_STEPS, steps=GPU_LONG_STEPS, recipe_steps=None, eval_interval=500, ckpt_interval=500,
+    corpus=".data/wiki-en-2019.0[0-2].txt.xz",
+    note=f"the gpu scale (d=512) trained {GPU_LONG_STEPS * SCALES['gpu'].tokens_per_step / 1e6:.0f}M tokens per "
+         f"run on the three Wikipedia shards (about 90M unique tokens, each seen about 3.3 times): depth and weight "
+         f"decay (λ = 0, 0.1, 1), with probes along training")
+SCALES["gpu-wide"] = replace(
+    SCALES["gpu"], name="gpu-wide", **_GPU_RUNG, experiments=("depth",), d_model=1024, n_heads=16,
+    # two micro-batches of 32 x 1024: the d=512 L=32 step already holds 58 GiB in one
+    micro_tokens=32768,
+    note="the gpu depth sweep at d=1024 (16 heads of 64), 98M tokens per run, with probes along training")
+
 
 # ---------------------------------------------------------------------------------------------- building
 
@@ -304,7 +335,9 @@ def base(profile: str, *, n_layers: int | None = None, seq_len: int | None = Non
                        steps=n_steps, seed=0, dtype=s.dtype, compile=s.compile,
                        telemetry_interval=s.telemetry_interval, log_interval=s.log_interval,
                        eval_interval=s.eval_interval, eval_batches=s.eval_batches, ckpt_interval=s.ckpt_interval,
-                       **({"parallel": "fsdp"} if sharded else {}))
+                       **({"parallel": "fsdp"} if sharded else {}),
+                       **({"probe_points": s.probe_points, "probe": dict(s.probe), "probe_along": dict(s.probe_along)}
+                          if s.probe_points else {}))
 
 
 def _fmt(v: float) -> str:
@@ -320,6 +353,8 @@ def _build(profile: str, experiment: str) -> list[tuple[str, TrainConfig, dict]]
     """
     s = _scale(profile)
     _check_experiment(experiment)
+    if experiment not in s.experiments:
+        return []
     sweep = _recipe(profile, s) if experiment == "recipe" else _sweep(profile, s, experiment)
     out: list[tuple[str, TrainConfig, dict]] = []
     for seed in s.seeds_for(experiment):
@@ -345,11 +380,11 @@ def _sweep(profile: str, s: Scale, experiment: str) -> list[tuple[str, TrainConf
             add(f"L{L}", base(profile, n_layers=L, steps=s.depth_steps), f"L={L}", L, pL, f"L={pL}",
                 param="model.n_layers")
     elif experiment == "weight_decay":
-        for wd in PAPER_WEIGHT_DECAYS:
+        for wd in s.weight_decays:
             cfg = base(profile, weight_decay=wd, **s.shape(experiment))
             add(f"wd{_fmt(wd)}", cfg, f"λ={_fmt(wd)}", wd, wd, f"λ={_fmt(wd)}", param="optim.weight_decay")
     elif experiment == "weight_decay_official":  # same names and configs as weight_decay's, official decay
-        for wd in PAPER_WEIGHT_DECAYS:
+        for wd in s.weight_decays:
             cfg = base(profile, weight_decay=wd, **s.shape("weight_decay"))
             if wd:
                 cfg = replace(cfg, optim=replace(cfg.optim, paper_compat_decay=True))
@@ -627,12 +662,13 @@ def run(args: argparse.Namespace) -> int:
         for e in exps:
             print(f"{e}:")
             for p in PROFILES:
-                print(f"  {p:6s} {', '.join(variants(p, e))}")
+                print(f"  {p:8s} {', '.join(variants(p, e)) or '(not in this profile)'}")
         for p in PROFILES:
             print(f"\n{p}: {len(unique_runs(p))} distinct runs; {SCALES[p].note}")
         return 0
     cols = ["variant", "paper", "L", "d", "heads", "ffn", "T", "batch", "steps", "wd", "tokens", "params", "active",
             "flops_per_token", "train_flops", "hash"]
+    exps = [e for e in exps if e in SCALES[args.profile].experiments]  # a rung may run only some sweeps
     speeds = _h200_speeds() if SCALES[args.profile].needs_cuda else None
     hours: dict[str, float] = {}  # config hash -> H200 GPU-hours
     for e in exps:
@@ -652,7 +688,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {h}: " + ", ".join(f"{e}/{n}" for e, n in v))
     print(f"probes: {probe_settings(args.profile)}; evaluation: {SCALES[args.profile].eval}")
     if speeds is not None:
-        what = "the whole profile" if len(exps) == len(EXPERIMENTS) else ", ".join(exps)
+        what = "the whole profile" if len(exps) == len(SCALES[args.profile].experiments) else ", ".join(exps)
         print(f"\nH200 GPU-hours to train {what}: {sum(hours.values()):,.0f} ({len(hours)} distinct runs, each "
               f"counted once; training only, probes and evaluation not included; on N GPUs about 1/N of it in "
               f"wall time). h200_h = train_flops / a FLOP rate measured on one H200; basis:")
