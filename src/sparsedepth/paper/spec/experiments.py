@@ -132,7 +132,7 @@ class Scale:
     recipe_model: tuple[int, int, int] | None = None  # (d_model, n_heads, dense SwiGLU width) of the L=32 recipe
     fsdp_params: float | None = None  # models with more parameters than this train with parallel="fsdp"
     # A rung that runs only some sweeps (and some decays); the others have no variants at it
-    experiments: tuple[str, ...] = EXPERIMENTS
+    experiments: tuple[str, ...] = EXPERIMENTS + CHECKS  # what this profile runs (checks included)
     weight_decays: tuple[float, ...] = PAPER_WEIGHT_DECAYS
     # Probes along training (TrainConfig.probe_points, not hashed): 0 = none; the last point uses ``probe``
     probe_points: int = 0
@@ -688,7 +688,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {h}: " + ", ".join(f"{e}/{n}" for e, n in v))
     print(f"probes: {probe_settings(args.profile)}; evaluation: {SCALES[args.profile].eval}")
     if speeds is not None:
-        what = "the whole profile" if len(exps) == len(SCALES[args.profile].experiments) else ", ".join(exps)
+        whole = [e for e in EXPERIMENTS if e in SCALES[args.profile].experiments]
+        what = "the whole profile" if exps == whole else ", ".join(exps)
         print(f"\nH200 GPU-hours to train {what}: {sum(hours.values()):,.0f} ({len(hours)} distinct runs, each "
               f"counted once; training only, probes and evaluation not included; on N GPUs about 1/N of it in "
               f"wall time). h200_h = train_flops / a FLOP rate measured on one H200; basis:")
