@@ -115,3 +115,26 @@ def tiny_trained_run(root: Path) -> Path:
                       device="cpu", log_interval=1)
     train(cfg, root / "run", progress=False)
     return root / "run"
+
+
+def _rank_worker(rank: int, port: int, cfg, run_dir: Path, stop: int | None) -> None:
+    # the environment torchrun would set; train() joins the gloo group from it
+    import os
+
+    from sparsedepth.train import train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    train(cfg, run_dir, stop_at_step=stop, progress=False)
+
+
+def train_on_two_ranks(cfg, run_dir: Path, stop: int | None = None) -> None:
+    """``train(cfg, run_dir)`` as `torchrun --nproc_per_node 2` would run it: two forked gloo processes."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_rank_worker, args=(port, cfg, run_dir, stop), nprocs=2, start_method="fork")

@@ -3,34 +3,19 @@ stop on both ranks and a resume where every rank loads rank 0's checkpoint."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import socket
-from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import train_on_two_ranks
 from sparsedepth.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from sparsedepth.train import read_metrics, train
 
 # fork: the children inherit the imported torch, so a launch takes about a second instead of ten
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
 
-
-def _worker(rank: int, port: int, cfg: TrainConfig, run_dir: Path, stop: int | None) -> None:
-    # the environment torchrun would set; train() joins the gloo group from it
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE="2")
-    train(cfg, run_dir, stop_at_step=stop, progress=False)
-
-
-def _launch(cfg: TrainConfig, run_dir: Path, stop: int | None = None) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(port, cfg, run_dir, stop), nprocs=2, start_method="fork")
 
 
 def test_two_ranks_match_one_process(tmp_path):
@@ -48,9 +33,9 @@ def test_two_ranks_match_one_process(tmp_path):
     try:
         single = train(cfg, tmp_path / "single", progress=False)  # 4 micro-batches of 2
         ddp_dir = tmp_path / "ddp"
-        _launch(cfg, ddp_dir, stop=3)  # 2 ranks x 2 micro-batches of 2, stopped after step 3 ...
+        train_on_two_ranks(cfg, ddp_dir, stop=3)  # 2 ranks x 2 micro-batches of 2, stopped after step 3 ...
         assert json.loads((ddp_dir / "summary.json").read_text())["steps"] == 3
-        _launch(cfg, ddp_dir)  # ... and resumed
+        train_on_two_ranks(cfg, ddp_dir)  # ... and resumed
     finally:
         torch.set_num_threads(n)
 

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
-import socket
-from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import train_on_two_ranks
 from sparsedepth.config import (ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, config_hash,
                                 hashed_fields, to_dict)
 from sparsedepth.train import load_run, read_metrics, train
@@ -24,18 +22,6 @@ pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason
 TELEMETRY = ("layer_var", "attn_var", "ffn_var", "ffn_norm", "layer_grad_norm", "layer_param_norm", "expert_load",
              "final_gain")
 
-
-def _worker(rank: int, port: int, cfg: TrainConfig, run_dir: Path, stop: int | None) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE="2")
-    train(cfg, run_dir, stop_at_step=stop, progress=False)
-
-
-def _launch_two(cfg: TrainConfig, run_dir: Path, stop: int | None = None) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(port, cfg, run_dir, stop), nprocs=2, start_method="fork")
 
 
 @pytest.fixture
@@ -79,7 +65,7 @@ def test_fsdp_two_ranks_then_one_match_one_process(tmp_path, tiny):
     try:
         single = train(tiny, tmp_path / "single", progress=False)  # plain: 4 micro-batches of 1
         run = tmp_path / "fsdp"
-        _launch_two(fsdp, run, stop=3)  # 2 ranks x 2 micro-batches, sharded, stopped after step 3 ...
+        train_on_two_ranks(fsdp, run, stop=3)  # 2 ranks x 2 micro-batches, sharded, stopped after step 3 ...
         ckpt = run / "checkpoints" / "step-00000003"
         assert (ckpt / "dcp").is_dir() and not (ckpt / "model.pt").exists()
         sharded = train(fsdp, run, progress=False)  # ... and resumed by one process

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -338,7 +339,7 @@ STAT_WORDS = {"ppl": "ln perplexity", "variance_end": "ln variance of h_L (end o
 
 
 @dataclass(frozen=True)
-class Claim:
+class Claim(ABC):
     """A claim of the paper about one experiment: ``readings`` are the statistics it is judged on (the
     headline is the first with data), ``direction`` the sign of the effect the paper reports, ``margin`` a
     tolerance on the paper's side (on the comparison scale). Subclasses say which settings are compared
@@ -350,15 +351,17 @@ class Claim:
     direction: int
     margin: float = 0.0
 
-    # what subclasses define
+    @abstractmethod
     def comparisons(self, rows: list[dict]) -> list[tuple[str, list[dict]]]:
-        raise NotImplementedError
+        """(label, rows of the settings compared) for each comparison the claim makes."""
 
+    @abstractmethod
     def estimate(self, series: list[dict[int, float]], spread: Spread | None) -> noise.Estimate:
-        raise NotImplementedError
+        """The effect and its standard error from per-setting {seed: value} series."""
 
+    @abstractmethod
     def statistic(self) -> str:
-        raise NotImplementedError
+        """What the effect measures, for the rule's text."""
 
     @property
     def rule(self) -> str:
