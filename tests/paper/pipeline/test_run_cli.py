@@ -3,6 +3,7 @@ cache itself is tested with real runs in test_results.py)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -171,6 +172,22 @@ def test_parallel_run_trains_each_config_once_and_copies_the_rest(tmp_path, monk
     assert prov["pipeline"]["copied_from"] == "depth/L3"
 
 
+def test_per_gpu_shares_each_gpu_and_budgets_the_worst_case(calls, tmp_path, capsys):
+    """--per-gpu K: K jobs per GPU (slots 0..K-1 on the first), each estimated at K times one run's time."""
+    assert [run_parallel.gpu_of_slot(s, 3, ["4", "5"]) for s in range(6)] == ["4", "4", "4", "5", "5", "5"]
+    _fake_finished(tmp_path, "smoke", "depth", "L2", wall_s=10.0, train_s=14.0, probes_s=4.0, eval_s=2.0)
+    assert cli.main(["run", "depth", "--profile", "smoke", "--list", "--per-gpu", "2"]) == 0
+    one = capsys.readouterr().out
+    assert "plan for 2 jobs at a time (2 sharing each GPU):" in one
+    assert cli.main(["run", "depth", "--profile", "smoke", "--list", "--gpus", "2"]) == 0
+    two = capsys.readouterr().out
+    last_end = lambda out: max(float(m) for m in re.findall(r"job \d+:\s+[\d.]+-\s*([\d.]+) s", out))  # noqa: E731
+    assert last_end(one) == pytest.approx(2 * last_end(two), abs=1.0)  # shared: twice the time of one per GPU
+    with pytest.raises(SystemExit, match="--per-gpu must be at least 1"):
+        cli.main(["run", "--profile", "smoke", "depth/L2", "--per-gpu", "0"])
+    assert not calls
+
+
 def test_more_gpus_than_visible_is_refused_with_the_count(monkeypatch):
     monkeypatch.setattr(run_parallel, "_cuda_count", lambda: 1)
     with pytest.raises(SystemExit, match="--gpus 3 but .* visible"):
@@ -225,7 +242,8 @@ def test_stop_after_s_pauses_real_runs_and_the_same_command_resumes_them(tmp_pat
     cfg = ex.resolve("smoke", "depth", "L2")
     run_dir = R.run_dir_for("smoke", cfg, tmp_path)
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 1
-    assert R.status("smoke", "depth")["L2"] == R.FAILED  # error.txt says where it stopped
+    assert R.status("smoke", "depth")["L2"] == R.PAUSED  # not failed: no error.txt, the run dir is resumable
+    assert not (R.results_dir("smoke", "depth", "L2", tmp_path) / "error.txt").exists()
     assert cli.main(cmd + ["--stop-after-s", "1e-6"]) == 3  # up before the first variant: nothing starts
     assert "not started (budget or time limit): depth/L2, depth/L3" in capsys.readouterr().out
     monkeypatch.setenv(loop.STOP_AT_ENV, "")  # exported by the command for its children

@@ -53,10 +53,16 @@ STAGES = "results_stages.json"  # in the run directory: which post-training stag
 # Statuses returned by run_variant / run_experiment.
 DONE = ("cached", "copied", "trained", "retrained", "forced")
 FAILED = "failed"
+PAUSED = "paused"  # training stopped at a checkpoint at a time limit ($SPARSEDEPTH_STOP_AT_TIME): rerun resumes
 
 
 class RunError(RuntimeError):
     """A variant failed; ``error.txt`` in its results folder has the traceback."""
+
+
+class RunPaused(RunError):
+    """Training stopped at a checkpoint before its last step because of a time limit, not an error: the same
+    command resumes it. No ``error.txt`` is written."""
 
 
 class ExperimentError(RuntimeError):
@@ -318,7 +324,7 @@ def _execute(plan: ex.Plan, cfg: TrainConfig, run_dir: Path, root: Path, progres
         summary = _train_run(cfg, run_dir, progress, device, root)
         times["train_s"] = time.time() - t0
         if not summary.get("done"):
-            raise RunError(f"training stopped at step {summary.get('steps')} of {cfg.steps}; rerun to resume")
+            raise RunPaused(f"paused at step {summary.get('steps')} of {cfg.steps} (time limit); rerun to resume")
         for name, fn, kw in (("probes", _probe_run, probe_kw), ("eval", _eval_run, eval_kw)):
             out = run_dir / ("probes.json" if name == "probes" else "eval.json")
             if stages.get(name) and out.is_file():
@@ -394,7 +400,7 @@ def run_variant_status(profile: str | ex.Plan, experiment: str, variant: str, *,
     status: ``cached`` (up to date), ``copied`` (same config already finished under another experiment),
     ``trained`` (new), ``retrained`` (config or results version changed), ``forced``, ``stale`` (out of date
     but ``train=False``: kept as is), ``missing`` (none and ``train=False``). Raises RunError on failure after
-    writing ``error.txt`` into the results folder.
+    writing ``error.txt`` into the results folder, RunPaused (without it) when a time limit stopped training.
     """
     plan = ex.plan(profile)
     profile = plan.profile
@@ -460,6 +466,10 @@ def run_variant_status(profile: str | ex.Plan, experiment: str, variant: str, *,
             from ...train import delete_checkpoints
 
             delete_checkpoints(run_dir)
+    except RunPaused as e:
+        (dest / "error.txt").unlink(missing_ok=True)  # an earlier failure's record: this run is healthy
+        _log(f"{tag} {e}")
+        raise
     except Exception as e:  # one failed variant must not stop the sweep: record it and report
         tb = traceback.format_exc()
         atomic_write_text(dest / "error.txt", f"{tag} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
@@ -494,6 +504,8 @@ def run_experiment(profile: str | ex.Plan, experiment: str, force: bool = False,
             statuses[name] = run_variant_status(plan, experiment, name, force=force, train=train,
                                                 overrides=overrides, root=root, progress=progress,
                                                 device=device)[1]
+        except RunPaused:
+            statuses[name] = PAUSED
         except RunError:
             statuses[name] = FAILED
     counts: dict[str, int] = {}
@@ -514,7 +526,7 @@ def raise_for_failures(statuses: dict[str, str], what: str = "") -> None:
 
 
 def status(profile: str | ex.Plan, experiment: str, root: str | os.PathLike | None = None) -> dict[str, str]:
-    """Per variant, without running anything: ``done``, ``stale``, ``failed`` or ``missing``."""
+    """Per variant, without running anything: ``done``, ``stale``, ``failed``, ``paused`` or ``missing``."""
     plan = ex.plan(profile)
     key = results_key(plan)
     out = {}
@@ -525,6 +537,8 @@ def status(profile: str | ex.Plan, experiment: str, root: str | os.PathLike | No
             out[name] = "done"
         elif (folder / "error.txt").exists():
             out[name] = FAILED
+        elif (_read_json(run_dir_for(plan.profile, cfg, root) / "summary.json") or {}).get("done") is False:
+            out[name] = PAUSED  # its training stopped at a checkpoint (time limit): the same command resumes it
         else:
             out[name] = "stale" if rec is not None else "missing"
     return out

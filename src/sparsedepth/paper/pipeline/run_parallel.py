@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator, Protocol
 
+PAUSED_EXIT = 3  # `sparsedepth run` stopped its trainings at a time limit (--stop-after-s): the same command resumes
+
 
 class Child(Protocol):
     def poll(self) -> int | None: ...
@@ -141,10 +143,11 @@ class _Pool:
             del self.running[slot]
             self._ests.clear()  # the finished run refines the estimates
             name = f"{pair[0]}/{pair[1]}"
-            self.log(f"[job {slot}] {'done' if rc == 0 else f'FAILED (exit {rc})'} {name} in "
+            what = {0: "done", PAUSED_EXIT: "paused at a time limit"}.get(rc, f"FAILED (exit {rc})")
+            self.log(f"[job {slot}] {what} {name} in "
                      f"{self.clock() - started:.0f} s; {len(self.waiting)} waiting, {len(self.running)} running, "
                      f"{self.clock() - self.t0:.0f} s elapsed{self._eta()}")
-            if rc != 0:
+            if rc not in (0, PAUSED_EXIT):
                 self.failed.append(name)
 
     def _eta(self) -> str:
@@ -187,17 +190,23 @@ def _relay(stream: Iterable[str], prefix: str) -> None:
         print(prefix + line, end="", flush=True)
 
 
+def gpu_of_slot(slot: int, per_gpu: int, visible: list[str]) -> str:
+    """The GPU of job ``slot`` when ``per_gpu`` jobs share each: slots 0..K-1 on the first, K..2K-1 on the next."""
+    return visible[slot // per_gpu]
+
+
 def subprocess_launcher(args: argparse.Namespace) -> Launch:
-    """Start ``sparsedepth run`` for one variant as job ``slot`` on the slot-th GPU this process sees (an outer
+    """Start ``sparsedepth run`` for one variant as job ``slot`` on its GPU (``gpu_of_slot``; an outer
     ``CUDA_VISIBLE_DEVICES=2,3`` is respected), its output relayed line by line with a ``[job N]`` prefix
     (progress bars are off in the children: several bars on one terminal garble)."""
     outer = os.environ.get("CUDA_VISIBLE_DEVICES")
     visible = [d.strip() for d in outer.split(",")] if outer else [str(i) for i in range(args.gpus)]
+    per_gpu = getattr(args, "per_gpu", 1)
 
     def launch(pair: tuple[str, str], slot: int) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "sparsedepth.cli", "run", f"{pair[0]}/{pair[1]}", "--profile", args.profile,
                "--quiet"] + (["--force"] if args.force else []) + (["--device", args.device] if args.device else [])
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible[slot], "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu_of_slot(slot, per_gpu, visible), "PYTHONUNBUFFERED": "1"}
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=_relay, args=(child.stdout, f"[job {slot}] "), daemon=True).start()
         return child
