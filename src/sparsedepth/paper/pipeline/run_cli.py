@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-gpu", type=int, default=1, metavar="K",
                         help="train K variants at a time on each GPU (default: 1). Small models leave a GPU partly "
                              "idle, most of all while probing and evaluating: at the gpu profile three runs sharing "
-                             "one H200 finished in 1.9x the time of one, 1.6x the throughput; watch GPU memory")
+                             "one H200 took 2.1x one run's time each (1.4x the throughput) and 138 GiB at peak; "
+                             "watch GPU memory")
     parser.add_argument("--list", action="store_true", help="print each variant's status and estimate, then stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     run_submit.add_arguments(parser)
@@ -279,7 +280,7 @@ def _per_gpu_words(args: argparse.Namespace) -> str:
 
 def _shared(args: argparse.Namespace, estimate):
     """Estimates for runs sharing a GPU with ``--per-gpu K`` - 1 others: K times one run's time. Measured
-    3 runs on one H200 at 1.9x rather than 3x; a run cut off on a lent machine loses all its time while an
+    3 runs on one H200 at 2.1x rather than 3x; a run cut off on a lent machine loses all its time while an
     overestimate only leaves a slot unused, so the budget counts the worst case."""
     k = getattr(args, "per_gpu", 1)
     return lambda pair: None if (est := estimate(pair)) is None else est * k
