@@ -51,8 +51,9 @@ def test_estimates_rest_on_the_reference_and_the_d512_round(bench_dir):
     assert G.train_flops(small) / (hours * 3600) == pytest.approx(low.flop_rate + x * (high.flop_rate - low.flop_rate),
                                                                   rel=1e-3)
     moe, dense = ex.resolve("paper", "moe", "moe-large"), ex.resolve("paper", "moe", "dense-large")
-    ratio = m._moe_ratio()[0]
-    assert 0.5 < ratio < 1 and G.gpu_hours(moe, m)[1] == "d2048 x moe"
+    ratio = m._moe_ratio("fsdp")[0]  # no paper-scale MoE record: the d=512 pair's ratio for either mode
+    assert ratio == m._moe_ratio("ddp")[0]
+    assert 0.5 < ratio < 1 and G.gpu_hours(moe, m)[1] == "d2048 x moe-fsdp"
     assert G.gpu_hours(moe, m)[0] / G.gpu_hours(dense, m)[0] == pytest.approx(
         G.train_flops(moe) / G.train_flops(dense) / ratio)
 
@@ -83,3 +84,21 @@ def test_list_prints_hours_and_the_total(bench_dir, monkeypatch, capsys):
     assert "replace these estimates" in out
     assert main(["list", "--profile", "cpu", "--experiment", "depth"]) == 0
     assert "h200_h" not in capsys.readouterr().out  # CPU profiles: no H200 estimate
+
+
+def test_an_fsdp_moe_record_sets_the_ratio_of_fsdp_moes_only(bench_dir):
+    """The 64-expert FSDP record (micro-batches of one, activation checkpointing) prices FSDP MoEs; a DDP MoE
+    keeps the d=512 pair's ratio."""
+    l16, big = ex.resolve("paper", "depth", "L16"), ex.resolve("paper", "moe", "moe-large")
+    small = ex.resolve("paper", "moe", "moe-small")
+    assert big.parallel == "fsdp" and small.parallel == "ddp"
+    before = G.Measurements.load(bench_dir)._moe_ratio("ddp")[0]
+    (bench_dir / "config-dense-1b.json").write_text(json.dumps([_record(l16, 80_000.0)]))
+    (bench_dir / "config-moe.json").write_text(json.dumps([_record(big, 20_000.0)]))
+    m = G.Measurements.load(bench_dir)
+    fsdp = 20_000 * big.model.flops_per_token(big.seq_len) / (80_000 * l16.model.flops_per_token(1024))
+    assert m._moe_ratio("fsdp")[0] == pytest.approx(fsdp) and m._moe_ratio("ddp")[0] == pytest.approx(before)
+    assert G.gpu_hours(small, m)[1] == "d512-2048 x moe"
+    recipe_moe = ex.resolve("paper", "recipe", "+MoE")
+    assert recipe_moe.parallel == "fsdp" and G.gpu_hours(recipe_moe, m)[1] == "d512-2048 x moe-fsdp"
+    assert any(line.startswith("x moe-fsdp: an MoE under fsdp") for line in m.legend())

@@ -108,10 +108,14 @@ class Measurements:
         high = max(wide, key=lambda s: (s.d_model, s.flop_rate)) if wide else self.reference
         return low, high
 
-    def _moe_ratio(self) -> tuple[float, str]:
-        """MoE FLOP rate / dense FLOP rate, from paper-scale records of both kinds, else from the d=512 pair."""
-        for pool in (self.paper, self.d512):
-            moe, dense = [s for s in pool if s.moe], [s for s in pool if not s.moe]
+    def _moe_ratio(self, parallel: str = "ddp") -> tuple[float, str]:
+        """MoE FLOP rate / dense FLOP rate: from paper-scale records of a dense model and of an MoE trained in the
+        same ``parallel`` mode (the 64-expert FSDP record trains micro-batches of one sequence with activation
+        checkpointing, a regime unlike a DDP MoE's), else from the d=512 pair."""
+        same_mode = [s for s in self.paper if s.moe and (s.record or {}).get("parallel", "ddp") == parallel]
+        pools = ((same_mode, [s for s in self.paper if not s.moe]),
+                 ([s for s in self.d512 if s.moe], [s for s in self.d512 if not s.moe]))
+        for moe, dense in pools:
             if moe and dense:
                 m = max(moe, key=lambda s: (s.d_model, s.flop_rate))  # the widest MoE measured
                 same = [s for s in dense if s.d_model == m.d_model] or dense
@@ -136,14 +140,13 @@ class Measurements:
             x = (math.log2(m.d_model) - math.log2(low.d_model)) / (math.log2(high.d_model) - math.log2(low.d_model))
             rate, tag = low.flop_rate + x * (high.flop_rate - low.flop_rate), f"d512-{high.d_model}"
         if m.is_moe:
-            rate, tag = rate * self._moe_ratio()[0], tag + " x moe"
+            rate, tag = rate * self._moe_ratio(cfg.parallel)[0], tag + _moe_tag(cfg.parallel)
         return rate, tag
 
     def legend(self) -> list[str]:
         """One line per tag ``rate`` gives: the measurement behind it, its FLOP rate and MFU at 787 TFLOP/s."""
         low, high = self._dense_points()
-        ratio, why = self._moe_ratio()
-        mfu = lambda r: f"{r / PEAK_FLOPS:.0%} MFU"  # noqa: E731
+        mfu = lambda r: f"{r / PEAK_FLOPS:.0%} MFU at {PEAK_FLOPS / 1e12:.0f} TFLOP/s"  # noqa: E731
         lines = [f"{s.source}: measured on one H200 by `bench --config`, {s.tokens_per_s:,.0f} tokens/s"
                  for s in self.paper]
         lines.append(f"d{high.d_model}: {high.source}: {high.flop_rate / 1e12:.0f} TFLOP/s ({mfu(high.flop_rate)})")
@@ -152,8 +155,15 @@ class Measurements:
                          f"{low.flop_rate / 1e12:.0f} TFLOP/s ({mfu(low.flop_rate)})")
             lines.append(f"d512-{high.d_model}: the rate interpolated in log2(d_model) between d512 and "
                          f"d{high.d_model}")
-        lines.append(f"x moe: times the measured MoE/dense FLOP-rate ratio {ratio:.2f} ({why})")
+        for parallel in ("ddp", "fsdp"):
+            ratio, why = self._moe_ratio(parallel)
+            lines.append(f"{_moe_tag(parallel).strip()}: an MoE under {parallel}: times the measured MoE/dense "
+                         f"FLOP-rate ratio {ratio:.2f} ({why})")
         return lines
+
+
+def _moe_tag(parallel: str) -> str:
+    return " x moe" if parallel == "ddp" else f" x moe-{parallel}"
 
 
 def _same_model(rec_model: dict, m: ModelConfig) -> bool:

@@ -694,8 +694,9 @@ def run(args: argparse.Namespace) -> int:
               f"counted once; training only, probes and evaluation not included; on N GPUs about 1/N of it in "
               f"wall time). h200_h = train_flops / a FLOP rate measured on one H200; basis:")
         print("\n".join(f"  {line}" for line in speeds.legend()))
-        print("  Paper-scale records (config-*.json, `sparsedepth bench --config FILE`, scripts/paper_scale/bench.sh) "
-              "replace these estimates once they exist.")
+        if not speeds.paper:
+            print("  Paper-scale records (config-*.json, `sparsedepth bench --config FILE`, scripts/paper_scale/bench.sh) "
+                  "replace these estimates once they exist.")
     return 0
 
 
