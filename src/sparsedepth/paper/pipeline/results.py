@@ -544,6 +544,7 @@ def load_variant(folder: Path, current_hash: str | None = None, key: dict | None
                      probes=_read_json(folder / "probes.json"), eval=_read_json(folder / "eval.json"),
                      summary=_read_json(folder / "summary.json"),
                      provenance=_read_json(folder / "provenance.json"),
+                     trajectory=_read_json(folder / "trajectory.json"),
                      stale=(current_hash is not None and rec["hash"] != current_hash)
                      or (key is not None and stored_key(rec) != key) or rec.get("results_version") != RESULTS_VERSION,
                      dir=str(folder))
