@@ -23,6 +23,7 @@ from . import noise
 YES, NO, FLAT = "yes", "no", "flat"
 NOT_AVAILABLE = "—"
 MIN_POINTS = 3  # a line through two points has no scatter to measure its error by
+FAR = 30  # log10 tokens beyond which a crossing is only "beyond 1e30"
 
 
 def trend(tokens, values, target: float | None = None) -> dict:
@@ -43,7 +44,7 @@ def trend(tokens, values, target: float | None = None) -> dict:
     if target is not None and slope != 0:
         x_cross = (target - intercept) / slope
         if x_cross >= x.min():  # before the first point: the line only moves away from the target
-            out["crossing_tokens"] = float(10 ** x_cross)
+            out["crossing_tokens"] = float(10 ** x_cross) if x_cross <= FAR else math.inf
     return out
 
 
@@ -55,7 +56,7 @@ def toward_paper(tokens, effects, effect_se: float | None = None, target: float 
     t = trend(tokens, effects, target)
     parts = [t["slope_se"] * t["decades"]] + ([effect_se] if effect_se is not None else [])
     t["change"], t["change_se"] = t["slope_per_decade"] * t["decades"], math.hypot(*parts)
-    if t["change_se"] == 0 and effect_se is None:
+    if effect_se is None and t["change_se"] <= 1e-9 * max(1.0, abs(t["change"])):  # exact line, rounding aside
         return NOT_AVAILABLE, {**t, "why": "the points lie on a line and no seed spread is known"}
     if t["change"] > noise.Z * t["change_se"]:
         return YES, t
@@ -68,6 +69,8 @@ def fmt_tokens(n: float | None) -> str:
     """A token count in words: ``2.1B``, ``301M``; ``never`` for None."""
     if n is None:
         return "never"
+    if n > 10 ** FAR:
+        return f"beyond 1e{FAR}"
     if n >= 1e15:
         return f"{n:.2g}"
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
