@@ -27,6 +27,7 @@ from ..spec import reported as paper
 from ...atomic import atomic_write_text
 from ..analysis.scorecard import READINGS, SCALE, STATUSES
 from ..analysis.trend import FLAT, NO, YES
+from ..pipeline.results import experiments_with_results
 from .tables import check_name, format_value, output_root, table_dir, to_markdown, write_table
 
 __all__ = ["SECTIONS", "COLUMNS", "UNITS", "write_results", "results_markdown", "experiment_tables",
@@ -278,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         for profile in args.profile or PROFILES:
+            if not experiments_with_results(profile):  # a gpu rung before its runs: nothing to write
+                print(f"no results at profile {profile} yet (nothing has been run); no results page written")
+                continue
             print(write_results(profile))
         if args.readme:
             readme = output_root() / "README.md"

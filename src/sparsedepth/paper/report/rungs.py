@@ -102,3 +102,14 @@ def rungs_markdown(tables: dict[str, pd.DataFrame]) -> str:
         parts.append(f"### {cid}: {t.attrs['claim']}\n\n" + (f"Paper: {paper}\n\n" if _cell(paper) else "")
                      + f"{head}\n{body}\n")
     return "\n".join(parts)
+
+
+def rung_results(experiment: str, profile: str, res: dict) -> dict[str, dict]:
+    """{rung: its results of ``experiment``}: the profile's own ``res`` alone, or, where the profile is one of
+    the gpu rungs, every rung that has results, in ``RUNGS`` order."""
+    if profile not in RUNGS:
+        return {profile: res}
+    from ..pipeline.results import load_results
+
+    out = {p: res if p == profile else load_results(p, experiment) for p in RUNGS}
+    return {p: r for p, r in out.items() if r}
