@@ -106,9 +106,19 @@ def _target_of(target, setting: str) -> float | None:
     return target.get(setting) if isinstance(target, Mapping) else target
 
 
+def _reaches(t: dict, first: float) -> str:
+    """Where a trend reaches its target in words: a token count, "never" (flat, or heading away from a target
+    it has not reached) or "past it" (beyond the target from the first point on, and moving further)."""
+    if t["target"] is None:
+        return "—"
+    if t["crossing_tokens"] is None and t["slope_per_decade"] * (first - t["target"]) > 0:
+        return "past it"
+    return fmt_tokens(t["crossing_tokens"])
+
+
 def trend_frame(frame: pd.DataFrame, statistic: str, target: float | Mapping[str, float] | None = None) -> pd.DataFrame:
     """One row per setting: the trend of ``statistic`` (means over seeds at each token count) and where it
-    reaches ``target`` (one value, or {setting: value}: the paper's per setting)."""
+    reaches ``target`` (one value, or {setting: value}: the paper's per setting; ``reaches`` in words)."""
     d = frame[frame.statistic == statistic].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
     rows = []
     for setting, g in d.groupby("setting", sort=False):
@@ -116,8 +126,8 @@ def trend_frame(frame: pd.DataFrame, statistic: str, target: float | Mapping[str
             continue
         goal = _target_of(target, setting)
         t = trend(g.tokens, g.value, goal)
-        rows.append({"setting": setting, "statistic": statistic, **t,
-                     "label": f"{setting}: extrapolation, reaches {goal:.3g} at {fmt_tokens(t['crossing_tokens'])}"
+        rows.append({"setting": setting, "statistic": statistic, **t, "reaches": _reaches(t, g.value.iloc[0]),
+                     "label": f"{setting}: extrapolation, reaches {goal:.3g} at {_reaches(t, g.value.iloc[0])}"
                      if goal is not None else f"{setting}: extrapolation"})
     return pd.DataFrame(rows)
 
@@ -152,14 +162,15 @@ def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | Map
     if log_y:  # a trend below zero has no place on a log axis
         lines = [r for r in lines if r["value"] > 0]
     colour = alt.Color("setting:N", sort=order, title="setting")
-    x = alt.X("tokens:Q", scale=alt.Scale(type="log"), title="training tokens (log)")
+    x = alt.X("tokens:Q", scale=alt.Scale(type="log"), title="training tokens (log)", axis=alt.Axis(format="~s"))
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     title = STATISTICS[statistic][0]
-    measured = alt.Chart(d).mark_line(point=True).encode(x=x, y=alt.Y("value:Q", title=title, scale=y_scale),
+    measured = alt.Chart(d).mark_line(point=True).encode(x=x, y=alt.Y("value:Q", title=title, scale=y_scale,
+                                                                       axis=alt.Axis(format=".4~g")),
                                                           color=colour, tooltip=["setting", "tokens", "value"])
     layers = [measured]
     if lines:
-        layers.append(alt.Chart(pd.DataFrame(lines)).mark_line(strokeDash=[6, 4], opacity=0.7).encode(
+        layers.append(alt.Chart(pd.DataFrame(lines)).mark_line(strokeDash=[6, 4], opacity=0.7, clip=True).encode(
             x=x, y=alt.Y("value:Q", scale=y_scale), color=colour, detail="label:N", tooltip=["label"]))
     if per_setting:
         marks = pd.DataFrame([{"setting": s, "tokens": target_tokens, "value": v,
@@ -251,7 +262,7 @@ def sweep_figure(experiment: str, res: Mapping[str, RunResult], order: list[str]
 def trend_table(frame: pd.DataFrame, targets: Mapping[str, float | Mapping[str, float]]) -> pd.DataFrame:
     """One row per statistic and setting: first and last measured value (seed means), the trend per decade of
     tokens, the target and the token count at which the trend reaches it ("never": it moves away or is flat;
-    "—": no target)."""
+    "past it": beyond it throughout and moving further; "—": no target)."""
     rows = []
     for stat in [s for s in STATISTICS if s in set(frame.statistic)]:
         d = frame[frame.statistic == stat].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
@@ -264,6 +275,6 @@ def trend_table(frame: pd.DataFrame, targets: Mapping[str, float | Mapping[str, 
             rows.append({"statistic": stat, "setting": setting, "first": g.value.iloc[0], "last": g.value.iloc[-1],
                          "tokens": f"{fmt_tokens(g.tokens.min())}–{fmt_tokens(g.tokens.max())}",
                          "per decade": t.slope_per_decade, "target": goal,
-                         "reaches it at": fmt_tokens(t.crossing_tokens) if goal is not None else "—"})
+                         "reaches it at": t.reaches})
     return pd.DataFrame(rows, columns=["statistic", "setting", "first", "last", "tokens", "per decade", "target",
                                        "reaches it at"])

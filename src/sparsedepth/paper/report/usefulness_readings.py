@@ -210,9 +210,9 @@ def layer_chart(layers: pd.DataFrame, order: list[str] | None = None):
     last = last.groupby(["rung", "setting", "layer", "reading"], as_index=False, sort=False)["value"].mean()
     ratios, acts = last[last.reading.isin(RATIOS)], last[last.reading == "max_abs"]
     sort = order or list(dict.fromkeys(last.setting))
-    base = alt.Chart(ratios).mark_line(point=True).encode(
+    base = alt.Chart().mark_line(point=True).encode(  # the facet's data: each panel its own setting's layers
         x=alt.X("layer:Q", title="layer ℓ"),
-        y=alt.Y("value:Q", scale=alt.Scale(type="log"), title="loss ratio (replaced / base)"),
+        y=alt.Y("value:Q", scale=alt.Scale(type="log", nice=False), title="loss ratio (replaced / base)"),
         color=alt.Color("reading:N", sort=list(RATIOS), title="block replaced by"),
         tooltip=["rung", "setting", "layer", "reading", "value"])
     rule = alt.Chart(pd.DataFrame({"value": [_threshold()]})).mark_rule(color="grey", strokeDash=[2, 2]).encode(y="value:Q")
@@ -225,7 +225,8 @@ def layer_chart(layers: pd.DataFrame, order: list[str] | None = None):
     if acts.empty:
         return chart
     act = alt.Chart(acts).mark_line(point=True, color="black").encode(
-        x=alt.X("layer:Q", title="layer ℓ"), y=alt.Y("value:Q", scale=alt.Scale(type="log"), title="largest |h|"),
+        x=alt.X("layer:Q", title="layer ℓ"),
+        y=alt.Y("value:Q", scale=alt.Scale(type="log", nice=False), title="largest |h|"),
         tooltip=["rung", "setting", "layer", "value"]).properties(width=180, height=100).facet(
         column=alt.Column("setting:N", sort=sort, title=None), row=alt.Row("rung:N", title=None))
     return alt.vconcat(chart, act)
