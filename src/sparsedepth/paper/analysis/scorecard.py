@@ -416,9 +416,9 @@ class Claim(ABC):
         reach = ("the paper does not report this reading" if target is None else
                  f"the trend reaches the paper's {target:+.3g} at {trend.fmt_tokens(t['crossing_tokens'])} tokens "
                  f"(an extrapolation)")
-        return verdict, (f"{what}: effect {effects[0]:+.3g} → {effects[-1]:+.3g}, fitted change {t['change']:+.3g} ± "
-                         f"{t['change_se']:.2g} over {len(tokens)} points ({trend.fmt_tokens(min(tokens))}–"
-                         f"{trend.fmt_tokens(max(tokens))} tokens); {reach}")
+        span = f"{trend.fmt_tokens(min(tokens))}–{trend.fmt_tokens(max(tokens))}"
+        return verdict, (f"{what}: effect {effects[0]:+.3g} → {effects[-1]:+.3g}, fitted change "
+                         f"{t['change']:+.3g} ± {t['change_se']:.2g} over {len(tokens)} points ({span} tokens); {reach}")
 
     def _shown(self, metric: str) -> str:
         return "jacobian" if metric == "jacobian_slope" else metric
@@ -677,7 +677,8 @@ def scorecard(profile: str, results: dict[str, dict[str, RunResult]] | None = No
     reading (both variance readings, the usefulness fraction and both loss ratios; blank where the claim has
     no such reading), the rule, our numbers, the paper's and every comparison (``detail``)."""
     rows = [{"id": c.id, "experiment": c.experiment, "claim": c.claim, "status": c.status, "effect": c.effect,
-             "se": c.se, "noise": c.noise, SCALE: c.scale, **{col: c.readings.get(col, "") for col in READINGS.values()},
+             "se": c.se, "noise": c.noise, SCALE: c.scale,
+             **{col: c.readings.get(col, "") for col in READINGS.values()},
              "rule": c.rule, "ours": c.ours, "paper": c.paper, "detail": c.detail, "scale trend": c.scale_detail}
             for c in checks(profile, results, root, ref)]
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -116,7 +116,8 @@ def _reaches(t: dict, first: float) -> str:
     return fmt_tokens(t["crossing_tokens"])
 
 
-def trend_frame(frame: pd.DataFrame, statistic: str, target: float | Mapping[str, float] | None = None) -> pd.DataFrame:
+def trend_frame(frame: pd.DataFrame, statistic: str,
+                target: float | Mapping[str, float] | None = None) -> pd.DataFrame:
     """One row per setting: the trend of ``statistic`` (means over seeds at each token count) and where it
     reaches ``target`` (one value, or {setting: value}: the paper's per setting; ``reaches`` in words)."""
     d = frame[frame.statistic == statistic].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
@@ -132,8 +133,9 @@ def trend_frame(frame: pd.DataFrame, statistic: str, target: float | Mapping[str
     return pd.DataFrame(rows)
 
 
-def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | Mapping[str, float] | None = None, target_label: str | None = None,
-                     target_tokens: float | None = None, order: list[str] | None = None, log_y: bool = False):
+def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | Mapping[str, float] | None = None,
+                     target_label: str | None = None, target_tokens: float | None = None,
+                     order: list[str] | None = None, log_y: bool = False):
     """One statistic against training tokens (log x): measured lines per setting, each with its dashed
     least-squares trend in log tokens drawn out to the target crossing (at least 2x, at most 1000x the last
     point; 10x when it never crosses; at least to ``target_tokens``), labelled as an extrapolation. A single

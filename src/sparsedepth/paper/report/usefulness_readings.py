@@ -87,7 +87,7 @@ def excess_frame(layers: pd.DataFrame) -> pd.DataFrame:
                    useful_linear=int((lin > threshold).sum()), useful_official=int((off > threshold).sum()),
                    max_abs=np.nanmax(mx) if np.isfinite(mx).any() else np.nan, corr_max_abs=_corr(np.log(mx), trans))
         official = row["nonlinearity"] + row["transposition"]
-        row["share"] = row["transposition"] / official if official and np.isfinite(official) and official > 0 else np.nan
+        row["share"] = row["transposition"] / official if np.isfinite(official) and official > 0 else np.nan
         out.append(row)
     df = pd.DataFrame(out)
     cols = [c for c in df.columns if c not in keys + ["layers"]]
@@ -215,13 +215,15 @@ def layer_chart(layers: pd.DataFrame, order: list[str] | None = None):
         y=alt.Y("value:Q", scale=alt.Scale(type="log", nice=False), title="loss ratio (replaced / base)"),
         color=alt.Color("reading:N", sort=list(RATIOS), title="block replaced by"),
         tooltip=["rung", "setting", "layer", "reading", "value"])
-    rule = alt.Chart(pd.DataFrame({"value": [_threshold()]})).mark_rule(color="grey", strokeDash=[2, 2]).encode(y="value:Q")
+    rule = alt.Chart(pd.DataFrame({"value": [_threshold()]})).mark_rule(color="grey", strokeDash=[2, 2]) \
+        .encode(y="value:Q")
     chart = alt.layer(base, rule, data=ratios).properties(width=180, height=150).facet(
         column=alt.Column("setting:N", sort=sort, title=None), row=alt.Row("rung:N", title=None))
     chart = chart.properties(title=alt.TitleParams(
         "What the usefulness score measures, per layer", subtitle=[
             "linear: correct least-squares replacement; official: the official code's fit, applied transposed; "
-            "removed: the block skipped", f"dashed: the useful threshold {_threshold():g}; the last probe point of each run"]))
+            "removed: the block skipped",
+            f"dashed: the useful threshold {_threshold():g}; the last probe point of each run"]))
     if acts.empty:
         return chart
     act = alt.Chart(acts).mark_line(point=True, color="black").encode(
