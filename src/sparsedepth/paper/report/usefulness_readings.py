@@ -211,14 +211,15 @@ def layer_chart(layers: pd.DataFrame, order: list[str] | None = None):
     ratios, acts = last[last.reading.isin(RATIOS)], last[last.reading == "max_abs"]
     sort = order or list(dict.fromkeys(last.setting))
     base = alt.Chart().mark_line(point=True).encode(  # the facet's data: each panel its own setting's layers
-        x=alt.X("layer:Q", title="layer ℓ"),
+        x=alt.X("layer:O", title="layer ℓ", axis=alt.Axis(labelAngle=0, labelOverlap="parity")),
         y=alt.Y("value:Q", scale=alt.Scale(type="log", nice=False), title="loss ratio (replaced / base)"),
         color=alt.Color("reading:N", sort=list(RATIOS), title="block replaced by"),
         tooltip=["rung", "setting", "layer", "reading", "value"])
     rule = alt.Chart(pd.DataFrame({"value": [_threshold()]})).mark_rule(color="grey", strokeDash=[2, 2]) \
         .encode(y="value:Q")
     chart = alt.layer(base, rule, data=ratios).properties(width=180, height=150).facet(
-        column=alt.Column("setting:N", sort=sort, title=None), row=alt.Row("rung:N", title=None))
+        column=alt.Column("setting:N", sort=sort, title=None), row=alt.Row("rung:N", title=None)) \
+        .resolve_scale(x="independent")  # each depth its own layers
     chart = chart.properties(title=alt.TitleParams(
         "What the usefulness score measures, per layer", subtitle=[
             "linear: correct least-squares replacement; official: the official code's fit, applied transposed; "
@@ -227,10 +228,11 @@ def layer_chart(layers: pd.DataFrame, order: list[str] | None = None):
     if acts.empty:
         return chart
     act = alt.Chart(acts).mark_line(point=True, color="black").encode(
-        x=alt.X("layer:Q", title="layer ℓ"),
+        x=alt.X("layer:O", title="layer ℓ", axis=alt.Axis(labelAngle=0, labelOverlap="parity")),
         y=alt.Y("value:Q", scale=alt.Scale(type="log", nice=False), title="largest |h|"),
         tooltip=["rung", "setting", "layer", "value"]).properties(width=180, height=100).facet(
-        column=alt.Column("setting:N", sort=sort, title=None), row=alt.Row("rung:N", title=None))
+        column=alt.Column("setting:N", sort=sort, title=None), row=alt.Row("rung:N", title=None)) \
+        .resolve_scale(x="independent")
     return alt.vconcat(chart, act)
 
 
