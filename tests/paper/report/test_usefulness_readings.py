@@ -94,3 +94,36 @@ def test_sweep_targets_and_figure():
     assert (table[table.statistic == "loss_ratio_skip"]["reaches it at"] == "past it").all()  # 1.5 and rising
     unprobed = {"L12": _run("L=12", 512, 0.01, 0.04, probed=False)}
     assert trajectories.sweep_figure("depth", unprobed)[0] is None
+
+
+def test_a_real_trajectory_reads_like_its_final_probes(tmp_path):
+    """A tiny run probed along training: every point reads through RunResult.at_point, and the last point's
+    readings are the final probes' (probes.json) readings."""
+    from conftest import word_corpus
+    from sparsedepth.config import ModelConfig, OptimConfig, TrainConfig
+    from sparsedepth.paper.analysis import frame
+    from sparsedepth.probes.trajectory import read_trajectory
+    from sparsedepth.train import train
+
+    probe = {"n_windows": 4, "seq_len": 32, "paper_compat": True, "jacobian_windows": 1, "jacobian_seq_len": 16,
+             "probes": "variance,jacobian,usefulness,causal,permutation"}
+    cfg = TrainConfig(model=ModelConfig(vocab_size=512, d_model=32, n_layers=3, n_heads=2, max_seq_len=64),
+                      optim=OptimConfig(lr=3e-3, warmup_steps=2), data=word_corpus(tmp_path), seq_len=32,
+                      batch_size=8, micro_batch_size=4, steps=16, log_interval=2, eval_batches=2, device="cpu",
+                      probe_points=3, probe=probe)
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    r = RunResult("depth", "L3", {"model": {"d_model": 32}}, meta={"label": "L=3", "paper_key": 12},
+                  probes=json.loads((run / "probes.json").read_text()), trajectory=read_trajectory(run),
+                  summary=json.loads((run / "summary.json").read_text()))
+    points = r.points()
+    assert len(points) == 3
+    last, final = frame.readings(r.at_point(points[-1])), frame.readings(r)
+    for m in ("usefulness", "useful_layers", "loss_ratio", "loss_ratio_compat", "causal", "permutation",
+              "jacobian_mean"):
+        assert last[m] is not None and last[m] == pytest.approx(final[m], rel=1e-9), m
+    assert last["variance_end"] == pytest.approx(r.probed_last_layer_var())
+    layers = ur.layer_frame({"cpu": {"L3": r}})
+    assert set(layers.reading) == set(ur.READINGS) and layers.step.nunique() == 3
+    assert len(ur.excess_frame(layers)) == 3
+    assert set(trajectories.sweep_frame({"L3": r}).statistic) >= {"usefulness_skip", "max_abs", "jacobian", "causal"}
