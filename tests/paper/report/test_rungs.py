@@ -26,7 +26,8 @@ def test_one_table_per_claim_with_a_row_per_rung_that_has_results(tmp_path, monk
          "L=12: 400", "—"),
         ("gqa.variance", "gqa", "variance falls with G", "inconclusive", 0.01, 0.02, "G=1: 20", "G=1: 10", "—")]))
     write(tmp_path, "gpu-long", card([
-        ("depth.variance", "depth", "last-layer variance grows with depth", "holds", 0.61, 0.03, "L=12: 15.2", "L=12: 400",
+        ("depth.variance", "depth", "last-layer variance grows with depth", "holds", 0.61, 0.03, "L=12: 15.2",
+         "L=12: 400",
          "yes"),
         ("weight_decay.variance", "weight_decay", "variance falls with λ", "contradicted", -0.2, 0.05, "", "λ=0: 900",
          "flat")]))

@@ -418,7 +418,8 @@ class Claim(ABC):
                  f"(an extrapolation)")
         span = f"{trend.fmt_tokens(min(tokens))}–{trend.fmt_tokens(max(tokens))}"
         return verdict, (f"{what}: effect {effects[0]:+.3g} → {effects[-1]:+.3g}, fitted change "
-                         f"{t['change']:+.3g} ± {t['change_se']:.2g} over {len(tokens)} points ({span} tokens); {reach}")
+                         f"{t['change']:+.3g} ± {t['change_se']:.2g} over {len(tokens)} points ({span} tokens); "
+                         f"{reach}")
 
     def _shown(self, metric: str) -> str:
         return "jacobian" if metric == "jacobian_slope" else metric

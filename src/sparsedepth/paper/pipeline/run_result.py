@@ -1,9 +1,9 @@
 """One variant's results as a typed object: :class:`RunResult`, what ``results.load_results`` returns.
 
 The files of a results folder (config, metrics.jsonl, probes.json, eval.json, summary.json, provenance.json,
-and trajectory.json where the run was probed along training) are nested dicts; the paper layer reads them only through the accessors here, so every key path of those
-files is spelled once. Accessors return None where a reading is absent or not a finite number (older
-results, a probe that was skipped), never raise.
+and trajectory.json where the run was probed along training) are nested dicts; the paper layer reads them only
+through the accessors here, so every key path of those files is spelled once. Accessors return None where a
+reading is absent or not a finite number (older results, a probe that was skipped), never raise.
 """
 from __future__ import annotations
 
