@@ -29,6 +29,12 @@ def test_rule_yes_no_flat_and_not_available():
     # scatter about the line counts too: a zig-zag with a small net slope is flat even without a seed spread
     assert trend.toward_paper(TOKENS, [0.1, 0.5, 0.1, 0.5])[0] == trend.FLAT
     assert trend.toward_paper(TOKENS[:2], up[:2], effect_se=0.01)[0] == trend.NOT_AVAILABLE
+    # where the trend meets a target, in words: a token count, never (moving away or flat), or beyond 1e30
+    assert trend.reach_words(t) == "reaches 0.6 at 316M tokens"
+    assert trend.reach_words(trend.trend(TOKENS, up[::-1], 0.6), "the paper's") == \
+        "never reaches the paper's (moves away or is flat)"
+    assert trend.reach_words(trend.trend(TOKENS, up, 1e6)) == "reaches 1e+06 only beyond 1e30 tokens"
+    assert trend.crossing(trend.trend(TOKENS, up)) == trend.NOT_AVAILABLE
     verdict, t = trend.toward_paper(TOKENS, up)  # on a line and no seed spread: the noise is unknown
     assert verdict == trend.NOT_AVAILABLE and "no seed spread" in t["why"]
 
@@ -79,7 +85,7 @@ def test_scorecard_column_from_trajectories():
     assert checks["depth.variance"].scale == trend.YES
     detail = checks["depth.causal"].scale_detail
     assert detail.startswith("causal score: effect") and "over 4 points (1M–31.6M tokens)" in detail
-    assert "reaches the paper's" in detail and "extrapolation" in detail
+    assert "the paper's +0.0335" in detail and "extrapolation" in detail  # the paper's slope of causal over depth
     # no usefulness was probed along training: not available, and why
     assert checks["depth.usefulness"].scale == trend.NOT_AVAILABLE
     assert "not evaluated at the last probe point" in checks["depth.usefulness"].scale_detail

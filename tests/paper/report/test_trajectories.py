@@ -51,7 +51,7 @@ def test_frame_is_tidy_and_skips_missing_statistics(tmp_path):
     assert f[(f.setting == "L=12") & (f.statistic == "max_abs")].value.tolist() == [3.0, 4.0, 8.0]
     tf = trend_frame(f, "usefulness", target=0.5).set_index("setting")
     assert tf.loc["L=12", "crossing_tokens"] == pytest.approx(1e9) and "1e+09" not in tf.loc["L=12", "label"]
-    assert "reaches 0.5 at 1B" in tf.loc["L=12", "label"] and "at never" in tf.loc["L=32", "label"]
+    assert "reaches 0.5 at 1B tokens" in tf.loc["L=12", "label"] and "never reaches 0.5" in tf.loc["L=32", "label"]
 
 
 def test_seeds_average_and_charts_mark_targets():
@@ -64,6 +64,6 @@ def test_seeds_average_and_charts_mark_targets():
     with pytest.raises(ValueError, match="unknown statistic"):
         trajectory_chart(f, "nonsense")
     per_setting = json.dumps(trajectory_chart(f, "usefulness", target={"L=16": 0.81}, target_tokens=5e9).to_dict())
-    assert "diamond" in per_setting and "reaches 0.81 at" in per_setting
+    assert "diamond" in per_setting and "reaches 0.81 at" in per_setting and "tokens" in per_setting
     with pytest.raises(ValueError, match="target_tokens"):
         trajectory_chart(f, "usefulness", target={"L=16": 0.81})

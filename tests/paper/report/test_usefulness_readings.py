@@ -91,7 +91,7 @@ def test_sweep_targets_and_figure():
     row = table[(table.statistic == "loss_ratio_paper_compat") & (table.setting == "L=12")].iloc[0]
     assert row["target"] == 1.1 and row["reaches it at"] != "never" and row["per decade"] > 0
     assert (table[table.statistic == "max_abs"]["reaches it at"] == "—").all()
-    assert (table[table.statistic == "loss_ratio_skip"]["reaches it at"] == "past it").all()  # 1.5 and rising
+    assert (table[table.statistic == "loss_ratio_skip"]["reaches it at"] == "never").all()  # 1.5, rising away
     unprobed = {"L12": _run("L=12", 512, 0.01, 0.04, probed=False)}
     assert trajectories.sweep_figure("depth", unprobed)[0] is None
 

@@ -413,9 +413,9 @@ class Claim(ABC):
         what = STAT_WORDS.get(head.metric, head.metric)
         if verdict == trend.NOT_AVAILABLE:
             return verdict, f"{what}: {t['why']}"
-        reach = ("the paper does not report this reading" if target is None else
-                 f"the trend reaches the paper's {target:+.3g} at {trend.fmt_tokens(t['crossing_tokens'])} tokens "
-                 f"(an extrapolation)")
+        theirs = None if target is None else f"the paper's {target:+.3g}"
+        reach = ("the paper does not report this reading" if theirs is None else
+                 f"the trend {trend.reach_words(t, theirs)} (an extrapolation)")
         span = f"{trend.fmt_tokens(min(tokens))}–{trend.fmt_tokens(max(tokens))}"
         return verdict, (f"{what}: effect {effects[0]:+.3g} → {effects[-1]:+.3g}, fitted change "
                          f"{t['change']:+.3g} ± {t['change_se']:.2g} over {len(tokens)} points ({span} tokens); "

@@ -65,6 +65,20 @@ def toward_paper(tokens, effects, effect_se: float | None = None, target: float 
     return FLAT, t
 
 
+def crossing(t: dict) -> str:
+    """Where trend ``t`` reaches its target, short: a token count, "never" (the line is flat or moves away from
+    the target: it was on the target's far side before the first point) or "—" (no target)."""
+    return NOT_AVAILABLE if t["target"] is None else fmt_tokens(t["crossing_tokens"])
+
+
+def reach_words(t: dict, what: str = "") -> str:
+    """:func:`crossing` as a phrase about the target (``what`` names it, e.g. "the paper's +0.3")."""
+    where, goal = crossing(t), what or f"{t['target']:.3g}"
+    if where == "never":
+        return f"never reaches {goal} (moves away or is flat)"
+    return f"reaches {goal} " + (f"only {where} tokens" if where.startswith("beyond") else f"at {where} tokens")
+
+
 def fmt_tokens(n: float | None) -> str:
     """A token count in words: ``2.1B``, ``301M``; ``never`` for None."""
     if n is None:

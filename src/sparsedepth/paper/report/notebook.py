@@ -105,7 +105,7 @@ def rungs_table(experiment: str, profile: str, res: dict) -> None:
         return
     tabs = {cid: t for cid, t in rungs.rung_tables(cards).items() if t.attrs["experiment"] == experiment}
     flat = pd.concat([t.assign(id=cid, claim=t.attrs["claim"], paper=t.attrs.get("paper")) for cid, t in tabs.items()],
-                     ignore_index=True)
+                     ignore_index=True)[["id", "claim", "paper", *rungs.COLUMNS]]
     tables.write_table(flat, f"{experiment}_rungs", profile,
                        title=f"{experiment}: the gpu rungs side by side per claim")
     display(Markdown(rungs.rungs_markdown(tabs)))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.frame import inner_layers
-from ..analysis.trend import fmt_tokens, trend
+from ..analysis.trend import crossing, fmt_tokens, reach_words, trend
 from ..pipeline.run_result import RunResult, lookup
 from ..spec import experiments as ex
 from ..spec import reported as paper
@@ -106,16 +106,6 @@ def _target_of(target, setting: str) -> float | None:
     return target.get(setting) if isinstance(target, Mapping) else target
 
 
-def _reaches(t: dict, first: float) -> str:
-    """Where a trend reaches its target in words: a token count, "never" (flat, or heading away from a target
-    it has not reached) or "past it" (beyond the target from the first point on, and moving further)."""
-    if t["target"] is None:
-        return "—"
-    if t["crossing_tokens"] is None and t["slope_per_decade"] * (first - t["target"]) > 0:
-        return "past it"
-    return fmt_tokens(t["crossing_tokens"])
-
-
 def trend_frame(frame: pd.DataFrame, statistic: str,
                 target: float | Mapping[str, float] | None = None) -> pd.DataFrame:
     """One row per setting: the trend of ``statistic`` (means over seeds at each token count) and where it
@@ -127,9 +117,9 @@ def trend_frame(frame: pd.DataFrame, statistic: str,
             continue
         goal = _target_of(target, setting)
         t = trend(g.tokens, g.value, goal)
-        rows.append({"setting": setting, "statistic": statistic, **t, "reaches": _reaches(t, g.value.iloc[0]),
-                     "label": f"{setting}: extrapolation, reaches {goal:.3g} at {_reaches(t, g.value.iloc[0])}"
-                     if goal is not None else f"{setting}: extrapolation"})
+        rows.append({"setting": setting, "statistic": statistic, **t, "reaches": crossing(t),
+                     "label": f"{setting}: extrapolation, {reach_words(t)}" if goal is not None
+                     else f"{setting}: extrapolation"})
     return pd.DataFrame(rows)
 
 
@@ -264,7 +254,7 @@ def sweep_figure(experiment: str, res: Mapping[str, RunResult], order: list[str]
 def trend_table(frame: pd.DataFrame, targets: Mapping[str, float | Mapping[str, float]]) -> pd.DataFrame:
     """One row per statistic and setting: first and last measured value (seed means), the trend per decade of
     tokens, the target and the token count at which the trend reaches it ("never": it moves away or is flat;
-    "past it": beyond it throughout and moving further; "—": no target)."""
+    "—": no target)."""
     rows = []
     for stat in [s for s in STATISTICS if s in set(frame.statistic)]:
         d = frame[frame.statistic == stat].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
