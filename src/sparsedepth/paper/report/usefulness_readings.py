@@ -198,7 +198,7 @@ def _across_width(final: pd.DataFrame) -> list[str]:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.0f} %" if x is not None and math.isfinite(x) else "–"
+    return f"{int(round(100 * x))} %" if x is not None and math.isfinite(x) else "–"  # int: no "-0 %"
 
 
 def layer_chart(layers: pd.DataFrame, order: list[str] | None = None):
