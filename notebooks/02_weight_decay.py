@@ -125,6 +125,35 @@ decay_chart
 # is not explained by this reading.
 
 # %% [markdown]
+# ## How the statistics move with training tokens
+#
+# Where the runs were probed along training (the gpu rungs `gpu-long` and `gpu-wide`: 8 points spaced evenly in
+# log tokens, the last one the final probes), every statistic against training tokens (log x), one line per
+# setting. Dashed: each setting's least-squares trend in log tokens, an extrapolation, drawn past the last point;
+# diamonds: the paper's value for that setting at its ~5B training tokens, where the paper reports the reading;
+# loss ratios are extrapolated to the useful threshold 1.1 instead. **What to look at:** whether each dashed line
+# heads toward its diamond, and whether the settings separate in the paper's order as tokens grow. The table
+# below gives every trend per decade of tokens and the token count at which it would reach its target ("never"
+# where it moves away or is flat). A line through a few points spanning one or two decades is where the measured
+# direction leads, not a prediction; the paper's variance is the official log of N_f(h_L) at d = 2048, so its
+# diamonds set a scale for the final-norm panel only.
+
+# %%
+notebook.trajectory_figure(EXP, profile, res, order)
+
+# %% [markdown]
+# ## The gpu rungs side by side
+#
+# At a gpu rung (`gpu`: d = 512 and 52-98M tokens; `gpu-long`: the same width and 301M tokens; `gpu-wide`:
+# d = 1024 at gpu's tokens), one table per claim of this section with a row per rung that has results: its
+# verdict, effect ± standard error, and whether the effect moves toward the paper with training tokens. **What to
+# look at:** whether more tokens (gpu → gpu-long) or more width (gpu → gpu-wide) moves an effect toward the
+# paper's sign, and whether the two axes agree.
+
+# %%
+notebook.rungs_table(EXP, profile, res)
+
+# %% [markdown]
 # ## Does our result agree with the paper's?
 
 # %%

@@ -26,8 +26,8 @@ PROBE_TAG = "test"
 # notebook -> (figures under figures/<profile>/, tables under paper_results/<profile>/tables/)
 EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "00_theory": (["theory_variance", "theory_jacobian"], ["theory_summary"]),
-    "01_depth": (["depth_last_layer_variance", "depth_jacobian", "depth_scores", "depth_layer_variance"],
-                 ["depth_compare", "depth_claims"]),
+    "01_depth": (["depth_last_layer_variance", "depth_jacobian", "depth_scores", "depth_layer_variance",
+                  "depth_usefulness_readings"], ["depth_compare", "depth_usefulness_readings", "depth_claims"]),
     "02_weight_decay": (["weight_decay_last_layer_variance", "weight_decay_scores", "weight_decay_weight_density",
                          "weight_decay_official_decay"],
                         ["weight_decay_compare", "weight_decay_official_decay", "weight_decay_claims"]),

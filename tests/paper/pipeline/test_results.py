@@ -267,6 +267,36 @@ def test_reproduce_leaves_out_the_notebooks_of_sweeps_a_rung_does_not_run(tmp_pa
     assert rp.for_profile(paths, "gpu") == (paths, [])
 
 
+def test_figures_at_a_profile_with_nothing_run_run_no_notebook(tmp_path, capsys, monkeypatch):
+    """--no-train leaves out the sweeps without results, and runs nothing at a profile without any (exit 0)."""
+    from sparsedepth.cli import main
+    from sparsedepth.paper.pipeline import reproduce as rp
+
+    monkeypatch.setenv(R.ROOT_ENV, str(tmp_path))
+    paths = [tmp_path / f"{n}.py" for n in NAMES]
+    kept, left = rp.plottable(paths, "gpu-long")
+    assert kept is None and left == paths
+    folder = R.results_dir("gpu-long", "depth", "L12", tmp_path)
+    folder.mkdir(parents=True)
+    for f in R.RESULT_FILES:
+        (folder / f).write_text("{}")
+    (folder / "config.json").write_text(json.dumps({"hash": "h"}))
+    (folder / "summary.json").write_text(json.dumps({"done": True}))
+    assert R.experiments_with_results("gpu-long", tmp_path) == ["depth"]
+    kept, left = rp.plottable(paths, "gpu-long")
+    assert [p.stem for p in left] == ["02_weight_decay", "03_sequence_length", "04_gqa", "05_moe", "06_recipe"]
+    assert "01_depth" in [p.stem for p in kept] and "07_summary" in [p.stem for p in kept]
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_depth.py", ["raise ValueError('must not run')"])
+    assert main(["reproduce", "--profile", "gpu-wide", "--notebooks", str(nbs), "--no-train", "--quiet"]) == 0
+    assert "nothing has been run at profile gpu-wide" in capsys.readouterr().out
+    from sparsedepth.paper.report import results_page
+
+    assert results_page.main(["--profile", "gpu-wide"]) == 0
+    assert "no results at profile gpu-wide yet" in capsys.readouterr().out
+
+
 def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path, capsys, monkeypatch):
     import nbformat
 

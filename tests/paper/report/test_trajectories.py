@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from sparsedepth.paper.report.trajectories import save_trajectory_charts, trajectory_chart, trajectory_frame, trend, trend_frame
+from sparsedepth.paper.analysis.trend import trend
+from sparsedepth.paper.report.trajectories import trajectory_chart, trajectory_frame, trend_frame
 
 TOKENS = [1e6, 1e7, 1e8]
 
@@ -50,10 +51,10 @@ def test_frame_is_tidy_and_skips_missing_statistics(tmp_path):
     assert f[(f.setting == "L=12") & (f.statistic == "max_abs")].value.tolist() == [3.0, 4.0, 8.0]
     tf = trend_frame(f, "usefulness", target=0.5).set_index("setting")
     assert tf.loc["L=12", "crossing_tokens"] == pytest.approx(1e9) and "1e+09" not in tf.loc["L=12", "label"]
-    assert "reaches 0.5 at 1B" in tf.loc["L=12", "label"] and "at never" in tf.loc["L=32", "label"]
+    assert "reaches 0.5 at 1B tokens" in tf.loc["L=12", "label"] and "never reaches 0.5" in tf.loc["L=32", "label"]
 
 
-def test_seeds_average_and_charts_are_written(tmp_path):
+def test_seeds_average_and_charts_mark_targets():
     s0 = traj([0.2, 0.3, 0.4], [[1.0, 1.2]] * 3)
     s1 = traj([0.4, 0.5, 0.6], [[1.0, 1.2]] * 3)
     f = trajectory_frame({"L=16": [s0, s1]})
@@ -62,6 +63,7 @@ def test_seeds_average_and_charts_are_written(tmp_path):
     assert "extrapolation" in json.dumps(spec)
     with pytest.raises(ValueError, match="unknown statistic"):
         trajectory_chart(f, "nonsense")
-    paths = save_trajectory_charts(f, tmp_path / "fig", {"usefulness": 0.6}, statistics=["usefulness"])
-    assert [p.name for p in paths] == ["trajectory_usefulness.png", "trajectory_usefulness.csv"]
-    assert all(p.stat().st_size > 0 for p in paths) and not list((tmp_path / "fig").glob(".*"))
+    per_setting = json.dumps(trajectory_chart(f, "usefulness", target={"L=16": 0.81}, target_tokens=5e9).to_dict())
+    assert "diamond" in per_setting and "reaches 0.81 at" in per_setting and "tokens" in per_setting
+    with pytest.raises(ValueError, match="target_tokens"):
+        trajectory_chart(f, "usefulness", target={"L=16": 0.81})

@@ -27,6 +27,14 @@ weight decay ``h_L`` falls (to 2 % of its λ=0 value at λ=3) while ``N_f(h_L)``
 claim is judged on the thresholded fraction of useful layers (the paper's number) and on the mean
 per-layer loss ratio of the fixed and of the ``paper_compat`` probe, which carry the signal when no layer
 crosses 1.1; the headline is the fixed probe's ratio where present (the paper reports only the fraction).
+
+With scale. Where a sweep's runs were probed along training (``trajectory.json``), each claim is evaluated
+again at every probe point the runs share, on the readings of that point (:meth:`RunResult.at_point`: the
+probes' variance, not the telemetry's), and the column "moves toward the paper with scale" says whether its
+headline effect in the paper's direction grows with training tokens (*yes*), falls (*no*) or stays within its
+noise (*flat*), by the rule of :func:`sparsedepth.paper.analysis.trend.toward_paper`; "—" where the sweep has
+no trajectories. ``scale trend`` gives the change, its error and where the trend would reach the paper's own
+effect on the same reading (an extrapolation).
 """
 from __future__ import annotations
 
@@ -42,7 +50,7 @@ import pandas as pd
 from ..pipeline.run_result import RunResult
 from ..spec import experiments as ex
 from ..spec import reported as paper
-from . import noise
+from . import noise, trend
 from .frame import SCALARS, average_seeds, curve_stats, jacobian_curve, tidy
 
 STATUSES = noise.VERDICTS
@@ -58,7 +66,8 @@ READINGS = {
     "loss_ratio_compat": "mean loss ratio (paper_compat probe)",
 }
 # A profile whose own seeds measure no spread of a metric borrows it from this profile's results.
-BORROW_NOISE_FROM = {"cpu": "gpu"}
+# The gpu rungs run one seed each: their single runs take the gpu profile's seed spread.
+BORROW_NOISE_FROM = {"cpu": "gpu", "gpu-long": "gpu", "gpu-wide": "gpu"}
 
 
 @dataclass
@@ -77,6 +86,8 @@ class Check:
     ours: str = ""
     paper: str = ""
     detail: str = ""
+    scale: str = trend.NOT_AVAILABLE  # moves toward the paper with scale: yes / no / flat / —
+    scale_detail: str = ""
 
 
 # ------------------------------------------------------------------------------------------- rows
@@ -380,6 +391,36 @@ class Claim(ABC):
                      head.noise, {READINGS[r.metric]: r.cell() for r in readings if r.metric in READINGS},
                      _series(present, self._shown(head.metric)), "", head.detail)
 
+    def scale_trend(self, along: list[tuple[float, list[dict]]], ref: NoiseReference) -> tuple[str, str]:
+        """(moves toward the paper with scale, its detail) from our rows at points along training (``along``:
+        (tokens, rows) in token order, :func:`rows_along_training`): the headline reading of the last point,
+        its effect at every point where it can be evaluated, judged by :func:`trend.toward_paper` with the
+        last point's standard error; the paper's own effect on that reading is the extrapolation's target."""
+        if not along:
+            return trend.NOT_AVAILABLE, "no runs of this sweep were probed along training"
+        last = [self._reading(along[-1][1], m, ref) for m in self.readings]
+        head = next((r for r in last if r.status != noise.MISSING), None)
+        if head is None:
+            return trend.NOT_AVAILABLE, f"not evaluated at the last probe point ({last[0].detail})"
+        tokens, effects = [], []
+        for t, rows in along:
+            r = self._reading(rows, head.metric, ref)
+            if r.effect is not None:
+                tokens.append(t)
+                effects.append(r.effect)
+        target = self._reading(paper_rows(self.experiment), head.metric, NoiseReference.exact_numbers()).effect
+        verdict, t = trend.toward_paper(tokens, effects, head.se, target)
+        what = STAT_WORDS.get(head.metric, head.metric)
+        if verdict == trend.NOT_AVAILABLE:
+            return verdict, f"{what}: {t['why']}"
+        theirs = None if target is None else f"the paper's {target:+.3g}"
+        reach = ("the paper does not report this reading" if theirs is None else
+                 f"the trend {trend.reach_words(t, theirs)} (an extrapolation)")
+        span = f"{trend.fmt_tokens(min(tokens))}–{trend.fmt_tokens(max(tokens))}"
+        return verdict, (f"{what}: effect {effects[0]:+.3g} → {effects[-1]:+.3g}, fitted change "
+                         f"{t['change']:+.3g} ± {t['change_se']:.2g} over {len(tokens)} points ({span} tokens); "
+                         f"{reach}")
+
     def _shown(self, metric: str) -> str:
         return "jacobian" if metric == "jacobian_slope" else metric
 
@@ -583,6 +624,21 @@ def paper_checks() -> list[Check]:
     return run_checks(paper_rows, NoiseReference.exact_numbers())
 
 
+def rows_along_training(profile: str, experiment: str, results: dict[str, RunResult] | None
+                        ) -> list[tuple[float, list[dict]]]:
+    """(tokens, :func:`our_rows` at that point) for every probe point that all of the sweep's runs probed
+    along training share (by step), in token order; [] when none was probed so."""
+    probed = {n: r for n, r in (results or {}).items() if r.points()}
+    if not probed:
+        return []
+    steps = set.intersection(*({p["step"] for p in r.points()} for r in probed.values()))
+    out = []
+    for step in sorted(steps):
+        at = {n: r.at_point(next(p for p in r.points() if p["step"] == step)) for n, r in probed.items()}
+        out.append((float(next(iter(at.values())).summary["tokens"]), our_rows(profile, experiment, at)))
+    return out
+
+
 def checks(profile: str, results: dict[str, dict[str, RunResult]] | None = None, root: Any = None,
            ref: NoiseReference | None = None) -> list[Check]:
     """The claims on our results at ``profile`` (``results``: {experiment: load_results(...)}, loaded when
@@ -600,26 +656,31 @@ def checks(profile: str, results: dict[str, dict[str, RunResult]] | None = None,
         ref = noise_reference(profile, seen.__getitem__, root)
     out = run_checks(rows.__getitem__, ref)
     theirs = {c.id: c for c in paper_checks()}
-    for c in out:
+    along = {e: rows_along_training(profile, e, results.get(e)) for e in ex.EXPERIMENTS}
+    for claim, c in zip(CLAIMS, out):
         c.paper = theirs[c.id].ours
+        c.scale, c.scale_detail = claim.scale_trend(along[claim.experiment], ref)
     return out
 
 
 # --------------------------------------------------------------------------------------- data frames
 
-COLUMNS = ["id", "experiment", "claim", "status", "effect", "se", "noise", *READINGS.values(), "rule", "ours",
-           "paper", "detail"]
+SCALE = "moves toward the paper with scale"
+COLUMNS = ["id", "experiment", "claim", "status", "effect", "se", "noise", SCALE, *READINGS.values(), "rule", "ours",
+           "paper", "detail", "scale trend"]
 
 
 def scorecard(profile: str, results: dict[str, dict[str, RunResult]] | None = None, root: Any = None,
               ref: NoiseReference | None = None):
     """The claims scorecard as a pandas DataFrame, one row per claim (``COLUMNS``): the headline verdict,
-    its effect in the paper's direction and standard error, how the error was obtained, a column per
+    its effect in the paper's direction and standard error, how the error was obtained, whether it moves
+    toward the paper with training tokens (``SCALE``, detail in ``scale trend``), a column per
     reading (both variance readings, the usefulness fraction and both loss ratios; blank where the claim has
     no such reading), the rule, our numbers, the paper's and every comparison (``detail``)."""
     rows = [{"id": c.id, "experiment": c.experiment, "claim": c.claim, "status": c.status, "effect": c.effect,
-             "se": c.se, "noise": c.noise, **{col: c.readings.get(col, "") for col in READINGS.values()},
-             "rule": c.rule, "ours": c.ours, "paper": c.paper, "detail": c.detail}
+             "se": c.se, "noise": c.noise, SCALE: c.scale,
+             **{col: c.readings.get(col, "") for col in READINGS.values()},
+             "rule": c.rule, "ours": c.ours, "paper": c.paper, "detail": c.detail, "scale trend": c.scale_detail}
             for c in checks(profile, results, root, ref)]
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -7,6 +7,9 @@ Every notebook in ``notebooks/`` (a percent-format ``.py`` source, the jupytext 
 notebook is kept as far as it ran (with the error in its cell) and the next one starts; the command exits
 non-zero at the end, naming the failures, after a table of what ran and how long it took.
 
+With ``--no-train`` (``make figures``) a sweep notebook whose experiment has no results at the profile is left
+out, and a profile with no results at all runs no notebook and says so (exit 0): a gpu rung before its runs.
+
 ``--only depth,seqlen`` picks notebooks by name: the part after the number (``01_depth.py`` -> ``depth``), the
 number itself, or an alias (``seqlen`` -> ``03_sequence_length``). The notebooks call
 ``sparsedepth.paper.pipeline.results.run_experiment``, which trains only runs whose results are missing or stale; with
@@ -87,6 +90,19 @@ def for_profile(notebooks: list[Path], profile: str) -> tuple[list[Path], list[P
     ``gpu-long`` runs only some sweeps); the others (theory, summary, the probe demo) always run."""
     runs = scale(profile).experiments
     left = [p for p in notebooks if any(ALIASES.get(e, e) == notebook_name(p) for e in set(EXPERIMENTS) - set(runs))]
+    return [p for p in notebooks if p not in left], left
+
+
+def plottable(notebooks: list[Path], profile: str) -> tuple[list[Path] | None, list[Path]]:
+    """(kept, left out) for ``--no-train``: the sweep notebooks none of whose experiments has results at
+    ``profile`` are left out (nothing to plot); kept is None when the profile has no results at all (the
+    theory, summary and probe notebooks would only write a profile of nothing)."""
+    from .results import experiments_with_results
+
+    done = set(experiments_with_results(profile))
+    if not done:
+        return None, notebooks
+    left = [p for p in notebooks if experiments_of([p]) and not done & set(experiments_of([p]))]
     return [p for p in notebooks if p not in left], left
 
 
@@ -208,6 +224,16 @@ def run(args: argparse.Namespace) -> int:
     if not chosen:
         print(f"error: no notebooks to run in {folder} at profile {args.profile}", file=sys.stderr)
         return 2
+    if not args.train:
+        chosen, unplottable = plottable(chosen, args.profile)
+        if chosen is None:
+            print(f"reproduce: nothing has been run at profile {args.profile} (no results under "
+                  f"paper_results/{args.profile}/); train with `sparsedepth run --profile {args.profile} all` "
+                  f"first. No notebook runs.", flush=True)
+            return 0
+        if unplottable:
+            print(f"reproduce: no results of {args.profile}/" + f", {args.profile}/".join(
+                notebook_name(p) for p in unplottable) + " yet; those notebooks are left out (--no-train)", flush=True)
     if args.list:
         print("\n".join(f"{p.name}  (--only {notebook_name(p)})" for p in chosen))
         return 0

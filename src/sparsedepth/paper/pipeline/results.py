@@ -544,6 +544,14 @@ def status(profile: str | ex.Plan, experiment: str, root: str | os.PathLike | No
     return out
 
 
+def experiments_with_results(profile: str | ex.Plan, root: str | os.PathLike | None = None) -> list[str]:
+    """The experiments (and checks) of ``profile`` with at least one variant's results, current or stale: what
+    ``--no-train`` can plot."""
+    plan = ex.plan(profile)
+    return [e for e in plan.scale.experiments
+            if any(read_record(results_dir(plan.profile, e, v, root)) is not None for v in plan.variants(e))]
+
+
 def load_variant(folder: Path, current_hash: str | None = None, key: dict | None = None) -> RunResult | None:
     """The :class:`RunResult` of one results folder ``<experiment>/<variant>`` (see :func:`load_results`), or
     None if incomplete; stale when its hash or results key differs from ``current_hash`` / ``key`` (or its
@@ -558,6 +566,7 @@ def load_variant(folder: Path, current_hash: str | None = None, key: dict | None
                      probes=_read_json(folder / "probes.json"), eval=_read_json(folder / "eval.json"),
                      summary=_read_json(folder / "summary.json"),
                      provenance=_read_json(folder / "provenance.json"),
+                     trajectory=_read_json(folder / "trajectory.json"),
                      stale=(current_hash is not None and rec["hash"] != current_hash)
                      or (key is not None and stored_key(rec) != key) or rec.get("results_version") != RESULTS_VERSION,
                      dir=str(folder))

@@ -1,14 +1,14 @@
 """One variant's results as a typed object: :class:`RunResult`, what ``results.load_results`` returns.
 
-The files of a results folder (config, metrics.jsonl, probes.json, eval.json, summary.json, provenance.json)
-are nested dicts; the paper layer reads them only through the accessors here, so every key path of those
-files is spelled once. Accessors return None where a reading is absent or not a finite number (older
-results, a probe that was skipped), never raise.
+The files of a results folder (config, metrics.jsonl, probes.json, eval.json, summary.json, provenance.json,
+and trajectory.json where the run was probed along training) are nested dicts; the paper layer reads them only
+through the accessors here, so every key path of those files is spelled once. Accessors return None where a
+reading is absent or not a finite number (older results, a probe that was skipped), never raise.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 
@@ -51,6 +51,7 @@ class RunResult:
     hash: str = ""
     stale: bool = False
     dir: str = ""
+    trajectory: dict | None = None  # trajectory.json: the run probed along training (None: not probed so)
 
     # ----------------------------------------------------------------------------------------- identity
     @property
@@ -83,6 +84,39 @@ class RunResult:
             raise KeyError(f"config has no key {key!r}; keys look like 'model.n_layers', 'optim.weight_decay', "
                            f"'seq_len'")
         return value
+
+    # ------------------------------------------------------------------------------- along training
+    def points(self) -> list[dict]:
+        """The trajectory's points (step, tokens, val_loss and the probes' summaries), in step order; [] when
+        the run was not probed along training."""
+        return sorted((self.trajectory or {}).get("points", []), key=lambda p: p["step"])
+
+    def at_point(self, point: dict) -> "RunResult":
+        """This run as probed at one trajectory point: its readings rebuilt in probes.json's key paths (every
+        accessor below then reads the point), perplexity from the point's validation loss, no telemetry (so
+        the variance readings are the point's probe readings) and no evaluation. Useful-layer flags use the
+        final probes' threshold."""
+        u, v = point.get("usefulness"), point.get("variance")
+        probes: dict = {}
+        if v:
+            probes["variance"] = {"layer_var": v.get("layer_var"), "final_norm_var": v.get("final_norm_var"),
+                                  "max_abs": v.get("max_abs")}
+        if u:
+            threshold = number(self.probe("usefulness.threshold"))
+            probes["usefulness"] = _usefulness_reading(u, threshold)
+            for kind in ("paper_compat", "skip"):
+                if kind in u:
+                    probes["usefulness"][kind] = _usefulness_reading(u[kind], threshold)
+        if point.get("jacobian"):
+            probes["jacobian"] = {"jacobian_norm": point["jacobian"].get("per_layer"),
+                                  "mean_jacobian_norm": point["jacobian"].get("mean")}
+        for name in ("causal", "permutation", "angular_distance", "block_influence"):
+            if name in point:
+                probes[name] = point[name]
+        loss = number(point.get("val_loss"))
+        summary = {"step": point.get("step"), "tokens": point.get("tokens"),
+                   "val_ppl": math.exp(loss) if loss is not None else None}
+        return replace(self, metrics=[], probes=probes, eval=None, summary=summary, trajectory=None)
 
     # --------------------------------------------------------------------------------- generic reading
     def probe(self, path: str, default: Any = None) -> Any:
@@ -167,3 +201,14 @@ class RunResult:
         """||J - I||_F / d per layer (``jacobian.jacobian_norm``); entries that are not numbers are None."""
         jac = self.probe("jacobian.jacobian_norm")
         return [number(x) for x in jac] if isinstance(jac, list) else None
+
+
+def _usefulness_reading(u: Mapping, threshold: float | None) -> dict:
+    """A trajectory point's usefulness summary in probes.json's keys (``mean_ratio``; ``useful`` flags where a
+    threshold is known)."""
+    ratio = [number(r) for r in u.get("loss_ratio") or []]
+    out = {"score": u.get("score"), "loss_ratio": ratio,
+           "mean_ratio": sum(ratio) / len(ratio) if ratio and None not in ratio else None}
+    if threshold is not None and ratio and None not in ratio:
+        out["useful"] = [r > threshold for r in ratio]
+    return out

@@ -25,7 +25,9 @@ import pandas as pd
 
 from ..spec import reported as paper
 from ...atomic import atomic_write_text
-from ..analysis.scorecard import READINGS, STATUSES
+from ..analysis.scorecard import READINGS, SCALE, STATUSES
+from ..analysis.trend import FLAT, NO, YES
+from ..pipeline.results import experiments_with_results
 from .tables import check_name, format_value, output_root, table_dir, to_markdown, write_table
 
 __all__ = ["SECTIONS", "COLUMNS", "UNITS", "write_results", "results_markdown", "experiment_tables",
@@ -153,8 +155,11 @@ def _verdicts(card: pd.DataFrame, prefixes: tuple[str, ...]) -> str:
         effect = ("effect –" if pd.isna(r["effect"]) else
                   f"effect {r['effect']:+.3g} ± {format_value(r['se'], 2)} (s.e.; {r['noise']})")
         also = "; ".join(f"{c}: {r[c]}" for c in readings if isinstance(r.get(c), str) and r[c])
+        scale = r.get(SCALE)
         lines.append(f"- **{r['status']}** — {r['claim']} (`{r['id']}`): {effect}."
-                     + (f" Readings: {also}." if also else "") + f" Rule: {r['rule']}.")
+                     + (f" Readings: {also}." if also else "") + f" Rule: {r['rule']}."
+                     + (f" Moves toward the paper with scale: **{scale}** ({r.get('scale trend')})."
+                        if scale in (YES, NO, FLAT) else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -274,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         for profile in args.profile or PROFILES:
+            if not experiments_with_results(profile):  # a gpu rung before its runs: nothing to write
+                print(f"no results at profile {profile} yet (nothing has been run); no results page written")
+                continue
             print(write_results(profile))
         if args.readme:
             readme = output_root() / "README.md"

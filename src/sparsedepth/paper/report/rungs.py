@@ -3,7 +3,8 @@
 The rungs change one axis of the gpu profile each: ``gpu-long`` the training tokens, ``gpu-wide`` the width.
 :func:`rung_tables` reads ``paper_results/<profile>/tables/scorecard.csv`` of every rung that has one (a rung
 not run yet is left out, a claim a rung does not test reads "not run") and returns ``{claim id: table}``: per
-rung its width, its tokens per run in that claim's experiment, the verdict, the effect with its standard error
+rung its width, its tokens per run in that claim's experiment, the verdict, the effect with its standard error,
+whether it moves toward the paper with training tokens (the scorecard's column, from the rung's trajectories)
 and our values, beside the paper's value (the same for every rung). :func:`rungs_markdown` renders them.
 """
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.scorecard import SCALE
 from ..spec import experiments as ex
 
 RUNGS = ("gpu", "gpu-long", "gpu-wide")
-COLUMNS = ["rung", "d_model", "tokens", "status", "effect", "se", "ours"]
+COLUMNS = ["rung", "d_model", "tokens", "status", "effect", "se", "with scale", "ours"]
 NOT_RUN = "not run"
 
 
@@ -70,7 +72,8 @@ def rung_tables(cards: dict[str, pd.DataFrame] | None = None, root: str | os.Pat
                 row.update(status=NOT_RUN, effect=None, se=None, ours=None)
             else:
                 r = hit.iloc[0]
-                row.update(status=r["status"], effect=r.get("effect"), se=r.get("se"), ours=r.get("ours"))
+                row.update(status=r["status"], effect=r.get("effect"), se=r.get("se"), ours=r.get("ours"),
+                           **{"with scale": r.get(SCALE)})
             rows.append(row)
         table = pd.DataFrame(rows, columns=COLUMNS)
         table.attrs.update(id=cid, **info)
@@ -99,3 +102,14 @@ def rungs_markdown(tables: dict[str, pd.DataFrame]) -> str:
         parts.append(f"### {cid}: {t.attrs['claim']}\n\n" + (f"Paper: {paper}\n\n" if _cell(paper) else "")
                      + f"{head}\n{body}\n")
     return "\n".join(parts)
+
+
+def rung_results(experiment: str, profile: str, res: dict) -> dict[str, dict]:
+    """{rung: its results of ``experiment``}: the profile's own ``res`` alone, or, where the profile is one of
+    the gpu rungs, every rung that has results, in ``RUNGS`` order."""
+    if profile not in RUNGS:
+        return {profile: res}
+    from ..pipeline.results import load_results
+
+    out = {p: res if p == profile else load_results(p, experiment) for p in RUNGS}
+    return {p: r for p, r in out.items() if r}

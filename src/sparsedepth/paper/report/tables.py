@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from sparsedepth.atomic import atomic_write_text
-from sparsedepth.paper.analysis.scorecard import READINGS
+from sparsedepth.paper.analysis.scorecard import READINGS, SCALE
+from sparsedepth.paper.analysis.trend import FLAT, NO, YES
 from sparsedepth.paper.analysis.scorecard import counts as status_counts
 from sparsedepth.paper.pipeline.run_result import RunResult
 
@@ -131,8 +132,9 @@ def _clip(text: Any, n: int = 220) -> str:
 
 def claims_markdown(df: pd.DataFrame, *, what: str = "these claims", profile: str | None = None) -> str:
     """The claims of a scorecard frame (``scorecard.scorecard``) as Markdown: a one-line tally, then one
-    bullet per claim with its effect ± standard error, every reading's verdict, our numbers, the paper's and
-    the rule that decided it (long cells are clipped)."""
+    bullet per claim with its effect ± standard error, every reading's verdict, our numbers, the paper's, the
+    rule that decided it and, where the sweep was probed along training, whether it moves toward the paper with
+    scale (long cells are clipped)."""
     need = {"claim", "status", "effect", "se", "noise", "ours", "paper", "rule", "detail"}
     if not need <= set(df.columns):
         raise ValueError(f"expected a scorecard frame with columns {sorted(need)}, got {list(df.columns)}")
@@ -151,7 +153,9 @@ def claims_markdown(df: pd.DataFrame, *, what: str = "these claims", profile: st
         lines.append(f"- {_MARK.get(r['status'], r['status'])}: {r['claim']} (rule: {r['rule']}).{effect}"
                      + (f" Readings: {also}." if also else "")
                      + f" Ours: {_clip(r['ours']) or '–'}. Paper: {_clip(r['paper']) or '–'}."
-                     + (f" {_clip(r['detail'])}." if r.get("detail") else ""))
+                     + (f" {_clip(r['detail'])}." if r.get("detail") else "")
+                     + (f" Moves toward the paper with scale: **{r[SCALE]}** ({_clip(r.get('scale trend'))})."
+                        if r.get(SCALE) in (YES, NO, FLAT) else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -2,28 +2,32 @@
 
 ``trajectory_frame({setting: trajectory})`` gives one row per (setting, point, statistic) with columns
 ``setting, step, tokens, statistic, value``; several trajectories of one setting (seeds) simply add rows.
-``trend(tokens, values, target)`` fits ``value ≈ a + b·log10(tokens)`` by least squares and says at which token
-count that line reaches ``target`` — ``None`` ("never") when the slope is zero or points away from the
-target. ``trajectory_chart`` draws one statistic: a line per setting on a log token axis, the trend dashed and
-labelled as an extrapolation with its crossing, the target as a rule. A straight line in log tokens is the
-simplest trend that a handful of points can support; it says where the measured direction leads, not where
-the statistic will be.
+:func:`sparsedepth.paper.analysis.trend.trend` fits ``value ≈ a + b·log10(tokens)`` by least squares and says at
+which token count that line reaches a target ("never" when the slope is zero or points away from it).
+``trajectory_chart`` draws one statistic: a line per setting on a log token axis, the trend dashed and labelled
+as an extrapolation with its crossing, and the target: one value for every setting (usefulness's 1.1
+threshold) drawn as a rule, or the paper's value per setting drawn as a diamond at the paper's token count.
+A straight line in log tokens is the simplest trend that a handful of points can support; it says where the
+measured direction leads, not where the statistic will be.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from ..pipeline.run_result import lookup
+from ..analysis.frame import inner_layers
+from ..analysis.trend import crossing, fmt_tokens, reach_words, trend
+from ..pipeline.run_result import RunResult, lookup
+from ..spec import experiments as ex
+from ..spec import reported as paper
 
-__all__ = ["STATISTICS", "trajectory_frame", "trend", "trend_frame", "trajectory_chart", "save_trajectory_charts"]
+__all__ = ["STATISTICS", "trajectory_frame", "trend", "trend_frame", "trajectory_chart", "sweep_frame", "sweep_targets",
+           "sweep_figure", "trend_table"]
 
 
 def _at(*path: str) -> Callable[[dict], float | None]:
@@ -45,6 +49,13 @@ def _max_of(*path: str) -> Callable[[dict], float | None]:
     return read
 
 
+def _inner_mean(point: dict) -> float | None:
+    """Mean ||J − I|| over the inner layers (as the paper's figure and the scorecard's jacobian_mean)."""
+    xs = _at("jacobian", "per_layer")(point)
+    xs = inner_layers(xs) if xs and None not in xs else []
+    return sum(xs) / len(xs) if xs else None
+
+
 # statistic -> (axis title, reader of one trajectory point)
 STATISTICS: dict[str, tuple[str, Callable[[dict], float | None]]] = {
     "val_loss": ("validation loss", _at("val_loss")),
@@ -59,7 +70,7 @@ STATISTICS: dict[str, tuple[str, Callable[[dict], float | None]]] = {
                                 _mean_of("usefulness", "paper_compat", "loss_ratio")),
     "loss_ratio_skip": ("mean loss ratio (layer removed)", _mean_of("usefulness", "skip", "loss_ratio")),
     "r2": ("mean R² of the linear fit", _mean_of("usefulness", "r2")),
-    "jacobian": ("mean ‖J − I‖_F / d", _at("jacobian", "mean")),
+    "jacobian": ("mean ‖J − I‖_F / d, layers 1 … L−2", lambda point: _inner_mean(point)),
     "causal": ("causal score", _at("causal", "score")),
     "permutation": ("permutation score", _at("permutation", "score")),
     "angular_distance": ("mean angular distance of a block (n = 1)", _at("angular_distance", "mean_n1")),
@@ -91,53 +102,35 @@ def trajectory_frame(trajectories: Mapping[str, object]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["setting", "step", "tokens", "statistic", "value"])
 
 
-def trend(tokens, values, target: float | None = None) -> dict:
-    """Least squares ``value = intercept + slope·log10(tokens)``; with ``target``, ``crossing_tokens`` is where
-    the line reaches it (inside the measured range when it already has) or None ("never": the line is flat, or
-    it was at the target before the first point and moves away from it)."""
-    x, y = np.log10(np.asarray(tokens, dtype=float)), np.asarray(values, dtype=float)
-    if len(x) < 2 or np.ptp(x) == 0:
-        raise ValueError(f"a trend needs at least two distinct token counts, got {list(tokens)}")
-    slope, intercept = np.polyfit(x, y, 1)
-    out = {"slope_per_decade": float(slope), "intercept": float(intercept), "n_points": int(len(x)),
-           "target": target, "crossing_tokens": None}
-    if target is not None and slope != 0:
-        x_cross = (target - intercept) / slope
-        if x_cross >= x.min():  # before the first point: the line only moves away from the target
-            out["crossing_tokens"] = float(10 ** x_cross)
-    return out
+def _target_of(target, setting: str) -> float | None:
+    return target.get(setting) if isinstance(target, Mapping) else target
 
 
-def _fmt_tokens(n: float | None) -> str:
-    if n is None:
-        return "never"
-    if n >= 1e15:
-        return f"{n:.2g}"
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return f"{n:.3g}"
-
-
-def trend_frame(frame: pd.DataFrame, statistic: str, target: float | None = None) -> pd.DataFrame:
-    """One row per setting: the trend of ``statistic`` (means over seeds at each token count) and its crossing."""
-    d = frame[frame.statistic == statistic].groupby(["setting", "tokens"], as_index=False)["value"].mean()
+def trend_frame(frame: pd.DataFrame, statistic: str,
+                target: float | Mapping[str, float] | None = None) -> pd.DataFrame:
+    """One row per setting: the trend of ``statistic`` (means over seeds at each token count) and where it
+    reaches ``target`` (one value, or {setting: value}: the paper's per setting; ``reaches`` in words)."""
+    d = frame[frame.statistic == statistic].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
     rows = []
     for setting, g in d.groupby("setting", sort=False):
         if g.tokens.nunique() < 2:
             continue
-        t = trend(g.tokens, g.value, target)
-        rows.append({"setting": setting, "statistic": statistic, **t,
-                     "label": f"{setting}: extrapolation, reaches {target:g} at {_fmt_tokens(t['crossing_tokens'])}"
-                     if target is not None else f"{setting}: extrapolation"})
+        goal = _target_of(target, setting)
+        t = trend(g.tokens, g.value, goal)
+        rows.append({"setting": setting, "statistic": statistic, **t, "reaches": crossing(t),
+                     "label": f"{setting}: extrapolation, {reach_words(t)}" if goal is not None
+                     else f"{setting}: extrapolation"})
     return pd.DataFrame(rows)
 
 
-def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | None = None,
-                     target_label: str | None = None, order: list[str] | None = None, log_y: bool = False):
+def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | Mapping[str, float] | None = None,
+                     target_label: str | None = None, target_tokens: float | None = None,
+                     order: list[str] | None = None, log_y: bool = False):
     """One statistic against training tokens (log x): measured lines per setting, each with its dashed
     least-squares trend in log tokens drawn out to the target crossing (at least 2x, at most 1000x the last
-    point; 10x when it never crosses), labelled as an extrapolation; ``target`` as a grey rule."""
+    point; 10x when it never crosses; at least to ``target_tokens``), labelled as an extrapolation. A single
+    ``target`` is a grey rule; a per-setting one ({setting: value}, the paper's) a diamond in the setting's
+    colour at ``target_tokens`` (the paper's training tokens)."""
     import altair as alt
 
     if statistic not in STATISTICS:
@@ -145,53 +138,135 @@ def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | Non
     d = frame[frame.statistic == statistic].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
     if d.empty:
         raise ValueError(f"no trajectory point holds {statistic!r}; probe it along training (TrainConfig.probe)")
+    per_setting = isinstance(target, Mapping)
+    if per_setting and target_tokens is None:
+        raise ValueError("a target per setting is drawn at the paper's token count: pass target_tokens")
     order = order or list(dict.fromkeys(d.setting))
     trends = trend_frame(frame, statistic, target)
     lines = []
     for t in trends.itertuples():
         last = d[d.setting == t.setting].tokens.max()
         end = last * 10 if t.crossing_tokens is None else min(max(t.crossing_tokens, last * 2), last * 1000)
+        end = max(end, target_tokens or 0)
         xs = np.geomspace(d[d.setting == t.setting].tokens.min(), end, 20)
         lines += [{"setting": t.setting, "tokens": x, "value": t.intercept + t.slope_per_decade * math.log10(x),
                    "label": t.label} for x in xs]
+    if log_y:  # a trend below zero has no place on a log axis
+        lines = [r for r in lines if r["value"] > 0]
     colour = alt.Color("setting:N", sort=order, title="setting")
-    x = alt.X("tokens:Q", scale=alt.Scale(type="log"), title="training tokens (log)")
+    x = alt.X("tokens:Q", scale=alt.Scale(type="log"), title="training tokens (log)", axis=alt.Axis(format="~s"))
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     title = STATISTICS[statistic][0]
-    measured = alt.Chart(d).mark_line(point=True).encode(x=x, y=alt.Y("value:Q", title=title, scale=y_scale),
+    measured = alt.Chart(d).mark_line(point=True).encode(x=x, y=alt.Y("value:Q", title=title, scale=y_scale,
+                                                                       axis=alt.Axis(format=".4~g")),
                                                           color=colour, tooltip=["setting", "tokens", "value"])
     layers = [measured]
     if lines:
-        layers.append(alt.Chart(pd.DataFrame(lines)).mark_line(strokeDash=[6, 4], opacity=0.7).encode(
+        layers.append(alt.Chart(pd.DataFrame(lines)).mark_line(strokeDash=[6, 4], opacity=0.7, clip=True).encode(
             x=x, y=alt.Y("value:Q", scale=y_scale), color=colour, detail="label:N", tooltip=["label"]))
-    if target is not None:
+    if per_setting:
+        marks = pd.DataFrame([{"setting": s, "tokens": target_tokens, "value": v,
+                               "label": f"{target_label or 'paper'}: {s} {v:.3g}"}
+                              for s, v in target.items() if v is not None and (v > 0 or not log_y)])
+        if not marks.empty:
+            layers.append(alt.Chart(marks).mark_point(shape="diamond", size=90, filled=True).encode(
+                x=x, y=alt.Y("value:Q", scale=y_scale), color=colour, tooltip=["label"]))
+    elif target is not None:
         layers.append(alt.Chart(pd.DataFrame({"value": [target], "label": [target_label or f"target {target:g}"]}))
                       .mark_rule(color="grey", strokeDash=[2, 2]).encode(y="value:Q", tooltip=["label"]))
     subtitle = ["dashed: least-squares trend in log tokens, an extrapolation"]
+    if per_setting:
+        subtitle.append(f"diamonds: {target_label or 'the paper'} at {fmt_tokens(target_tokens)} tokens")
     subtitle += [t.label for t in trends.itertuples()] if target is not None else []
-    return alt.layer(*layers).properties(title=alt.TitleParams(title, subtitle=subtitle), width=420, height=260)
+    return alt.layer(*layers).properties(title=alt.TitleParams(title, subtitle=subtitle), width=360, height=220)
 
 
-def save_trajectory_charts(frame: pd.DataFrame, out_dir, targets: Mapping[str, float] | None = None,
-                           statistics=None) -> list[Path]:
-    """``out_dir/trajectory_<statistic>.png`` (and ``.csv``: the points drawn) for every statistic in the frame,
-    each written atomically; ``targets``: statistic -> value to extrapolate to (the paper's, or 1.1)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = dict(targets or {})
-    written = []
-    for stat in statistics or [s for s in STATISTICS if s in set(frame.statistic)]:
-        chart = trajectory_chart(frame, stat, target=targets.get(stat))
-        for ext, write in (("png", lambda p: chart.save(str(p))),
-                           ("csv", lambda p: frame[frame.statistic == stat].to_csv(p, index=False))):
-            path = out_dir / f"trajectory_{stat}.{ext}"
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{ext}", dir=out_dir)
-            os.close(fd)
-            try:
-                write(tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            written.append(path)
-    return written
+# ------------------------------------------------------------------------------------------- one sweep
+
+# The paper's reading (``reported.rows`` key) each statistic is set beside; the paper's last-layer variance (the
+# official log, N_f(h_L)) stands for both of ours, as in the scorecard. Loss ratios go to the useful threshold.
+PAPER_READING = {"last_layer_var": "variance_end", "final_norm_var": "variance_end", "usefulness": "usefulness",
+                 "usefulness_paper_compat": "usefulness", "causal": "causal", "permutation": "permutation",
+                 "jacobian": "jacobian"}
+THRESHOLD_STATISTICS = ("loss_ratio", "loss_ratio_paper_compat", "loss_ratio_skip")
+PAPER_TOKENS = ex.SCALES["paper"].run_tokens  # every paper run's training tokens (about 5B)
+LOG_Y = ("last_layer_var", "final_norm_var", "max_abs")
+
+
+def sweep_frame(res: Mapping[str, RunResult]) -> pd.DataFrame:
+    """:func:`trajectory_frame` of a sweep's results that were probed along training, one setting per label
+    (seeds of a setting averaged); empty when none was."""
+    by_label: dict[str, list] = {}
+    for r in res.values():
+        if r.trajectory:
+            by_label.setdefault(r.label, []).append(r.trajectory)
+    return trajectory_frame(by_label)
+
+
+def _paper_value(experiment: str, key, reading: str) -> float | None:
+    if reading == "jacobian":
+        curve = paper.PAPER[experiment].get("jacobian", {}).get(key)
+        xs = inner_layers(curve) if curve else []
+        return sum(xs) / len(xs) if xs else None
+    return paper.value(experiment, key, reading) if key in paper.rows(experiment) else None
+
+
+def sweep_targets(experiment: str, res: Mapping[str, RunResult]) -> dict[str, float | dict[str, float]]:
+    """statistic -> what its trend is extrapolated to: the paper's value per setting ({label: value}, where
+    the paper reports the reading) or the useful threshold for every setting (the loss ratios; the threshold
+    the runs' probes used)."""
+    from ...probes.usefulness import THRESHOLD
+
+    thresholds = {r.probe("usefulness.threshold") for r in res.values()} - {None}
+    threshold = thresholds.pop() if len(thresholds) == 1 else THRESHOLD
+    out: dict[str, float | dict[str, float]] = {s: threshold for s in THRESHOLD_STATISTICS}
+    if experiment not in paper.PAPER:
+        return out
+    for stat, reading in PAPER_READING.items():
+        values = {r.label: _paper_value(experiment, r.setting, reading) for r in res.values()}
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            out[stat] = values
+    return out
+
+
+def sweep_figure(experiment: str, res: Mapping[str, RunResult], order: list[str] | None = None):
+    """(every statistic of the sweep's trajectories against training tokens, one panel each, as one chart;
+    the tidy frame it draws; the targets) — None for the chart when no run of the sweep was probed along
+    training."""
+    import altair as alt
+
+    frame = sweep_frame(res)
+    targets = sweep_targets(experiment, res)
+    if frame.empty:
+        return None, frame, targets
+    panels = []
+    for stat in [s for s in STATISTICS if s in set(frame.statistic)]:
+        goal = targets.get(stat)
+        per_setting = isinstance(goal, Mapping)
+        panels.append(trajectory_chart(frame, stat, target=goal, order=order, log_y=stat in LOG_Y,
+                                       target_tokens=PAPER_TOKENS if per_setting else None,
+                                       target_label="the paper" if per_setting else
+                                       (f"useful threshold {goal:g}" if goal is not None else None)))
+    return alt.concat(*panels, columns=3), frame, targets
+
+
+def trend_table(frame: pd.DataFrame, targets: Mapping[str, float | Mapping[str, float]]) -> pd.DataFrame:
+    """One row per statistic and setting: first and last measured value (seed means), the trend per decade of
+    tokens, the target and the token count at which the trend reaches it ("never": it moves away or is flat;
+    "—": no target)."""
+    rows = []
+    for stat in [s for s in STATISTICS if s in set(frame.statistic)]:
+        d = frame[frame.statistic == stat].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
+        trends = trend_frame(frame, stat, targets.get(stat)).set_index("setting") if len(d) else pd.DataFrame()
+        for setting, g in d.groupby("setting", sort=False):
+            if setting not in trends.index:
+                continue
+            t = trends.loc[setting]
+            goal = _target_of(targets.get(stat), setting)
+            rows.append({"statistic": stat, "setting": setting, "first": g.value.iloc[0], "last": g.value.iloc[-1],
+                         "tokens": f"{fmt_tokens(g.tokens.min())}–{fmt_tokens(g.tokens.max())}",
+                         "per decade": t.slope_per_decade, "target": goal,
+                         "reaches it at": t.reaches})
+    return pd.DataFrame(rows, columns=["statistic", "setting", "first", "last", "tokens", "per decade", "target",
+                                       "reaches it at"])
