@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from conftest import tiny_trained_run
-from sparsedepth.eval import EvalError, evaluate_run, perplexity, score_tokens
+from sparsedepth.eval import TASKS, EvalError, check_tasks, evaluate_run, mc_metrics, perplexity, score_tokens, task_docs
+from sparsedepth.eval.tasks import BUILDERS, _hellaswag_clean
 from sparsedepth.eval.zero_shot import encode_requests, split_context, truncated
 
 V = 5
@@ -23,15 +24,15 @@ V = 5
 class BigramLM(nn.Module):
     """logits[t] = TABLE[x_t]: p(next | prev) = softmax(TABLE[prev]); a matmul, so autocast changes it."""
 
-    def __init__(self, max_seq_len: int | None = None):
+    def __init__(self, max_seq_len: int | None = None, vocab: int = V):
         super().__init__()
         g = torch.Generator().manual_seed(0)
-        self.table = nn.Parameter(torch.randn(V, V, generator=g) * 2)
+        self.table = nn.Parameter(torch.randn(vocab, vocab, generator=g) * 2)
         if max_seq_len is not None:
             self.cfg = SimpleNamespace(max_seq_len=max_seq_len)
 
     def forward(self, idx):
-        return nn.functional.one_hot(idx, V).float() @ self.table
+        return nn.functional.one_hot(idx, self.table.shape[0]).float() @ self.table
 
 
 def _logp(model: BigramLM) -> np.ndarray:
@@ -106,12 +107,18 @@ def test_score_tokens_on_bigram_log_probabilities():
     bf16 = [ll for ll, _ in score_tokens(model, requests, autocast=True)]
     assert bf16 != [ll for ll, _ in got] and bf16 == pytest.approx([ll for ll, _ in got], rel=2e-2)
     assert truncated(requests, 6) == [False, False, False, True, False]
+    assert truncated([([1], [2] * 6)], 6) == [False]  # exactly max_len tokens: scored whole
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         score_tokens(model, requests, batch_size=0)
     with pytest.raises(ValueError, match="at least one context token"):
         score_tokens(model, [([], [1])])
     with pytest.raises(ValueError, match="pass max_len"):
         score_tokens(BigramLM(), requests)
+
+
+def test_mc_metrics_of_no_documents_is_nan():
+    res = mc_metrics([], [])
+    assert math.isnan(res["acc"]) and math.isnan(res["acc_norm"]) and res["n"] == 0
 
 
 def test_context_whitespace_moves_to_the_continuation():
@@ -155,3 +162,59 @@ def test_evaluate_run_through_the_harness_gives_the_same_numbers(run):
     assert theirs["tasks"] == ours["tasks"] and theirs["mean_acc"] == ours["mean_acc"]
     assert all(r["n"] == 6 for r in theirs["tasks"].values())
     assert json.loads((run / "harness.json").read_text())["scorer"] == "lm_eval"
+
+
+def test_harness_rolling_loglikelihood_is_the_bigram_sum_over_windows(run):
+    """lm-eval's rolling perplexity scores every token once, the first after EOS, in windows of max_length:
+    for a bigram model the total is Σ log p(t_i | t_{i-1}) however the windows fall."""
+    pytest.importorskip("lm_eval")
+    from sparsedepth.eval.lm_eval_adapter import SparsedepthLM
+    from sparsedepth.train import load_run
+
+    _, _, data = load_run(run, device="cpu")
+    vocab = data.tokenizer.get_vocab_size()
+    model = BigramLM(max_seq_len=64, vocab=vocab)
+    lp = _logp(model)
+    text = "the quick brown fox jumps over the lazy dog and then the dog sleeps"
+    for max_length in (4, 64):
+        lm = SparsedepthLM(model=model, tokenizer=data, max_length=max_length, batch_size=3, progress=False)
+        ids = [lm.eot_token_id] + lm.tok_encode(text)
+        assert len(ids) > 2 * max_length or max_length == 64
+        (got,) = lm.loglikelihood_rolling([SimpleNamespace(args=(text,))])
+        assert got == pytest.approx(sum(lp[a, b] for a, b in zip(ids[:-1], ids[1:])), rel=1e-5), max_length
+    # loglikelihood cuts to the adapter's max_length, not the model's: a 4-token window scores the last 4 pairs
+    lm = SparsedepthLM(model=model, tokenizer=data, max_length=4, progress=False)
+    ctx, cont = "the quick brown fox", " jumps over the lazy dog and then"
+    whole = lm.tok_encode(ctx + cont)
+    n_cont = len(whole) - len(lm.tok_encode(ctx))
+    assert n_cont > 4
+    ((ll, _),) = lm.loglikelihood([SimpleNamespace(args=(ctx, cont))])
+    assert ll == pytest.approx(sum(lp[a, b] for a, b in zip(whole[-5:-1], whole[-4:])), rel=1e-5)
+
+
+def test_every_doc_names_its_task():
+    for name in TASKS:
+        assert {d.task for d in task_docs(name, 3)} == {name}
+
+
+def test_prompt_builders_on_hand_made_rows():
+    """Rows shaped like the source sets where the real data hides a mistake: a blank followed by "'s", a
+    support passage with leading whitespace, an answer key with a leading space, WikiHow brackets."""
+    wg = BUILDERS["winogrande"]({"sentence": "Ann lent Beth a pen because _'s pen broke.", "option1": "Ann",
+                                 "option2": "Beth", "answer": "2"})
+    assert wg.contexts == ("Ann lent Beth a pen because Ann", "Ann lent Beth a pen because Beth")
+    assert wg.continuations == (" 's pen broke.",) * 2 and wg.norm_lengths == (14, 14) and wg.gold == 1
+    sq = BUILDERS["sciq"]({"support": "\n  Cells divide. ", "question": "What divides?", "distractor1": "rocks",
+                           "distractor2": "air", "distractor3": "light", "correct_answer": "cells"})
+    assert sq.contexts[0] == "Cells divide. \nQuestion: What divides?\nAnswer:" and sq.gold == 3
+    ob = BUILDERS["openbookqa"]({"question_stem": "The sun is", "answerKey": " B",
+                                 "choices": {"text": ["cold", "hot"], "label": ["A", "B"]}})
+    assert ob.gold == 1 and ob.requests == [("The sun is", " cold"), ("The sun is", " hot")]
+    # strip, " [title]" -> ". ", brackets dropped, then one pass of double spaces to single (lm-eval's order)
+    assert _hellaswag_clean(" Cooking [title] Boil water. [step] Stir  well ") == "Cooking. Boil water. Stir well"
+
+
+def test_no_tasks_is_a_clear_error():
+    with pytest.raises(EvalError) as err:
+        check_tasks(" , ")
+    assert str(err.value) == f"no tasks given; known tasks: {', '.join(TASKS)}"
