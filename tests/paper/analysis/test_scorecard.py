@@ -329,3 +329,58 @@ def test_accuracy_adds_the_binomial_error():
     for r in res["recipe"].values():
         _with_tasks(r, r.eval["mean_acc"], 1000)
     assert by_id(sc.checks(PROFILE, res, ref=REF))["recipe.kept"].status == "contradicted"
+
+
+def test_measured_spread_pools_settings_and_paired_differences_by_hand():
+    # causal (not a log metric): A {0: 1, 1: 3}, B {0: 2, 1: 6}, C {1: 5, 2: 7}; within-setting sums of
+    # squares 2 + 8 + 2 over 3 d.o.f. -> sd 2; only A and B share two seeds: differences (-1, -3) -> sd_diff √2
+    rows = [{"by_seed": {"causal": v}} for v in ({0: 1.0, 1: 3.0}, {0: 2.0, 1: 6.0}, {1: 5.0, 2: 7.0})]
+    s = sc.measured_spread(rows, "causal", "here")
+    assert s == sc.Spread(pytest.approx(2.0), pytest.approx(math.sqrt(2)), "here seeds (3 d.o.f.)")
+    assert sc.measured_spread(rows[:1] + [{"by_seed": {}}], "causal", "x").sd_diff is None  # no pair
+    assert sc.measured_spread([{"by_seed": {"causal": {0: 1.0}}}], "causal", "x") is None  # no two seeds
+
+
+def test_seed_spread_csv_pools_each_variant_by_hand(tmp_path):
+    path = tmp_path / "gpu" / "seed_spread" / "gqa.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("variant,seed,val_loss\nG1,0,5.0\nG1,1,5.2\nG2,0,5.01\nG2,1,5.19\n")
+    s = sc.seed_spread_csv(path)
+    # within G1: ss 0.02, within G2: ss 0.0162 (1 d.o.f. each); paired differences (-0.01, 0.01): sd √2 / 100
+    assert s.sd == pytest.approx(math.sqrt((0.02 + 0.0162) / 2)) and s.sd_diff == pytest.approx(math.sqrt(2) / 100)
+    assert s.source == "gpu seed_spread/gqa.csv seeds (2 d.o.f.)"
+
+
+def test_a_profile_borrows_the_other_profiles_spread(monkeypatch, tmp_path):
+    """cpu has no seeds: every spread comes from gpu's results (loaded for every experiment, from the same
+    root), measured as gpu measures it and labelled as borrowed; gpu itself borrows from no one."""
+    from sparsedepth.paper.pipeline import results as results_mod
+
+    jitter = {0: 1.0, 1: 1.01, 2: 0.995}
+    gpu_wd = _seeded_weight_decay(lambda name, s: 100.0 * (1 + 0.05 * s) * (0.9 * jitter[s] if name == "wd0.1" else 1))
+    calls = []
+
+    def fake_load(profile, experiment, root=None, **_):
+        calls.append((profile, experiment, root))
+        return gpu_wd if (profile, experiment) == ("gpu", "weight_decay") else {}
+
+    monkeypatch.setattr(results_mod, "load_results", fake_load)
+    ref = sc.noise_reference("cpu", lambda e: sc.our_rows("cpu", e, {}), root=tmp_path)
+    assert sorted(calls) == sorted(("gpu", e, tmp_path) for e in ex.EXPERIMENTS)
+    want = sc.measured_spread(sc.our_rows("gpu", "weight_decay", gpu_wd), "ppl", "gpu/weight_decay")
+    got = ref.lookup("gqa", "ppl")
+    assert ref.spreads == {} and got == sc.Spread(want.sd, want.sd_diff,
+                                                  f"{want.source}, borrowed: none measured at cpu")
+    assert ref.lookup("gqa", "causal") is None
+    calls.clear()
+    own = sc.noise_reference("gpu", lambda e: sc.our_rows("gpu", e, gpu_wd if e == "weight_decay" else {}),
+                             root=tmp_path)
+    assert calls == [] and own.fallback is None and own.lookup("gqa", "ppl") == want
+    assert sc.noise_reference("cpu", lambda e: sc.our_rows("cpu", e, {}), root=tmp_path, borrow=False).fallback is None
+    assert sc.NoiseReference.exact_numbers().lookup("depth", "ppl") == sc.Spread(0.0, 0.0, "the paper's numbers, "
+                                                                                            "taken as exact")
+
+
+def test_numbers_are_printed_briefly():
+    assert sc._fmt(None) == "—" and sc._fmt(0.1234567) == "0.1235" and sc._fmt(3) == "3" and sc._fmt([]) == "[]"
+    assert sc._fmt([1.0, 0.5, 0.25]) == "1→0.25 (3 layers)"
