@@ -384,3 +384,52 @@ def test_a_profile_borrows_the_other_profiles_spread(monkeypatch, tmp_path):
 def test_numbers_are_printed_briefly():
     assert sc._fmt(None) == "—" and sc._fmt(0.1234567) == "0.1235" and sc._fmt(3) == "3" and sc._fmt([]) == "[]"
     assert sc._fmt([1.0, 0.5, 0.25]) == "1→0.25 (3 layers)"
+
+
+def test_scorecard_rows_carry_each_checks_fields():
+    res = copy.deepcopy(synthetic())
+    df = sc.scorecard(PROFILE, results=res, ref=REF)
+    want = sc.checks(PROFILE, copy.deepcopy(synthetic()), ref=REF)
+    for (_, row), c in zip(df.iterrows(), want):
+        assert (row["id"], row["experiment"], row["claim"], row["status"], row["noise"], row["rule"], row["ours"],
+                row["paper"], row["detail"]) == (c.id, c.experiment, c.claim, c.status, c.noise, c.rule, c.ours,
+                                                 c.paper, c.detail)
+        assert row["effect"] == pytest.approx(c.effect) and row["se"] == pytest.approx(c.se)
+        for col in sc.READINGS.values():  # a reading's cell, or blank where the claim has no such reading
+            assert row[col] == c.readings.get(col, "")
+    assert df.loc[df["id"] == "depth.variance", sc.READINGS["variance_end"]].item().startswith("holds: +")
+    assert df.loc[df["id"] == "depth.permutation", sc.READINGS["variance_end"]].item() == ""
+
+
+def test_checks_and_compare_load_what_they_are_not_given(monkeypatch, tmp_path):
+    from sparsedepth.paper.pipeline import results as results_mod
+
+    res = synthetic()
+    calls = []
+
+    def fake_load(profile, experiment, root=None, **_):
+        calls.append((profile, experiment, root))
+        return res[experiment]
+
+    monkeypatch.setattr(results_mod, "load_results", fake_load)
+    loaded = sc.checks(PROFILE, root=tmp_path, ref=REF)
+    assert sorted(calls) == sorted((PROFILE, e, tmp_path) for e in ex.EXPERIMENTS)
+    assert [c.status for c in loaded] == [c.status for c in sc.checks(PROFILE, synthetic(), ref=REF)]
+    # one experiment given: the others are loaded only for the noise reference (smoke borrows from no one)
+    calls.clear()
+    sc.checks(PROFILE, {"depth": res["depth"]}, root=tmp_path)
+    assert sorted(calls) == sorted((PROFILE, e, tmp_path) for e in ex.EXPERIMENTS if e != "depth")
+    calls.clear()
+    table = sc.compare(PROFILE, "depth", root=tmp_path)
+    assert calls == [(PROFILE, "depth", tmp_path)] and table.equals(sc.compare(PROFILE, "depth", res["depth"]))
+
+
+def test_compare_shows_the_seed_range_where_a_profile_runs_seeds():
+    ppl = {"wd0": 20.0, "wd0.01": 19.0, "wd0.1": 18.0, "wd1": 19.5, "wd3": 30.0}
+    res = _seeded_weight_decay(lambda name, s: ppl[name] + s, lambda name: (0, 1) if name == "wd0" else (0, 1, 2))
+    df = sc.compare("gpu", "weight_decay", res).set_index("ours")
+    assert df.loc["λ=0", "seeds"] == 2 and df.loc["λ=0.1", "seeds"] == 3
+    assert (df.loc["λ=0", "ours_ppl_min"], df.loc["λ=0", "ours_ppl_max"]) == (20.0, 21.0)
+    assert (df.loc["λ=0.1", "ours_ppl_min"], df.loc["λ=0.1", "ours_ppl_max"]) == (18.0, 20.0)
+    assert df.loc["λ=0.1", "ours_ppl"] == pytest.approx(19.0)
+    assert "seeds" not in sc.compare(PROFILE, "weight_decay", synthetic()["weight_decay"]).columns
