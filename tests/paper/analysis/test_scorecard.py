@@ -433,3 +433,85 @@ def test_compare_shows_the_seed_range_where_a_profile_runs_seeds():
     assert (df.loc["λ=0.1", "ours_ppl_min"], df.loc["λ=0.1", "ours_ppl_max"]) == (18.0, 20.0)
     assert df.loc["λ=0.1", "ours_ppl"] == pytest.approx(19.0)
     assert "seeds" not in sc.compare(PROFILE, "weight_decay", synthetic()["weight_decay"]).columns
+
+
+def _hand_rows(*series: dict) -> list[dict]:
+    """Rows of settings R, A, B, ... with only the causal score, {seed: value} each (and its seed mean)."""
+    return [{"name": n, "label": n, "key": i, "present": True, "by_seed": {"causal": s},
+             "causal": sum(s.values()) / len(s)} for i, (n, s) in enumerate(zip("RAB", series))]
+
+
+def test_the_headline_is_the_comparison_least_favourable_to_the_paper():
+    # A - R = (0.9, 1.0, 1.1): +1 ± 0.058 (17 s.e.); B - R = (2, 3, 4): +3 ± 0.58 (5.2 s.e.): B decides
+    claim = sc.Versus("t.x", "gqa", "A and B beat R", ("causal",), +1,
+                      pairs=lambda rows: [(rows[1], rows[0]), (rows[2], rows[0])], names="A, B vs R")
+    rows = _hand_rows({0: 0.0, 1: 0.0, 2: 0.0}, {0: 0.9, 1: 1.0, 2: 1.1}, {0: 2.0, 1: 3.0, 2: 4.0})
+    c = claim.evaluate(rows, sc.NoiseReference({}))
+    assert c.status == "holds" and c.effect == pytest.approx(3.0) and c.se == pytest.approx(1 / math.sqrt(3))
+    assert c.noise == "paired by seed, 3 seeds"
+    assert c.detail == "A vs R: +1 ± 0.058 holds; B vs R: +3 ± 0.58 holds"
+    assert c.rule == ("M(A) - M(B) for A, B vs R > 0 by more than 2 s.e., M = causal score; "
+                      "holds if every comparison does, contradicted if any does")
+    assert c.ours == "R: 0, A: 1, B: 3"
+    rows[2]["by_seed"] = {}
+    missing = claim.evaluate(rows, sc.NoiseReference({}))
+    assert missing.status == "missing" and missing.detail == "no causal for B"
+
+
+def test_single_runs_take_the_claims_own_experiment_spread_first():
+    claim = sc.Versus("t.x", "gqa", "A beats R", ("causal",), +1, pairs=lambda rows: [(rows[1], rows[0])])
+    rows = _hand_rows({0: 0.0}, {0: 1.0})
+    spreads = {"depth": {"causal": sc.Spread(1.0, 1.0, "depth src")},
+               "gqa": {"causal": sc.Spread(0.2, 0.1, "gqa src")}}
+    c = claim.evaluate(rows, sc.NoiseReference(spreads))
+    assert c.se == pytest.approx(0.1) and c.status == "holds"
+    assert c.noise == "single runs, same seed: s.e. from the reference spread (gqa src)"
+    # the nearest experiment: itself, then depth, then the others; then the fallback profile, looked up alike
+    assert sc.NoiseReference({"depth": spreads["depth"], "moe": {"causal": sc.Spread(3, 3, "moe")}}).lookup(
+        "gqa", "causal").source == "depth src"
+    assert sc.NoiseReference({}, fallback=sc.NoiseReference(spreads)).lookup("gqa", "causal").source == "gqa src"
+    bare = claim.evaluate(rows, sc.NoiseReference({}))
+    assert bare.status == "inconclusive" and bare.se is None
+    assert bare.noise == ("single runs, same seed: s.e. from the reference spread "
+                          "(no seed spread measured for this metric)")
+
+
+def test_reading_cells_and_row_text():
+    assert sc.Reading("ppl", "missing", detail="no ppl for L2").cell() == "missing: no ppl for L2"
+    assert sc.Reading("ppl", "missing").cell() == "missing"
+    assert sc.Reading("ppl", "inconclusive", 0.1, None).cell() == "inconclusive: +0.1 ± ?"
+    assert sc.Reading("ppl", "holds", 0.1234, 0.01234).cell() == "holds: +0.123 ± 0.012"
+    r = {"ppl": 19.0, "variants": 3, "spread": {"ppl": (18.0, 20.0, 3)}}
+    assert sc._with_spread(r, "ppl") == "19 [18–20, n=3]"
+    assert sc._with_spread({**r, "spread": {"ppl": (19.0, 19.0, 1)}}, "ppl") == "19 [n=1]"
+    assert sc._with_spread({**r, "variants": 1}, "ppl") == "19" and sc._with_spread({"ppl": 19.0}, "ppl") == "19"
+    assert sc._with_spread({**r, "spread": {}}, "ppl") == "19"
+    assert [sc._paper_label(e, k) for e, k in (("depth", 12), ("weight_decay", 0.1), ("seqlen", 4096),
+                                               ("gqa", 2), ("moe", "moe-small"))] == \
+        ["L=12", "λ=0.1", "T=4096", "G=2", "moe-small"]
+
+
+def test_trend_settings_up_to_a_value_and_two_are_enough():
+    claim = sc.Trend("t.x", "seqlen", "rises", ("causal",), +1, upto=4096)
+    rows = [{"key": k} for k in (1024, 2048, 4096, 8192)]
+    assert [r["key"] for _, rs in claim.comparisons(rows) for r in rs] == [1024, 2048, 4096]
+    assert claim.comparisons(rows[1:]) == [("slope", rows[1:3])]  # two settings kept: enough
+    with pytest.raises(sc.Missing, match="fewer than two settings"):
+        claim.comparisons(rows[2:])  # only 4096 kept
+    kept = [{"kept": True, "key": 0}, {"kept": False, "key": 1}, {"kept": True, "key": 2}]
+    assert sc._recipe_full(kept) == [(kept[2], kept[0])]
+    with pytest.raises(sc.Missing, match="fewer than two kept recipe steps"):
+        sc._recipe_full(kept[:2])
+
+
+def test_paper_and_our_rows_fields():
+    for r in sc.paper_rows("depth"):
+        assert (r["x"], r["variants"], r["seeds"], r["name"]) == (r["key"], 1, 1, str(r["key"]))
+        assert r["postnorm_peak"] == r["variance_peak"] and r["postnorm_end"] == r["variance_end"]
+        assert r["label"] == f"L={r['key']}" and r["by_seed"]["variance_end"] == {0: r["variance_end"]}
+    ours = sc.our_rows(PROFILE, "depth", synthetic()["depth"])
+    assert [r["x"] for r in ours] == [2, 3, 4, 6] and all(r["variants"] == 1 for r in ours)
+    assert ours[0]["spread"]["acc"] == (None, None, 0) and ours[0]["acc"] is None  # depth reads no accuracy
+    with pytest.raises(ValueError, match="ppl = 0 is not positive, so it has no relative effect"):
+        sc.transform("ppl", 0.0)
+    assert sc.transform("causal", -1.0) == -1.0 and sc.transform("ppl", math.e) == pytest.approx(1.0)
