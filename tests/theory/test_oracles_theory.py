@@ -111,30 +111,34 @@ def test_predictions_against_the_docstring_formulas(sublayer, act, lns, compensa
             want_v.append(v)
         assert np.allclose(predicted_variance(rho, depth, **kw), want_v, rtol=1e-6), (sigma_w, kw)
         assert np.allclose(predicted_jacobian_dist(rho, depth, **kw), want_j, rtol=1e-6), (sigma_w, kw)
-    # d_ff defaults to 4 d_model
-    assert np.allclose(predicted_variance(rho, depth, d_model=d, sublayer=sublayer, act=act),
-                       predicted_variance(rho, depth, d_model=d, d_ff=4 * d, sublayer=sublayer, act=act))
+    # d_ff defaults to 4 d_model (with an explicit sigma_w: under fan-in init d_ff cancels out of c_l)
+    kw = dict(d_model=d, sublayer=sublayer, act=act, sigma_w=0.3)
+    assert np.allclose(predicted_variance(rho, depth, **kw), predicted_variance(rho, depth, d_ff=4 * d, **kw))
+    if sublayer == "mlp":
+        assert not np.allclose(predicted_variance(rho, depth, **kw), predicted_variance(rho, depth, d_ff=5 * d, **kw))
 
 
-def _reference_rows(densities, depth, d, d_ff, n_tokens, n_jac, n_grad, seed, n_seeds, sublayer, act, lns,
-                    compensate, sigma0):
-    """Every measured column of ``simulate`` from the same random draws (x0, u, then per block and matrix W and
-    the mask's uniforms, shared by all densities), computed token by token in float64 with autograd."""
-    actf = torch.relu if act == "relu" else torch.nn.functional.gelu
-    shapes = [(d, d)] if sublayer == "linear" else [(d_ff, d), (d, d_ff)]
-    stds = [1 / math.sqrt(i) for _, i in shapes]
-    R = len(densities)
+def _reference_rows(cfg: dict):
+    """Every measured column of ``simulate(**cfg)`` from the same random draws (x0, u, then per block and matrix
+    W and the mask's uniforms, shared by all densities, in cfg's dtype), computed token by token in float64 with
+    autograd."""
+    d, d_ff, depth, dtype = cfg["d_model"], cfg["d_ff"], cfg["depth"], cfg["dtype"]
+    n_jac, n_grad, lns = cfg["n_jac_tokens"], cfg["n_grad_tokens"], cfg["lns"]
+    actf = torch.relu if cfg["act"] == "relu" else torch.nn.functional.gelu
+    shapes = [(d, d)] if cfg["sublayer"] == "linear" else [(d_ff, d), (d, d_ff)]
+    stds = [cfg["sigma_w"] or 1 / math.sqrt(i) for _, i in shapes]
+    R, n_seeds = len(cfg["densities"]), cfg["n_seeds"]
     var, jac, lng, gn = (np.zeros((n_seeds, R, depth)) for _ in range(4))
     for s in range(n_seeds):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + s)
-        x0 = torch.randn(n_tokens, d, generator=gen) * sigma0
-        u = torch.randn(d, generator=gen)
+        gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + s)
+        x0 = torch.randn(cfg["n_tokens"], d, generator=gen, dtype=dtype) * cfg["sigma0"]
+        u = torch.randn(d, generator=gen, dtype=dtype)
         u = (u / u.norm()).double()
-        draws = [[(torch.randn(o, i, generator=gen) * std, torch.rand(o, i, generator=gen))
+        draws = [[(torch.randn(o, i, generator=gen, dtype=dtype) * std, torch.rand(o, i, generator=gen, dtype=dtype))
                   for (o, i), std in zip(shapes, stds)] for _ in range(depth)]
-        for ri, rho in enumerate(densities):
-            scale = 1 / math.sqrt(rho) if compensate else 1.0
-            blocks = [[torch.where(un < torch.tensor(rho, dtype=torch.float32), w, 0.0).double() * scale
+        for ri, rho in enumerate(cfg["densities"]):
+            scale = 1 / math.sqrt(rho) if cfg["compensate"] else 1.0
+            blocks = [[torch.where(un < torch.tensor(rho, dtype=dtype), w, 0.0).double() * scale
                        for w, un in block] for block in draws]
 
             def branch(x, mats, gain):
@@ -162,26 +166,33 @@ def _reference_rows(densities, depth, d, d_ff, n_tokens, n_jac, n_grad, seed, n_
     return var, jac, lng, gn
 
 
-@pytest.mark.parametrize("sublayer, act, lns, compensate", [
-    ("linear", "relu", False, False), ("mlp", "relu", True, True), ("mlp", "gelu", False, False),
+BASE = dict(densities=(1.0, 0.5), depth=3, d_model=6, d_ff=10, n_tokens=7, n_jac_tokens=2, n_grad_tokens=3, seed=1,
+            n_seeds=2, sublayer="linear", act="relu", lns=False, compensate=False, sigma0=1.7, sigma_w=None,
+            dtype=torch.float32)
+
+
+@pytest.mark.parametrize("changes, rel", [
+    (dict(), 1e-4),
+    (dict(sublayer="mlp", lns=True, compensate=True, sigma_w=0.5, n_jac_tokens=1, n_grad_tokens=1), 1e-4),
+    (dict(sublayer="mlp", act="gelu", n_seeds=1, dtype=torch.float64), 1e-9),
 ])
-def test_simulate_rows_against_a_float64_reference(sublayer, act, lns, compensate):
-    """All measured columns, over two densities and two seeds, at sigma0 != 1 and d_ff != 4 d."""
-    dens, depth, d, d_ff, n_tok, n_jac, n_grad, seed, n_seeds, sigma0 = (1.0, 0.5), 3, 6, 10, 7, 2, 3, 1, 2, 1.7
-    rows = simulate(densities=dens, depth=depth, d_model=d, d_ff=d_ff, n_tokens=n_tok, n_jac_tokens=n_jac,
-                    n_grad_tokens=n_grad, seed=seed, n_seeds=n_seeds, sublayer=sublayer, act=act, lns=lns,
-                    compensate=compensate, sigma0=sigma0)
-    var, jac, lng, gn = _reference_rows(dens, depth, d, d_ff, n_tok, n_jac, n_grad, seed, n_seeds, sublayer, act,
-                                        lns, compensate, sigma0)
+def test_simulate_rows_against_a_float64_reference(changes, rel):
+    """All measured columns, over two densities and one or two seeds, at sigma0 != 1 and d_ff != 4 d; one token
+    is enough for the Jacobian and the gradient; float64 draws its own random numbers."""
+    cfg = {**BASE, **changes}
+    rows = simulate(**cfg)
+    var, jac, lng, gn = _reference_rows(cfg)
+    dens, depth = cfg["densities"], cfg["depth"]
     assert [(r["density"], r["layer"]) for r in rows] == [(rho, l) for rho in dens for l in range(1, depth + 1)]
     for row in rows:
         ri, l = dens.index(row["density"]), row["layer"] - 1
-        want = {"variance": var[:, ri, l].mean(), "variance_std": var[:, ri, l].std(ddof=1),
-                "jacobian_dist": jac[:, ri, l].mean(), "ln_grad_scale": lng[:, ri, l].mean(),
-                "grad_norm": gn[:, ri, l].mean(), "grad_ratio": (gn[:, ri, l] / gn[:, ri, 0]).mean()}
+        want = {"variance": var[:, ri, l].mean(), "jacobian_dist": jac[:, ri, l].mean(),
+                "ln_grad_scale": lng[:, ri, l].mean(), "grad_norm": gn[:, ri, l].mean(),
+                "grad_ratio": (gn[:, ri, l] / gn[:, ri, 0]).mean()}
+        want["variance_std"] = var[:, ri, l].std(ddof=1) if cfg["n_seeds"] > 1 else 0.0
         for key, value in want.items():
-            assert row[key] == pytest.approx(value, rel=1e-4), (key, row["density"], row["layer"])
-        kw = dict(d_model=d, d_ff=d_ff, sublayer=sublayer, act=act, sigma0=sigma0, lns=lns, compensate=compensate)
+            assert row[key] == pytest.approx(value, rel=rel, abs=1e-12), (key, row["density"], row["layer"])
+        kw = {k: cfg[k] for k in ("d_model", "d_ff", "sublayer", "act", "sigma0", "sigma_w", "lns", "compensate")}
         assert row["variance_pred"] == pytest.approx(predicted_variance(row["density"], depth, **kw)[l], rel=1e-9)
         assert row["jacobian_dist_pred"] == pytest.approx(predicted_jacobian_dist(row["density"], depth, **kw)[l],
                                                           rel=1e-9)
@@ -212,6 +223,8 @@ def test_summarize_on_hand_made_rows():
     # three layers: the last quarter is still one layer; one layer: no slope or exponent
     three = summarize([r for r in rows if r["density"] == 0.5 and r["layer"] <= 3])[0.5]
     assert three["deep_jacobian_dist"] == pytest.approx(0.3) and three["growth_slope"] == pytest.approx(2.0)
+    two = summarize([r for r in rows if r["density"] == 0.5 and r["layer"] <= 2])[0.5]
+    assert two["growth_slope"] == pytest.approx(2.0) and two["growth_exponent"] == pytest.approx(1.0)
     one = summarize([r for r in rows if r["density"] == 0.5 and r["layer"] == 1])[0.5]
     assert math.isnan(one["growth_slope"]) and math.isnan(one["growth_exponent"])
     assert one["final_variance"] == 2.0 and one["deep_ln_grad_scale"] == 1.0
@@ -238,8 +251,14 @@ def test_smallest_valid_arguments_run(kwargs):
     (dict(sigma_w=-1.0), "sigma_w must be > 0, got -1.0"),
     (dict(sigma0=0.0), "sigma0 must be > 0, got 0.0"),
     (dict(densities=[]), "density: need at least one value"),
+    (dict(depth=0), "depth must be an int >= 1, got 0"),
+    (dict(densities=(2.0,)), "density must lie in (0, 1], got 2.0"),
 ])
 def test_bad_arguments_name_the_value(kwargs, message):
+    if "n_tokens" not in kwargs and "n_seeds" not in kwargs and "densities" not in kwargs:
+        with pytest.raises(ValueError) as err:  # the closed forms check the same arguments
+            predicted_variance(0.5, **{"depth": 2, "d_model": 8, **kwargs})
+        assert str(err.value) == message
     with pytest.raises(ValueError) as err:
         simulate(**{"depth": 2, "d_model": 8, "n_tokens": 4, **kwargs})
     assert str(err.value) == message
