@@ -126,7 +126,7 @@ def test_context_whitespace_moves_to_the_continuation():
     assert split_context("Answer:\n\n", " yes") == ("Answer:", "\n\n yes")
     assert split_context("Answer:", " yes") == ("Answer:", " yes")
     enc = lambda texts: [[ord(ch) for ch in t] for t in texts]  # noqa: E731  one id per character
-    assert encode_requests([("ab ", "c"), ("", "xy")], enc, eos_id=7) == [([97, 98], [32, 99]), ([7], [120, 121])]
+    assert encode_requests([("", "xy"), ("ab ", "c")], enc, eos_id=7) == [([7], [120, 121]), ([97, 98], [32, 99])]
     with pytest.raises(ValueError, match="EOS"):
         encode_requests([("", "xy")], enc, eos_id=None)
 
