@@ -484,6 +484,7 @@ def test_reading_cells_and_row_text():
     r = {"ppl": 19.0, "variants": 3, "spread": {"ppl": (18.0, 20.0, 3)}}
     assert sc._with_spread(r, "ppl") == "19 [18–20, n=3]"
     assert sc._with_spread({**r, "spread": {"ppl": (19.0, 19.0, 1)}}, "ppl") == "19 [n=1]"
+    assert sc._with_spread({**r, "spread": {"ppl": (18.5, 19.5, 2)}}, "ppl") == "19 [18.5–19.5, n=2]"
     assert sc._with_spread({**r, "variants": 1}, "ppl") == "19" and sc._with_spread({"ppl": 19.0}, "ppl") == "19"
     assert sc._with_spread({**r, "spread": {}}, "ppl") == "19"
     assert [sc._paper_label(e, k) for e, k in (("depth", 12), ("weight_decay", 0.1), ("seqlen", 4096),
