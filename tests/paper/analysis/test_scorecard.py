@@ -516,3 +516,11 @@ def test_paper_and_our_rows_fields():
     with pytest.raises(ValueError, match="ppl = 0 is not positive, so it has no relative effect"):
         sc.transform("ppl", 0.0)
     assert sc.transform("causal", -1.0) == -1.0 and sc.transform("ppl", math.e) == pytest.approx(1.0)
+
+
+def test_setting_row_finds_one_setting_with_results():
+    res = synthetic()["depth"]
+    rows = sc.our_rows(PROFILE, "depth", res)
+    assert sc.setting_row(PROFILE, "depth", res, 16) == next(r for r in rows if r["key"] == 16)
+    assert sc.setting_row(PROFILE, "depth", {}, 16) is None  # no variant of it ran
+    assert sc.setting_row(PROFILE, "depth", res, 99) is None
