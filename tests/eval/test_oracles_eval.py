@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from conftest import tiny_trained_run
-from sparsedepth.eval import TASKS, EvalError, check_tasks, evaluate_run, mc_metrics, perplexity, score_tokens, task_docs
+from sparsedepth.eval import (TASKS, EvalError, check_tasks, evaluate_run, mc_metrics, perplexity, score_tokens,
+                              task_docs)
 from sparsedepth.eval.tasks import BUILDERS, _hellaswag_clean
 from sparsedepth.eval.zero_shot import encode_requests, split_context, truncated
 

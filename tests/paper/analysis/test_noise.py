@@ -132,7 +132,8 @@ def test_directed_effect_has_no_default_tolerance():
     (lambda: noise.trend([{0: 1.0}, {}]), "trend: every setting needs at least one seed's value"),
     (lambda: noise.level({}), "level: the setting needs at least one seed's value"),
     (lambda: noise.binomial_se([]), "binomial_se: no tasks"),
-    (lambda: noise.binomial_se([(0.5, 0)]), "binomial_se: accuracy must lie in [0, 1] and items be positive, got (0.5, 0)"),
+    (lambda: noise.binomial_se([(0.5, 0)]),
+     "binomial_se: accuracy must lie in [0, 1] and items be positive, got (0.5, 0)"),
 ])
 def test_empty_or_bad_input_messages(call, message):
     with pytest.raises(ValueError) as err:
