@@ -524,3 +524,17 @@ def test_setting_row_finds_one_setting_with_results():
     assert sc.setting_row(PROFILE, "depth", res, 16) == next(r for r in rows if r["key"] == 16)
     assert sc.setting_row(PROFILE, "depth", {}, 16) is None  # no variant of it ran
     assert sc.setting_row(PROFILE, "depth", res, 99) is None
+
+
+def test_a_tolerance_counts_in_the_deciding_comparison_and_its_detail():
+    # direction -1, margin 0.5: A - R = -0.1 ± 0.05 (2 s.e. without the margin, 12 with it), B - R = -1.5 ± 0.5
+    # (3 s.e. without, 4 with): the tolerance makes B the least favourable comparison
+    ha, hb = 0.05 * math.sqrt(3), 0.5 * math.sqrt(3)  # three seeds x - h, x, x + h have s.e. h / √3
+    rows = _hand_rows({0: 0.0, 1: 0.0, 2: 0.0}, {0: -0.1 - ha, 1: -0.1, 2: -0.1 + ha},
+                      {0: -1.5 - hb, 1: -1.5, 2: -1.5 + hb})
+    claim = sc.Versus("t.x", "gqa", "A and B keep R", ("causal",), -1, margin=0.5,
+                      pairs=lambda rows: [(rows[1], rows[0]), (rows[2], rows[0])])
+    c = claim.evaluate(rows, sc.NoiseReference({}))
+    assert c.status == "holds" and c.effect == pytest.approx(2.0) and c.se == pytest.approx(0.5)
+    assert c.detail == "A vs R: +0.6 ± 0.05 holds; B vs R: +2 ± 0.5 holds"
+    assert "(tolerance 0.5)" in c.rule
