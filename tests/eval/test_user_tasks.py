@@ -107,3 +107,10 @@ def test_evaluate_task_file_result_names_its_file_limit_and_time(tmp_path):
     assert json.loads((run / "mine.json").read_text()) == res
     assert (res["task"], res["file"], res["limit"], res["n"], res["scorer"]) == ("two", task, 1, 1, "sparsedepth")
     assert 0 <= res["seconds"] <= wall + 1e-3
+
+
+def test_task_name_keeps_letters_of_either_case():
+    from sparsedepth.eval.user_tasks import task_name
+
+    assert task_name("dir/My Quiz (v2).jsonl") == "My_Quiz_v2_" and task_name("Q.A.jsonl") == "Q.A"
+    assert task_name("+++.jsonl") == "_" and task_name(".jsonl") == "task"  # nothing left: a name still
