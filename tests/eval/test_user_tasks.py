@@ -91,3 +91,26 @@ def test_cli_writes_eval_json_and_reports_bad_lines(tmp_path, capsys):
     assert cli_main(["eval", str(run), "--task", bad]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl:2: missing field(s) 'answer'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_task_file_result_names_its_file_limit_and_time(tmp_path):
+    import time
+
+    from sparsedepth.eval import evaluate_task_file
+
+    run = tiny_trained_run(tmp_path)
+    task = _write(tmp_path / "two.jsonl", [GOOD, {"context": "The sky is", "choices": ["blue", "wet"], "answer": 0}])
+    assert len(read_task_file(task, limit=1)) == 1  # the smallest limit
+    t0 = time.perf_counter()
+    res = evaluate_task_file(run, task, limit=1, out="mine.json")
+    wall = time.perf_counter() - t0
+    assert json.loads((run / "mine.json").read_text()) == res
+    assert (res["task"], res["file"], res["limit"], res["n"], res["scorer"]) == ("two", task, 1, 1, "sparsedepth")
+    assert 0 <= res["seconds"] <= wall + 1e-3
+
+
+def test_task_name_keeps_letters_of_either_case():
+    from sparsedepth.eval.user_tasks import task_name
+
+    assert task_name("dir/My Quiz (v2).jsonl") == "My_Quiz_v2_" and task_name("Q.A.jsonl") == "Q.A"
+    assert task_name("+++.jsonl") == "_" and task_name(".jsonl") == "task"  # nothing left: a name still

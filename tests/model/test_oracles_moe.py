@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_config
 from sparsedepth.model import build_model
-from sparsedepth.model.moe import MoEFeedForward
+from sparsedepth.model.moe import MoEFeedForward, _grouped_mm_ok
 from sparsedepth.probes import as_adapter
 from sparsedepth.probes.sparsity import ExpertProbe
 
@@ -64,3 +64,9 @@ def test_expert_probe_balance_floors_at_zero_when_one_expert_takes_most():
     res = probe.result()
     # f = (3/4, 1/4, 0, 0): std/mean = √(0.15625 − 0.0625)/0.25 = √1.5 > 1, so the balance is 0, not negative
     assert res["load_balance"][0] == 0.0 and res["used_fraction"][0] == 0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_matmul_path_is_for_bf16_on_cuda_only(dtype):
+    # the CPU (and float32 CUDA) path is the per-expert loop; bf16 off CUDA must not take the grouped GEMM
+    assert not _grouped_mm_ok(torch.zeros(3, 4, dtype=dtype))

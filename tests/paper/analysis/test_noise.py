@@ -90,3 +90,58 @@ def test_pooled_sd():
     sd, dof = noise.pooled_sd([[1.0, 3.0], [10.0, 12.0, 14.0], [7.0]])
     assert dof == 3 and sd == pytest.approx(math.sqrt((2 + 8) / 3))
     assert noise.pooled_sd([[1.0]]) == (None, 0)
+
+
+def test_boundaries_two_seeds_pair_and_two_settings_make_a_trend():
+    est = noise.difference({0: 3.0, 1: 5.0}, {0: 1.0, 1: 2.0})  # exactly two common seeds: paired
+    assert est.value == pytest.approx(2.5) and est.se == pytest.approx(0.5) and est.how == "paired by seed, 2 seeds"
+    tr = noise.trend([{0: 1.0, 1: 2.0}, {0: 2.0, 1: 4.0}])  # two settings, two seeds: slopes 1 and 2
+    assert tr.value == pytest.approx(1.5) and tr.se == pytest.approx(0.5) and tr.how == "paired by seed, 2 seeds"
+    assert noise.slope_weights(2) == [-1.0, 1.0]
+    with pytest.raises(ValueError, match="a slope needs at least two settings, got 1"):
+        noise.slope_weights(1)
+
+
+def test_single_run_against_seeds_on_either_side():
+    # the single run (either side) takes the reference sd; the seeded side its own spread (variance 0.04)
+    for a, b, value in (({0: 0.5}, {0: 1.0, 1: 1.2, 2: 1.4}, -0.7), ({0: 1.0, 1: 1.2, 2: 1.4}, {0: 0.5}, 0.7)):
+        est = noise.difference(a, b, sd=0.3)
+        assert est.value == pytest.approx(value) and est.se == pytest.approx(math.sqrt(0.04 / 3 + 0.09))
+        assert est.how == (f"unpaired, {len(a)} vs {len(b)} seed{'s' if len(b) > 1 else ''} "
+                           "(a single run's error from the reference spread)")
+        assert noise.difference(a, b).se is None  # no reference: unknown, not a crash
+    assert noise.difference({0: 1.0, 1: 2.0}, {2: 0.0, 3: 1.0}).how == "unpaired, 2 vs 2 seeds"
+    assert noise.difference({0: 1.0}, {0: 0.5}).how == "single runs, same seed: s.e. from the reference spread"
+
+
+def test_how_each_estimate_was_made_is_stated():
+    assert noise.trend([{0: 0.0}, {0: 1.0}], sd=0.1).how == "single runs: s.e. from the reference spread"
+    assert noise.trend([{0: 0.0}, {1: 1.0, 2: 3.0}], sd=0.1).how == "unpaired, 1-2 seeds per setting"
+    assert noise.level({0: 1.0, 1: 2.0}).how == "2 seeds"
+    assert noise.level({0: 1.0}, sd=0.1).how == "single run: s.e. from the reference spread"
+
+
+def test_directed_effect_has_no_default_tolerance():
+    assert noise.directed(noise.Estimate(0.3, 0.1, ""), -1) == pytest.approx(-0.3)
+    assert noise.directed(noise.Estimate(0.3, 0.1, ""), +1, margin=0.2) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: noise.difference({}, {0: 1.0}), "difference: each setting needs at least one seed's value"),
+    (lambda: noise.difference({0: 1.0}, {}), "difference: each setting needs at least one seed's value"),
+    (lambda: noise.trend([{0: 1.0}, {}]), "trend: every setting needs at least one seed's value"),
+    (lambda: noise.level({}), "level: the setting needs at least one seed's value"),
+    (lambda: noise.binomial_se([]), "binomial_se: no tasks"),
+    (lambda: noise.binomial_se([(0.5, 0)]),
+     "binomial_se: accuracy must lie in [0, 1] and items be positive, got (0.5, 0)"),
+])
+def test_empty_or_bad_input_messages(call, message):
+    with pytest.raises(ValueError) as err:
+        call()
+    assert str(err.value) == message
+
+
+def test_binomial_error_at_the_edges():
+    # p = 0 and p = 1 have no binomial error; one item is a valid task
+    assert noise.binomial_se([(0.0, 10), (1.0, 10)]) == 0.0
+    assert noise.binomial_se([(0.5, 1)]) == pytest.approx(0.5)

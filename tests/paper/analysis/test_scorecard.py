@@ -329,3 +329,212 @@ def test_accuracy_adds_the_binomial_error():
     for r in res["recipe"].values():
         _with_tasks(r, r.eval["mean_acc"], 1000)
     assert by_id(sc.checks(PROFILE, res, ref=REF))["recipe.kept"].status == "contradicted"
+
+
+def test_measured_spread_pools_settings_and_paired_differences_by_hand():
+    # causal (not a log metric): A {0: 1, 1: 3}, B {0: 2, 1: 6}, C {1: 5, 2: 7}; within-setting sums of
+    # squares 2 + 8 + 2 over 3 d.o.f. -> sd 2; only A and B share two seeds: differences (-1, -3) -> sd_diff √2
+    rows = [{"by_seed": {"causal": v}} for v in ({0: 1.0, 1: 3.0}, {0: 2.0, 1: 6.0}, {1: 5.0, 2: 7.0})]
+    s = sc.measured_spread(rows, "causal", "here")
+    assert s == sc.Spread(pytest.approx(2.0), pytest.approx(math.sqrt(2)), "here seeds (3 d.o.f.)")
+    assert sc.measured_spread(rows[:1] + [{"by_seed": {}}], "causal", "x").sd_diff is None  # no pair
+    assert sc.measured_spread([{"by_seed": {"causal": {0: 1.0}}}], "causal", "x") is None  # no two seeds
+
+
+def test_seed_spread_csv_pools_each_variant_by_hand(tmp_path):
+    path = tmp_path / "gpu" / "seed_spread" / "gqa.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("variant,seed,val_loss\nG1,0,5.0\nG1,1,5.2\nG2,0,5.01\nG2,1,5.19\n")
+    s = sc.seed_spread_csv(path)
+    # within G1: ss 0.02, within G2: ss 0.0162 (1 d.o.f. each); paired differences (-0.01, 0.01): sd √2 / 100
+    assert s.sd == pytest.approx(math.sqrt((0.02 + 0.0162) / 2)) and s.sd_diff == pytest.approx(math.sqrt(2) / 100)
+    assert s.source == "gpu seed_spread/gqa.csv seeds (2 d.o.f.)"
+
+
+def test_a_profile_borrows_the_other_profiles_spread(monkeypatch, tmp_path):
+    """cpu has no seeds: every spread comes from gpu's results (loaded for every experiment, from the same
+    root), measured as gpu measures it and labelled as borrowed; gpu itself borrows from no one."""
+    from sparsedepth.paper.pipeline import results as results_mod
+
+    jitter = {0: 1.0, 1: 1.01, 2: 0.995}
+    gpu_wd = _seeded_weight_decay(lambda name, s: 100.0 * (1 + 0.05 * s) * (0.9 * jitter[s] if name == "wd0.1" else 1))
+    calls = []
+
+    def fake_load(profile, experiment, root=None, **_):
+        calls.append((profile, experiment, root))
+        return gpu_wd if (profile, experiment) == ("gpu", "weight_decay") else {}
+
+    monkeypatch.setattr(results_mod, "load_results", fake_load)
+    ref = sc.noise_reference("cpu", lambda e: sc.our_rows("cpu", e, {}), root=tmp_path)
+    assert sorted(calls) == sorted(("gpu", e, tmp_path) for e in ex.EXPERIMENTS)
+    want = sc.measured_spread(sc.our_rows("gpu", "weight_decay", gpu_wd), "ppl", "gpu/weight_decay")
+    got = ref.lookup("gqa", "ppl")
+    assert ref.spreads == {} and got == sc.Spread(want.sd, want.sd_diff,
+                                                  f"{want.source}, borrowed: none measured at cpu")
+    assert ref.lookup("gqa", "causal") is None
+    calls.clear()
+    own = sc.noise_reference("gpu", lambda e: sc.our_rows("gpu", e, gpu_wd if e == "weight_decay" else {}),
+                             root=tmp_path)
+    assert calls == [] and own.fallback is None and own.lookup("gqa", "ppl") == want
+    assert sc.noise_reference("cpu", lambda e: sc.our_rows("cpu", e, {}), root=tmp_path, borrow=False).fallback is None
+    assert sc.NoiseReference.exact_numbers().lookup("depth", "ppl") == sc.Spread(0.0, 0.0, "the paper's numbers, "
+                                                                                            "taken as exact")
+
+
+def test_numbers_are_printed_briefly():
+    assert sc._fmt(None) == "—" and sc._fmt(0.1234567) == "0.1235" and sc._fmt(3) == "3" and sc._fmt([]) == "[]"
+    assert sc._fmt([1.0, 0.5, 0.25]) == "1→0.25 (3 layers)"
+
+
+def test_scorecard_rows_carry_each_checks_fields():
+    res = copy.deepcopy(synthetic())
+    df = sc.scorecard(PROFILE, results=res, ref=REF)
+    want = sc.checks(PROFILE, copy.deepcopy(synthetic()), ref=REF)
+    for (_, row), c in zip(df.iterrows(), want):
+        assert (row["id"], row["experiment"], row["claim"], row["status"], row["noise"], row["rule"], row["ours"],
+                row["paper"], row["detail"]) == (c.id, c.experiment, c.claim, c.status, c.noise, c.rule, c.ours,
+                                                 c.paper, c.detail)
+        assert row["effect"] == pytest.approx(c.effect) and row["se"] == pytest.approx(c.se)
+        for col in sc.READINGS.values():  # a reading's cell, or blank where the claim has no such reading
+            assert row[col] == c.readings.get(col, "")
+    assert df.loc[df["id"] == "depth.variance", sc.READINGS["variance_end"]].item().startswith("holds: +")
+    assert df.loc[df["id"] == "depth.permutation", sc.READINGS["variance_end"]].item() == ""
+
+
+def test_checks_and_compare_load_what_they_are_not_given(monkeypatch, tmp_path):
+    from sparsedepth.paper.pipeline import results as results_mod
+
+    res = synthetic()
+    calls = []
+
+    def fake_load(profile, experiment, root=None, **_):
+        calls.append((profile, experiment, root))
+        return res[experiment]
+
+    monkeypatch.setattr(results_mod, "load_results", fake_load)
+    loaded = sc.checks(PROFILE, root=tmp_path, ref=REF)
+    assert sorted(calls) == sorted((PROFILE, e, tmp_path) for e in ex.EXPERIMENTS)
+    assert [c.status for c in loaded] == [c.status for c in sc.checks(PROFILE, synthetic(), ref=REF)]
+    # one experiment given: the others are loaded only for the noise reference (smoke borrows from no one)
+    calls.clear()
+    sc.checks(PROFILE, {"depth": res["depth"]}, root=tmp_path)
+    assert sorted(calls) == sorted((PROFILE, e, tmp_path) for e in ex.EXPERIMENTS if e != "depth")
+    calls.clear()
+    table = sc.compare(PROFILE, "depth", root=tmp_path)
+    assert calls == [(PROFILE, "depth", tmp_path)] and table.equals(sc.compare(PROFILE, "depth", res["depth"]))
+
+
+def test_compare_shows_the_seed_range_where_a_profile_runs_seeds():
+    ppl = {"wd0": 20.0, "wd0.01": 19.0, "wd0.1": 18.0, "wd1": 19.5, "wd3": 30.0}
+    res = _seeded_weight_decay(lambda name, s: ppl[name] + s, lambda name: (0, 1) if name == "wd0" else (0, 1, 2))
+    df = sc.compare("gpu", "weight_decay", res).set_index("ours")
+    assert df.loc["λ=0", "seeds"] == 2 and df.loc["λ=0.1", "seeds"] == 3
+    assert (df.loc["λ=0", "ours_ppl_min"], df.loc["λ=0", "ours_ppl_max"]) == (20.0, 21.0)
+    assert (df.loc["λ=0.1", "ours_ppl_min"], df.loc["λ=0.1", "ours_ppl_max"]) == (18.0, 20.0)
+    assert df.loc["λ=0.1", "ours_ppl"] == pytest.approx(19.0)
+    assert "seeds" not in sc.compare(PROFILE, "weight_decay", synthetic()["weight_decay"]).columns
+
+
+def _hand_rows(*series: dict) -> list[dict]:
+    """Rows of settings R, A, B, ... with only the causal score, {seed: value} each (and its seed mean)."""
+    return [{"name": n, "label": n, "key": i, "present": True, "by_seed": {"causal": s},
+             "causal": sum(s.values()) / len(s)} for i, (n, s) in enumerate(zip("RAB", series))]
+
+
+def test_the_headline_is_the_comparison_least_favourable_to_the_paper():
+    # A - R = (0.9, 1.0, 1.1): +1 ± 0.058 (17 s.e.); B - R = (2, 3, 4): +3 ± 0.58 (5.2 s.e.): B decides
+    claim = sc.Versus("t.x", "gqa", "A and B beat R", ("causal",), +1,
+                      pairs=lambda rows: [(rows[1], rows[0]), (rows[2], rows[0])], names="A, B vs R")
+    rows = _hand_rows({0: 0.0, 1: 0.0, 2: 0.0}, {0: 0.9, 1: 1.0, 2: 1.1}, {0: 2.0, 1: 3.0, 2: 4.0})
+    c = claim.evaluate(rows, sc.NoiseReference({}))
+    assert c.status == "holds" and c.effect == pytest.approx(3.0) and c.se == pytest.approx(1 / math.sqrt(3))
+    assert c.noise == "paired by seed, 3 seeds"
+    assert c.detail == "A vs R: +1 ± 0.058 holds; B vs R: +3 ± 0.58 holds"
+    assert c.rule == ("M(A) - M(B) for A, B vs R > 0 by more than 2 s.e., M = causal score; "
+                      "holds if every comparison does, contradicted if any does")
+    assert c.ours == "R: 0, A: 1, B: 3"
+    rows[2]["by_seed"] = {}
+    missing = claim.evaluate(rows, sc.NoiseReference({}))
+    assert missing.status == "missing" and missing.detail == "no causal for B"
+
+
+def test_single_runs_take_the_claims_own_experiment_spread_first():
+    claim = sc.Versus("t.x", "gqa", "A beats R", ("causal",), +1, pairs=lambda rows: [(rows[1], rows[0])])
+    rows = _hand_rows({0: 0.0}, {0: 1.0})
+    spreads = {"depth": {"causal": sc.Spread(1.0, 1.0, "depth src")},
+               "gqa": {"causal": sc.Spread(0.2, 0.1, "gqa src")}}
+    c = claim.evaluate(rows, sc.NoiseReference(spreads))
+    assert c.se == pytest.approx(0.1) and c.status == "holds"
+    assert c.noise == "single runs, same seed: s.e. from the reference spread (gqa src)"
+    # the nearest experiment: itself, then depth, then the others; then the fallback profile, looked up alike
+    assert sc.NoiseReference({"depth": spreads["depth"], "moe": {"causal": sc.Spread(3, 3, "moe")}}).lookup(
+        "gqa", "causal").source == "depth src"
+    assert sc.NoiseReference({}, fallback=sc.NoiseReference(spreads)).lookup("gqa", "causal").source == "gqa src"
+    bare = claim.evaluate(rows, sc.NoiseReference({}))
+    assert bare.status == "inconclusive" and bare.se is None
+    assert bare.noise == ("single runs, same seed: s.e. from the reference spread "
+                          "(no seed spread measured for this metric)")
+
+
+def test_reading_cells_and_row_text():
+    assert sc.Reading("ppl", "missing", detail="no ppl for L2").cell() == "missing: no ppl for L2"
+    assert sc.Reading("ppl", "missing").cell() == "missing"
+    assert sc.Reading("ppl", "inconclusive", 0.1, None).cell() == "inconclusive: +0.1 ± ?"
+    assert sc.Reading("ppl", "holds", 0.1234, 0.01234).cell() == "holds: +0.123 ± 0.012"
+    r = {"ppl": 19.0, "variants": 3, "spread": {"ppl": (18.0, 20.0, 3)}}
+    assert sc._with_spread(r, "ppl") == "19 [18–20, n=3]"
+    assert sc._with_spread({**r, "spread": {"ppl": (19.0, 19.0, 1)}}, "ppl") == "19 [n=1]"
+    assert sc._with_spread({**r, "spread": {"ppl": (18.5, 19.5, 2)}}, "ppl") == "19 [18.5–19.5, n=2]"
+    assert sc._with_spread({**r, "variants": 1}, "ppl") == "19" and sc._with_spread({"ppl": 19.0}, "ppl") == "19"
+    assert sc._with_spread({**r, "spread": {}}, "ppl") == "19"
+    assert [sc._paper_label(e, k) for e, k in (("depth", 12), ("weight_decay", 0.1), ("seqlen", 4096),
+                                               ("gqa", 2), ("moe", "moe-small"))] == \
+        ["L=12", "λ=0.1", "T=4096", "G=2", "moe-small"]
+
+
+def test_trend_settings_up_to_a_value_and_two_are_enough():
+    claim = sc.Trend("t.x", "seqlen", "rises", ("causal",), +1, upto=4096)
+    rows = [{"key": k} for k in (1024, 2048, 4096, 8192)]
+    assert [r["key"] for _, rs in claim.comparisons(rows) for r in rs] == [1024, 2048, 4096]
+    assert claim.comparisons(rows[1:]) == [("slope", rows[1:3])]  # two settings kept: enough
+    with pytest.raises(sc.Missing, match="fewer than two settings"):
+        claim.comparisons(rows[2:])  # only 4096 kept
+    kept = [{"kept": True, "key": 0}, {"kept": False, "key": 1}, {"kept": True, "key": 2}]
+    assert sc._recipe_full(kept) == [(kept[2], kept[0])]
+    with pytest.raises(sc.Missing, match="fewer than two kept recipe steps"):
+        sc._recipe_full(kept[:2])
+
+
+def test_paper_and_our_rows_fields():
+    for r in sc.paper_rows("depth"):
+        assert (r["x"], r["variants"], r["seeds"], r["name"]) == (r["key"], 1, 1, str(r["key"]))
+        assert r["postnorm_peak"] == r["variance_peak"] and r["postnorm_end"] == r["variance_end"]
+        assert r["label"] == f"L={r['key']}" and r["by_seed"]["variance_end"] == {0: r["variance_end"]}
+    ours = sc.our_rows(PROFILE, "depth", synthetic()["depth"])
+    assert [r["x"] for r in ours] == [2, 3, 4, 6] and all(r["variants"] == 1 for r in ours)
+    assert ours[0]["spread"]["acc"] == (None, None, 0) and ours[0]["acc"] is None  # depth reads no accuracy
+    with pytest.raises(ValueError, match="ppl = 0 is not positive, so it has no relative effect"):
+        sc.transform("ppl", 0.0)
+    assert sc.transform("causal", -1.0) == -1.0 and sc.transform("ppl", math.e) == pytest.approx(1.0)
+
+
+def test_setting_row_finds_one_setting_with_results():
+    res = synthetic()["depth"]
+    rows = sc.our_rows(PROFILE, "depth", res)
+    assert sc.setting_row(PROFILE, "depth", res, 16) == next(r for r in rows if r["key"] == 16)
+    assert sc.setting_row(PROFILE, "depth", {}, 16) is None  # no variant of it ran
+    assert sc.setting_row(PROFILE, "depth", res, 99) is None
+
+
+def test_a_tolerance_counts_in_the_deciding_comparison_and_its_detail():
+    # direction -1, margin 0.5: A - R = -0.1 ± 0.05 (2 s.e. without the margin, 12 with it), B - R = -1.5 ± 0.5
+    # (3 s.e. without, 4 with): the tolerance makes B the least favourable comparison
+    ha, hb = 0.05 * math.sqrt(3), 0.5 * math.sqrt(3)  # three seeds x - h, x, x + h have s.e. h / √3
+    rows = _hand_rows({0: 0.0, 1: 0.0, 2: 0.0}, {0: -0.1 - ha, 1: -0.1, 2: -0.1 + ha},
+                      {0: -1.5 - hb, 1: -1.5, 2: -1.5 + hb})
+    claim = sc.Versus("t.x", "gqa", "A and B keep R", ("causal",), -1, margin=0.5,
+                      pairs=lambda rows: [(rows[1], rows[0]), (rows[2], rows[0])])
+    c = claim.evaluate(rows, sc.NoiseReference({}))
+    assert c.status == "holds" and c.effect == pytest.approx(2.0) and c.se == pytest.approx(0.5)
+    assert c.detail == "A vs R: +0.6 ± 0.05 holds; B vs R: +2 ± 0.5 holds"
+    assert "(tolerance 0.5)" in c.rule
