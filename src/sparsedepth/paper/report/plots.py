@@ -38,6 +38,7 @@ import pandas as pd
 from sparsedepth.atomic import atomic_write_bytes, atomic_write_text
 from sparsedepth.paper.analysis.frame import average_seeds
 from sparsedepth.paper.pipeline.run_result import RunResult, lookup
+from sparsedepth.paper.report.png import recompress
 from sparsedepth.paper.report.tables import check_name, format_value, output_root, set_output_root
 
 __all__ = [
@@ -165,7 +166,7 @@ def save_chart(chart: alt.TopLevelMixin, name: str, profile: str, data: pd.DataF
     chart.save(png, format="png", scale_factor=scale)
     chart.save(svg, format="svg")
     paths = {"png": out / f"{name}.png", "svg": out / f"{name}.svg", "csv": out / f"{name}.csv"}
-    atomic_write_bytes(paths["png"], png.getvalue())
+    atomic_write_bytes(paths["png"], recompress(png.getvalue()))
     atomic_write_text(paths["svg"], svg.getvalue())
     atomic_write_text(paths["csv"], data.to_csv(index=False))
     return paths
