@@ -219,3 +219,42 @@ def test_no_tasks_is_a_clear_error():
     with pytest.raises(EvalError) as err:
         check_tasks(" , ")
     assert str(err.value) == f"no tasks given; known tasks: {', '.join(TASKS)}"
+
+
+class _CharTokenizer:
+    """A transformers-style tokenizer of one id per letter a..e (e = 4 is also EOS)."""
+
+    eos_token_id = 4
+
+    def encode(self, text, add_special_tokens=False):
+        assert not add_special_tokens
+        return [ord(ch) - ord("a") for ch in text]
+
+
+def test_score_docs_passes_max_len_and_the_eos_on_to_the_scorer():
+    """score_docs on a bigram model, by hand: an empty context conditions on EOS, and with max_len=2 only the
+    last two tokens of a four-token continuation are scored, which here changes the answer."""
+    from sparsedepth.eval import MCDoc, score_docs
+
+    model = BigramLM(max_seq_len=8)
+    lp = _logp(model)
+    ids = lambda s: [ord(ch) - ord("a") for ch in s]  # noqa: E731
+
+    def ll(context: str, cont: str, max_len: int) -> float:
+        full = ([_CharTokenizer.eos_token_id] if not context else ids(context)) + ids(cont)
+        full = full[-(max_len + 1):]
+        k = min(len(cont), len(full) - 1)
+        return sum(lp[a, b] for a, b in zip(full[-k - 1:-1], full[-k:]))
+
+    words = ["".join("abcde"[(i * 7 + j * j * 3 + j) % 5] for j in range(4)) for i in range(40)]
+    pair = next((x, y) for x in words for y in words
+                if (ll("c", x, 8) > ll("c", y, 8)) != (ll("c", x, 2) > ll("c", y, 2)))
+    winner_at_2 = 0 if ll("c", pair[0], 2) > ll("c", pair[1], 2) else 1
+    doc = MCDoc("t", ("c", "c"), pair, (4, 4), gold=winner_at_2)
+    assert score_docs(model, _CharTokenizer(), [doc], max_len=2)["acc"] == 1.0
+    assert score_docs(model, _CharTokenizer(), [doc])["acc"] == 0.0  # the model's max_seq_len: the other choice
+    # an empty context: each choice's first letter is conditioned on EOS (e)
+    first = [a for a in "abcd"]
+    gold = int(np.argmax([lp[4, ids(a)[0]] for a in first]))
+    empty = MCDoc("t", ("",) * 4, tuple(first), (1,) * 4, gold=gold)
+    assert score_docs(model, _CharTokenizer(), [empty])["acc"] == 1.0
