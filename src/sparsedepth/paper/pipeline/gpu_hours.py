@@ -8,8 +8,9 @@ and the trainer report MFU with) divided by a FLOP rate measured on one H200, be
 2. otherwise a FLOP rate for the run's width: a dense model's rate is interpolated in log2(d_model) between the
    committed d=512 records (the gpu profile's dense models) and the widest dense measurement, which is a
    paper-scale record when one exists and else the d=2048 reference below; an MoE model gets that rate times
-   the measured MoE/dense ratio (paper-scale records of both kinds when they exist, else the d=512 pair at
-   T=4096).
+   the measured MoE/dense ratio of its own ``parallel`` mode (a paper-scale MoE record of that mode beside a
+   dense one when they exist, else the d=512 pair at T=4096): the 64-expert FSDP record trains micro-batches of
+   one sequence with activation checkpointing, which prices no DDP MoE.
 
 The context length and the attention grouping move MFU little at d=512 (T=4096 against T=1024: 48.2 % against
 49.0 %; G=4: 47.3 %), so they are not modelled. GPU-hours are one GPU's time; on N GPUs the wall time is about

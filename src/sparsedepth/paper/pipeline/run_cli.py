@@ -26,12 +26,10 @@ their time outside the training loop (data, compilation, probes, evaluation).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from ..spec import experiments as ex
 from . import results, run_submit
@@ -213,15 +211,8 @@ def _paused(plan: ex.Plan, pairs: list[tuple[str, str]], deadline: float | None)
     failed: the same command resumes them)."""
     if deadline is None:
         return []
-    paused = []
-    for e, v in pairs:
-        path = results.run_dir_for(plan.profile, plan.resolve(e, v)) / "summary.json"
-        try:
-            summary = json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, ValueError):
-            summary = {}
-        if summary.get("done") is False and "error" not in summary:  # not a run stopped by a non-finite loss
-            paused.append(f"{e}/{v}")
+    status = _statuses(plan, pairs)
+    paused = [f"{e}/{v}" for e, v in pairs if status[e][v] == results.PAUSED]
     if paused:
         print(f"time limit reached (--stop-after-s); paused at a checkpoint: {', '.join(paused)}; resume with the "
               f"same command", flush=True)
