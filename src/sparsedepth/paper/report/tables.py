@@ -242,7 +242,7 @@ def theory_verdict(summaries: dict[str, dict], depth: int) -> str:
     further = jac[-1] > jac[0]
     why = "" if further else (" (the mask shrinks the sublayer Jacobian by more than the smaller stream variance "
                               "enlarges the normalisation's derivative)")
-    lines.append(f"- **Jacobians.** Mean ||J − I||_F/d over the deepest quarter: "
+    lines.append("- **Jacobians.** Mean ||J − I||_F/d over the deepest quarter: "
                  + ", ".join(f"ρ={lab(r)}: {format_value(j)}" for r, j in zip(dens, jac))
                  + f"; sparser stacks are {'further from' if further else 'not further from'} the identity at "
                  f"random init{why}.")

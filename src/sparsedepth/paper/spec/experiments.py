@@ -565,8 +565,8 @@ def profile_note(profile: str, experiment: str) -> str:
                    f"{s.steps} steps: the total decay lr·λ·steps is far smaller than the paper's ~9.5k steps, "
                    f"so effects are weaker"))
     elif experiment == "weight_decay_official":
-        spec = (f"weight_decay's configs with the official decay: norm gains and embedding decayed too (λ=0 is "
-                f"weight_decay's wd0 run); " + (steps if s.run_tokens else f"{s.steps} steps"))
+        spec = ("weight_decay's configs with the official decay: norm gains and embedding decayed too (λ=0 is "
+                "weight_decay's wd0 run); " + (steps if s.run_tokens else f"{s.steps} steps"))
     elif experiment == "seqlen":
         m = ", ".join(f"{p}->{s.seq_for(p)}" for p in PAPER_SEQ_LENS)
         fixed = (f"{s.batch_size} sequences per step at every T" if s.batch_unit == "sequences" else
