@@ -248,7 +248,7 @@ def _print_plan(args: argparse.Namespace, plan: ex.Plan, todo: list[tuple[str, s
         return _bench_seconds(cfg) if est is None and plan.scale.needs_cuda else est
 
     rows, skipped = run_parallel.simulate(todo, _slots(args), args.budget_s, _shared(args, estimate))
-    print(f"plan for {_slots(args)} jobs at a time ({_per_gpu_words(args)})" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
+    print(f"plan for {_slots(args)} jobs at a time{_per_gpu_words(args) or ' (one per GPU)'}" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
     for slot, (e, v), start, end in sorted(rows, key=lambda r: (r[0], r[2])):
         print(f"  job {slot}: {start:5.0f}-{end:5.0f} s  {e}/{v}")
     if rows:
@@ -265,8 +265,9 @@ def _slots(args: argparse.Namespace) -> int:
 
 
 def _per_gpu_words(args: argparse.Namespace) -> str:
+    """How the jobs sit on devices, for the plan's and the run's first line ('' for plain jobs: GPUs or CPUs)."""
     k = getattr(args, "per_gpu", 1)
-    return "one per GPU" if k == 1 else f"{k} sharing each GPU"
+    return "" if k == 1 else f" ({k} sharing each GPU)"
 
 
 def _shared(args: argparse.Namespace, estimate):
@@ -292,7 +293,7 @@ def train_in_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) ->
         pending = [(e, v) for e, v in pairs if status[e][v] != "done"]
     todo = _to_train(args, plan, pending)
     if todo:
-        print(f"training {len(todo)} variant(s), {_slots(args)} at a time ({_per_gpu_words(args)})", flush=True)
+        print(f"training {len(todo)} variant(s), {_slots(args)} at a time{_per_gpu_words(args)}", flush=True)
     failed, skipped = run_parallel.schedule(
         todo, _slots(args), args.budget_s,
         _shared(args, lambda p: estimate_seconds(plan.resolve(*p), _finished(args.profile))),
