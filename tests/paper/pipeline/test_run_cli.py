@@ -172,6 +172,13 @@ def test_parallel_run_trains_each_config_once_and_copies_the_rest(tmp_path, monk
     assert prov["pipeline"]["copied_from"] == "depth/L3"
 
 
+def test_runs_sharing_a_gpu_grow_their_memory_pools_in_expandable_segments():
+    """Only sharing runs get the allocator setting, and a user's own PYTORCH_CUDA_ALLOC_CONF is kept."""
+    assert run_parallel.sharing_env(1, {}) == {}
+    assert run_parallel.sharing_env(3, {}) == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    assert run_parallel.sharing_env(3, {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:64"}) == {}
+
+
 def test_per_gpu_shares_each_gpu_and_budgets_the_worst_case(calls, tmp_path, capsys):
     """--per-gpu K: K jobs per GPU (slots 0..K-1 on the first), each estimated at K times one run's time."""
     assert [run_parallel.gpu_of_slot(s, 3, ["4", "5"]) for s in range(6)] == ["4", "4", "4", "5", "5", "5"]

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Mapping, Protocol
 
 PAUSED_EXIT = 3  # `sparsedepth run` stopped its trainings at a time limit (--stop-after-s): the same command resumes
 
@@ -195,6 +195,16 @@ def gpu_of_slot(slot: int, per_gpu: int, visible: list[str]) -> str:
     return visible[slot // per_gpu]
 
 
+def sharing_env(per_gpu: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """Allocator setting for runs that share a GPU: each process's caching allocator keeps freed blocks for
+    itself, and fragmented reserve is what ran three sharing runs out of memory on an H200 (6 GiB reserved but
+    unallocated in the one that failed), so sharing runs grow their pools in expandable segments. A user's own
+    ``PYTORCH_CUDA_ALLOC_CONF`` wins; one run per GPU is left as it is."""
+    if per_gpu <= 1 or "PYTORCH_CUDA_ALLOC_CONF" in environ:
+        return {}
+    return {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+
+
 def subprocess_launcher(args: argparse.Namespace) -> Launch:
     """Start ``sparsedepth run`` for one variant as job ``slot`` on its GPU (``gpu_of_slot``; an outer
     ``CUDA_VISIBLE_DEVICES=2,3`` is respected), its output relayed line by line with a ``[job N]`` prefix
@@ -206,7 +216,8 @@ def subprocess_launcher(args: argparse.Namespace) -> Launch:
     def launch(pair: tuple[str, str], slot: int) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "sparsedepth.cli", "run", f"{pair[0]}/{pair[1]}", "--profile", args.profile,
                "--quiet"] + (["--force"] if args.force else []) + (["--device", args.device] if args.device else [])
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu_of_slot(slot, per_gpu, visible), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu_of_slot(slot, per_gpu, visible), "PYTHONUNBUFFERED": "1",
+               **sharing_env(per_gpu, os.environ)}
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=_relay, args=(child.stdout, f"[job {slot}] "), daemon=True).start()
         return child
