@@ -17,7 +17,7 @@ from torch import nn
 
 from sparsedepth.config import ModelConfig
 from sparsedepth.model import build_model
-from sparsedepth.probes import (angular_distance, block_influence, causal, jacobian, layer_variance, logit_lens,
+from sparsedepth.probes import (angular_distance, block_influence, causal, jacobian, layer_variance,
                                 usefulness, weight_density)
 from sparsedepth.probes.sparsity import HIST_EDGES
 from sparsedepth.probes.usefulness import solve_linear
