@@ -116,7 +116,9 @@ def test_single_run_against_seeds_on_either_side():
 
 def test_how_each_estimate_was_made_is_stated():
     assert noise.trend([{0: 0.0}, {0: 1.0}], sd=0.1).how == "single runs: s.e. from the reference spread"
-    assert noise.trend([{0: 0.0}, {1: 1.0, 2: 3.0}], sd=0.1).how == "unpaired, 1-2 seeds per setting"
+    assert noise.trend([{0: 0.0}, {1: 1.0, 2: 3.0}], sd=0.1).how == \
+        "unpaired, 1-2 seeds per setting (a single run's error from the reference spread)"
+    assert noise.trend([{0: 0.0, 1: 1.0}, {2: 1.0, 3: 3.0}]).how == "unpaired, 2 seeds per setting"
     assert noise.level({0: 1.0, 1: 2.0}).how == "2 seeds"
     assert noise.level({0: 1.0}, sd=0.1).how == "single run: s.e. from the reference spread"
 

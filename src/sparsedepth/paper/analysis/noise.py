@@ -148,8 +148,9 @@ def trend(series: Sequence[Seeds], sd: float | None = None) -> Estimate:
     parts = [_mean_and_var(x, sd) for x in series]
     var = None if any(v is None for _, v in parts) else sum(wi ** 2 * v for wi, (_, v) in zip(w, parts))
     n = sorted({len(x) for x in series})
+    single = " (a single run's error from the reference spread)" if 1 in n else ""
     how = "single runs: s.e. from the reference spread" if n == [1] else \
-        f"unpaired, {'-'.join(map(str, n))} seeds per setting"
+        f"unpaired, {'-'.join(map(str, n))} seeds per setting{single}"
     return Estimate(sum(wi * m for wi, (m, _) in zip(w, parts)), None if var is None else math.sqrt(var), how)
 
 
