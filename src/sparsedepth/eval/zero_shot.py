@@ -195,7 +195,7 @@ def summarize(per_task: dict[str, dict]) -> dict[str, Any]:
 def zero_shot(model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | str = TASKS, limit: int | None = None,
               batch_size: int = 32, progress: bool = False, max_len: int | None = None) -> dict[str, Any]:
     """Zero-shot accuracy on the shipped sets: ``{"tasks": {name: {"acc", "acc_norm", "n"}}, "mean_acc",
-    "mean_acc_norm", "n_requests", "seconds"}``. ``limit`` keeps the first N rows of each task.
+    "mean_acc_norm", "n_requests", "seconds", "stage_seconds"}`` (docs, encode, score). ``limit`` keeps the first N rows of each task.
 
     All tasks' requests are scored in one pool (one forward per batch of ``batch_size`` requests).
     """
@@ -203,9 +203,12 @@ def zero_shot(model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | str
     names = check_tasks(tasks)
     docs = {name: task_docs(name, limit) for name in names}
     requests = [rq for name in names for d in docs[name] for rq in d.requests]
+    t_docs = time.perf_counter()
     encode, eos = get_encoder(tokenizer)
     token_reqs = encode_requests(requests, encode, eos)
+    t_encode = time.perf_counter()
     scores = score_tokens(model, token_reqs, batch_size=batch_size, max_len=max_len, progress=progress)
+    t_score = time.perf_counter()
     cut = truncated(token_reqs, _max_len(model, max_len))
     per_task, by_task, pos = {}, {}, 0
     for name in names:
@@ -221,4 +224,8 @@ def zero_shot(model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | str
               f"model's context of {_max_len(model, max_len)} tokens and were scored on their last tokens only "
               f"(n_truncated_by_task in the result)", file=sys.stderr)
     out["seconds"] = round(time.perf_counter() - t0, 3)
+    # where the time goes (reading the sets, tokenizing, the forward passes): on an H200 the whole took 19-31 s
+    # for gpu-profile models whose training time differs fivefold, so the model is not most of it
+    out["stage_seconds"] = {"docs": round(t_docs - t0, 3), "encode": round(t_encode - t_docs, 3),
+                            "score": round(t_score - t_encode, 3)}
     return out
