@@ -38,10 +38,10 @@ def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, lim
 
     Result: ``{"perplexity": {"loss", "ppl", "seq_len", "n_tokens"}, "tasks": {name: {"acc", "acc_norm",
     "n"}}, "mean_acc", "mean_acc_norm", "limit", "scorer", "seconds", "stage_seconds",
-    "zero_shot_stage_seconds"}`` (load, perplexity, zero_shot; the last split into docs, encode and score). ``harness=True`` scores through
-    lm-evaluation-harness instead of the built-in scorer (same numbers, slower). ``batch_size`` (requests per
-    forward) defaults to 128 on CUDA (all 11 sets, 74,560 requests, in about 22 s on an H200 for a
-    d=512 model) and 32 on CPU. ``root``: where the run's relative data paths start (default: the current
+    "zero_shot_stage_seconds"}`` (load, perplexity, zero_shot; the last split into docs, encode and score).
+    ``harness=True`` scores through lm-evaluation-harness instead of the built-in scorer (same numbers,
+    slower). ``batch_size`` (requests per forward) defaults to 128 on CUDA (all 11 sets, 74,560 requests, in
+    about 22 s on an H200 for a d=512 model) and 32 on CPU. ``root``: where the run's relative data paths start (default: the current
     folder)."""
     from ..atomic import atomic_write_json
     from ..data import val_windows

@@ -195,7 +195,8 @@ def summarize(per_task: dict[str, dict]) -> dict[str, Any]:
 def zero_shot(model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | str = TASKS, limit: int | None = None,
               batch_size: int = 32, progress: bool = False, max_len: int | None = None) -> dict[str, Any]:
     """Zero-shot accuracy on the shipped sets: ``{"tasks": {name: {"acc", "acc_norm", "n"}}, "mean_acc",
-    "mean_acc_norm", "n_requests", "seconds", "stage_seconds"}`` (docs, encode, score). ``limit`` keeps the first N rows of each task.
+    "mean_acc_norm", "n_requests", "seconds", "stage_seconds"}`` (docs, encode, score). ``limit`` keeps the
+    first N rows of each task.
 
     All tasks' requests are scored in one pool (one forward per batch of ``batch_size`` requests).
     """
