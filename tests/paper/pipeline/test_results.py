@@ -131,6 +131,17 @@ def test_results_version_bump_reprobes_without_retraining(tmp_path, overrides, c
     assert R.run_variant_status("smoke", "depth", "L2", **kw)[1] == "cached"
 
 
+def test_out_of_memory_failure_says_to_rerun_alone(tmp_path, overrides, monkeypatch, capsys):
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.14 GiB")
+    monkeypatch.setattr(R, "_train_run", oom)
+    with pytest.raises(R.RunError, match="OutOfMemoryError"):
+        R.run_variant_status("smoke", "depth", "L2", root=tmp_path, overrides=overrides, progress=False)
+    out = capsys.readouterr()
+    assert "rerun this variant alone (--per-gpu 1)" in out.out + out.err
+    assert R.status("smoke", "depth", root=tmp_path)["L2"] == "failed"
+
+
 def test_failing_variant_does_not_stop_the_sweep(tmp_path, overrides, counted):
     counted["fail_layers"] = {3}
     kw = dict(root=tmp_path, overrides=overrides, progress=False, variants=["L2", "L3", "L4"])

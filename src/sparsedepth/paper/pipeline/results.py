@@ -474,10 +474,20 @@ def run_variant_status(profile: str | ex.Plan, experiment: str, variant: str, *,
         tb = traceback.format_exc()
         atomic_write_text(dest / "error.txt", f"{tag} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
                                               f"config hash {h}, run directory {run_dir}\n\n{tb}")
-        _log(f"{tag} FAILED: {type(e).__name__}: {e} (traceback in {dest / 'error.txt'})")
+        _log(f"{tag} FAILED: {type(e).__name__}: {e} (traceback in {dest / 'error.txt'}){_failure_hint(e)}")
         raise RunError(f"{tag} failed: {type(e).__name__}: {e}") from e
     _log(f"{tag} {status} in {sum(times.values()):.1f}s (" + ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + ")")
     return dest, status
+
+
+def _failure_hint(e: BaseException) -> str:
+    """What to do about a failure the user can fix without reading the traceback ("" for the rest)."""
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError):
+        return ("; the GPU ran out of memory: if other runs share it (--per-gpu K, or runs started beside this "
+                "one), rerun this variant alone (--per-gpu 1); it resumes from its last checkpoint")
+    return ""
 
 
 def run_variant(profile: str, experiment: str, variant: str, force: bool = False, **kw: Any) -> Path:
