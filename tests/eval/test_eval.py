@@ -206,6 +206,9 @@ def test_evaluate_run_and_cli(tmp_path, capsys):
     zs_stages = res["zero_shot_stage_seconds"]
     assert set(zs_stages) == {"docs", "encode", "score"} and all(v >= 0 for v in zs_stages.values())
     assert sum(zs_stages.values()) <= stages["zero_shot"] + 0.01
+    assert len(list(tmp_path.rglob("eval-requests/*.npz"))) == 1  # kept beside the run's token cache
+    again = evaluate_run(run, tasks=["copa", "piqa"], limit=4, ppl_windows=3, out=None)
+    assert again["tasks"] == res["tasks"]  # read back from that cache: the same scores
     assert cli_main(["eval", str(run), "--tasks", "copa", "--limit", "2", "--seq-len", "16", "--out", "e2.json"]) == 0
     e2 = json.loads((run / "e2.json").read_text())
     assert e2["perplexity"]["seq_len"] == 16 and e2["tasks"]["copa"]["n"] == 2

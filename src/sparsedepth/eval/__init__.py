@@ -44,7 +44,7 @@ def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, lim
     about 22 s on an H200 for a d=512 model) and 32 on CPU. ``root``: where the run's relative data paths start (default: the current
     folder)."""
     from ..atomic import atomic_write_json
-    from ..data import val_windows
+    from ..data import at_root, val_windows
     from ..train import load_run  # lazy: evaluation of in-memory models needs no trainer
 
     names = check_tasks(tasks)
@@ -67,7 +67,8 @@ def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, lim
         zs = lm_eval_zero_shot(model, data, names, limit=limit, batch_size=batch_size, progress=progress)
         zs.pop("lm_eval")
     else:
-        zs = zero_shot(model, data, names, limit=limit, batch_size=batch_size, progress=progress)
+        zs = zero_shot(model, data, names, limit=limit, batch_size=batch_size, progress=progress,
+                       cache_dir=Path(at_root(cfg.data, root).cache_dir) / "eval-requests")
     result = {"perplexity": ppl, "tasks": zs["tasks"], "mean_acc": zs["mean_acc"],
               "mean_acc_norm": zs["mean_acc_norm"], "limit": limit, "scorer": "lm_eval" if harness else "sparsedepth",
               "n_truncated": zs.get("n_truncated"),  # continuations longer than the context (built-in scorer)

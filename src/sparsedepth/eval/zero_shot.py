@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from .request_cache import cached_encode
 from .tasks import TASKS, MCDoc, check_tasks, task_docs
 
 Encoder = Callable[[list[str]], list[list[int]]]
@@ -193,12 +195,14 @@ def summarize(per_task: dict[str, dict]) -> dict[str, Any]:
 
 
 def zero_shot(model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | str = TASKS, limit: int | None = None,
-              batch_size: int = 32, progress: bool = False, max_len: int | None = None) -> dict[str, Any]:
+              batch_size: int = 32, progress: bool = False, max_len: int | None = None,
+              cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Zero-shot accuracy on the shipped sets: ``{"tasks": {name: {"acc", "acc_norm", "n"}}, "mean_acc",
     "mean_acc_norm", "n_requests", "seconds", "stage_seconds"}`` (docs, encode, score). ``limit`` keeps the
     first N rows of each task.
 
     All tasks' requests are scored in one pool (one forward per batch of ``batch_size`` requests).
+    ``cache_dir``: where the tokenised requests are kept for the next call (``request_cache``; None: not kept).
     """
     t0 = time.perf_counter()
     names = check_tasks(tasks)
@@ -206,7 +210,7 @@ def zero_shot(model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | str
     requests = [rq for name in names for d in docs[name] for rq in d.requests]
     t_docs = time.perf_counter()
     encode, eos = get_encoder(tokenizer)
-    token_reqs = encode_requests(requests, encode, eos)
+    token_reqs = cached_encode(requests, tokenizer, eos, lambda: encode_requests(requests, encode, eos), cache_dir)
     t_encode = time.perf_counter()
     scores = score_tokens(model, token_reqs, batch_size=batch_size, max_len=max_len, progress=progress)
     t_score = time.perf_counter()
