@@ -135,16 +135,16 @@ def score_tokens(model: torch.nn.Module, requests: Sequence[tuple[list[int], lis
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             width = len(seqs[idx[0]]) - 1  # longest first
-            x = torch.zeros(len(idx), width, dtype=torch.long)
+            x = np.zeros((len(idx), width), dtype=np.int64)  # numpy: filling rows costs a tenth of torch's
             rows, cols, tgts = [], [], []  # flat list of scored positions: (row, column, target token)
             for b, i in enumerate(idx):
                 s = seqs[i]
-                x[b, :len(s) - 1] = torch.tensor(s[:-1])
+                x[b, :len(s) - 1] = s[:-1]
                 k = n_cont[i]
                 rows += [b] * k
                 cols += range(len(s) - 1 - k, len(s) - 1)
                 tgts += s[len(s) - k:]
-            x = x.to(device, non_blocking=True)
+            x = torch.from_numpy(x).to(device, non_blocking=True)
             ctx_mgr = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
             with ctx_mgr:
                 logits = _logits(model, x)
