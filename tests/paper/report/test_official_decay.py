@@ -52,6 +52,7 @@ def test_table_puts_each_reading_under_its_decay_and_lambda():
     assert math.isnan(_cell(table, 3.0, "mean |g|, ours"))  # never logged: blank, not zero
     paper_end = [paper.rows("weight_decay")[lam]["variance_end"] for lam in table["λ"]]
     assert list(table["paper's logged variance (end)"]) == paper_end
+    assert list(table["runs, ours"]) == [1, 0, 2, 0, 1] and list(table["runs with mean |g|, ours"]) == [0, 0, 1, 0, 0]
     means = od.setting_means(runs)
     assert int(means.loc[(means.decay == od.DECAYS["weight_decay"]) & (means.lam == 0.1), "seeds"].iloc[0]) == 2
 
@@ -82,7 +83,9 @@ def test_missing_official_sweep_gives_a_note_not_an_error():
 def test_section_without_any_results(tmp_path):
     table, chart, note = od.section("smoke", root=tmp_path)
     assert chart is None and "not trained yet" in note and "no results" in note
-    assert len(table) == 5 and table.drop(columns=["λ", "paper's logged variance (end)"]).isna().all().all()
+    assert len(table) == 5 and (table[["runs, ours", "runs with mean |g|, ours"]] == 0).all().all()
+    counts = ["λ", "paper's logged variance (end)", "runs, ours", "runs with mean |g|, ours"]
+    assert table.drop(columns=counts).isna().all().all()
     assert not (tmp_path / "figures").exists()  # nothing written from nothing
 
 

@@ -68,8 +68,9 @@ def setting_means(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The short table: one row per λ, each quantity under both decays side by side, the paper's logged
-    last-layer variance (its figure's end value, the official log) last. Missing values stay NaN."""
+    """The short table: one row per λ, each quantity under both decays side by side, how many of our runs
+    each of our means averages, the paper's logged last-layer variance (its figure's end value, the official
+    log) last. Missing values stay NaN."""
     means = setting_means(runs)
     lams = list(PAPER_WEIGHT_DECAYS)
     out = pd.DataFrame({"λ": lams})
@@ -78,6 +79,11 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
             col = f"{SHORT[q]}, {'ours' if experiment == OURS_EXPERIMENT else 'official'}"
             by_lam = means[means.decay == label].set_index("lam")[q]
             out[col] = [float(by_lam.get(lam, math.nan)) for lam in lams]
+    # how many runs each of our means rests on: the gain only from runs trained after the trainer logged it
+    ours = runs[runs.decay == DECAYS[OURS_EXPERIMENT]]
+    for col, q in (("runs, ours", "residual"), ("runs with mean |g|, ours", "gain")):
+        counts = ours[ours[q].notna()].groupby("lam").size()
+        out[col] = [int(counts.get(lam, 0)) for lam in lams]
     reported = paper.rows(OURS_EXPERIMENT)
     out["paper's logged variance (end)"] = [_num((reported.get(lam) or {}).get("variance_end")) for lam in lams]
     return out
@@ -147,5 +153,6 @@ def section(profile: str, ours: Mapping[str, RunResult] | None = None, *, root: 
 TABLE_NOTES = ("h_L: variance of the raw residual stream (layer_var[-1]); N_f(h_L): after the final RMSNorm "
                "with its gain (final_var, what the official code logged); mean |g|: the final norm's mean "
                "absolute gain; N_f / mean|g|²: the logged variance per unit of squared gain. ours: matrices "
-               "decayed (mean over seeds with results); official: norm gains and embedding decayed too (seed "
-               "0). The paper's column is its figure's end value (the official log, d = 2048). – : no result.")
+               "decayed (mean over the seeds with results; the runs columns count them, the gain only from runs "
+               "trained after the trainer logged it); official: norm gains and embedding decayed too (seed 0). "
+               "The paper's column is its figure's end value (the official log, d = 2048). – : no result.")
