@@ -125,3 +125,21 @@ def test_short_bf16_compiled_training_matches_float32(family):
     assert want[-1] < 0.5 * want[0], want  # the run learns: the comparison is not between two flat curves
     gap = max(abs(a - b) for a, b in zip(got, want)) / want[0]
     assert gap < TRAIN_TOL, f"largest loss gap {gap:.3f} of the initial loss; bf16 {got}; float32 {want}"
+
+
+def test_trainer_records_its_peak_gpu_memory(tmp_path):
+    """summary.json's peak_memory_gib (what runs sharing a GPU must fit beside each other) is recorded on CUDA:
+    above the model's float32 weights, gradients and AdamW state, and this run's alone (an earlier 2 GiB
+    allocation in the same process is not counted)."""
+    from conftest import word_corpus
+    from sparsedepth.config import OptimConfig, TrainConfig
+    from sparsedepth.train import train
+
+    model = ModelConfig(vocab_size=512, d_model=256, n_layers=4, n_heads=4, max_seq_len=64)
+    cfg = TrainConfig(model=model, optim=OptimConfig(lr=3e-3, warmup_steps=2), data=word_corpus(tmp_path),
+                      seq_len=64, batch_size=8, micro_batch_size=8, steps=4, log_interval=2, eval_interval=4,
+                      eval_batches=1, device="cuda", compile=False)
+    torch.empty(2**31, dtype=torch.uint8, device="cuda")  # 2 GiB before the run: not the run's peak
+    summary = train(cfg, tmp_path / "run", progress=False)
+    state_gib = 16 * model.param_counts()["total"] / 2**30  # float32 weights, gradients and two AdamW moments
+    assert state_gib < summary["peak_memory_gib"] < 1.0, summary["peak_memory_gib"]  # ~0.1 GiB model

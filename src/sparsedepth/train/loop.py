@@ -136,6 +136,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, dist: Dist, progress: bool = True, root: Path | None = None):
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
         self.dev, self.main = dist.device, dist.is_main
+        if self.dev.type == "cuda":  # summary's peak_memory_gib is this run's, not an earlier run's in the process
+            torch.cuda.reset_peak_memory_stats(self.dev)
         self.progress = progress and self.main
         per_rank, rem = divmod(cfg.batch_size, dist.world_size)
         if rem or per_rank % cfg.micro_batch_size:
@@ -435,6 +437,10 @@ class Trainer:
             "mfu": tps * self.flops_per_token / (self.peak * self.dist.world_size) if tps and self.peak else None,
             "attn_backend": self.model.attn_backend, "kernels": self.model.kernels,
             "params": self.cfg.model.param_counts(),
+            # what runs sharing a GPU (`sparsedepth run --per-gpu K`) must fit beside each other: the peak of
+            # allocated GPU memory since this training started (a resumed run: since it resumed); None off CUDA
+            "peak_memory_gib": (round(torch.cuda.max_memory_allocated(self.dev) / 2**30, 2)
+                                if self.dev.type == "cuda" else None),
         }
 
     def _write_summary(self, summary: dict) -> None:
