@@ -201,7 +201,8 @@ SCALES: dict[str, Scale] = {
         vocab_size=50304, tokenizer="gpt-neox", corpus=".data/wiki-en-2019.00.txt.xz", max_docs=None,
         groups=(1, 4, 8), moe_small=MoESize(256, 4, 32, 4, True), moe_large=MoESize(512, 8, 64, 8, False),
         recipe_moe=(64, 8), dtype="auto", compile=True,
-        seeds={"depth": (0, 1), "weight_decay": (0, 1, 2), "seqlen": (0, 1, 2), "gqa": (0, 1, 2), "moe": (0, 1, 2)},
+        seeds={"depth": (0, 1), "weight_decay": (0, 1, 2), "seqlen": (0, 1, 2), "gqa": (0, 1, 2), "moe": (0, 1, 2),
+               "recipe": (0, 1)},
         # 9-14 % more tokens/s and a whole run that tracks the torch code within rerun noise (docs/performance.md)
         kernels="triton", telemetry_interval=10,
         log_interval=10, eval_interval=250, eval_batches=16, ckpt_interval=250,
