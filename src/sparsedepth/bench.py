@@ -326,7 +326,8 @@ def time_eval(cfg: TrainConfig, dev: torch.device, rows: int | None) -> dict:
     all) for a freshly initialised model of ``cfg``, scored as ``evaluate_run`` scores a run (torch's kernels,
     its batch size and autocast); the weights change no timing. ``forward_s``: the same batches' forward passes
     replayed alone between two synchronisations; ``other_s``, the rest of the scorer's time, is what the host
-    adds around them (batching, uploads, scoring, waiting)."""
+    adds around them (batching, uploads, scoring, waiting). ``tokens``: the forwards' input positions, padding
+    included."""
     from .data import prepare_data
     from .eval import TASKS, default_batch_size, score_tokens, task_docs
     from .eval.request_cache import cached_encode

@@ -47,9 +47,10 @@ def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, lim
     "n"}}, "mean_acc", "mean_acc_norm", "limit", "scorer", "seconds", "stage_seconds",
     "zero_shot_stage_seconds"}`` (load, perplexity, zero_shot; the last split into docs, encode and score).
     ``harness=True`` scores through lm-evaluation-harness instead of the built-in scorer (same numbers,
-    slower). ``batch_size`` (requests per forward) defaults to 128 on CUDA (all 11 sets, 74,560 requests, in
-    about 22 s on an H200 for a d=512 model) and 32 on CPU. ``root``: where the run's relative data paths start (default: the current
-    folder)."""
+    slower). ``batch_size`` (requests per forward) defaults to 128 on CUDA and 32 elsewhere; all 11 sets are
+    74,560 requests, whose score stage took 19-61 s on an H200 shared with training runs (d=512 models, while the
+    scorer still waited for the device after every batch; ``sparsedepth bench --only eval`` times it).
+    ``root``: where the run's relative data paths start (default: the current folder)."""
     from ..atomic import atomic_write_json
     from ..data import at_root, val_windows
     from ..train import load_run  # lazy: evaluation of in-memory models needs no trainer
