@@ -230,3 +230,20 @@ def test_telemetry_overhead_on_hand_rates():
     bench._add_overheads(rows)
     # tokens/s off / tokens/s on - 1: 100/80 - 1 = 25 %, 100/95 - 1 ≈ 5.26 %; a failed row gets none
     assert [r.get("overhead_vs_off") for r in rows] == pytest.approx([0.0, 0.25, 100 / 95 - 1, None])
+
+
+def test_eval_group_times_the_scorer_on_the_shipped_requests(tmp_path):
+    from sparsedepth.eval import TASKS
+
+    assert _bench(tmp_path, "--only", "eval") == 0
+    assert sorted(p.name for p in (tmp_path / "cpu").glob("*.json")) == ["eval-smoke.json", "matmul-smoke.json"]
+    (r,) = json.loads((tmp_path / "cpu" / "eval-smoke.json").read_text())
+    assert r["name"] == "eval-score" and r["kind"] == "eval" and all(k in r for k in COMMON + MODEL)
+    rows = bench.SHAPES["smoke"].eval_rows
+    assert r["n_tasks"] == len(TASKS) and r["rows_per_task"] == rows
+    assert len(TASKS) * rows < r["n_requests"]  # every row is a question of two or more choices
+    assert r["n_batches"] == -(-r["n_requests"] // r["batch_size"]) and r["batch_size"] == 32  # CPU default
+    assert r["n_layers"] == bench.catalog.get().scale("smoke").base_depth
+    _positive(r, "seconds", "forward_s", "requests_per_s", "tokens_per_s", "tokens")
+    assert r["forward_s"] + r["other_s"] == pytest.approx(r["seconds"])
+    assert r["requests_per_s"] == pytest.approx(r["n_requests"] / r["seconds"])

@@ -9,6 +9,9 @@ Groups (``--only``):
 - ``telemetry``: the training step with per-layer telemetry every step, at the default interval, and off;
 - ``probes``: seconds per probe of ``run_probes`` on the profile's deepest model (gpu: 32 layers) and on the
   recipe's MoE model of that depth, with the profile's probe settings;
+- ``eval``: the zero-shot scorer (``eval.score_tokens``) on the shipped requests (gpu: all 74,560 of the 11
+  tasks; smoke: the first rows of each task) for the profile's L=16 model as ``evaluate_run`` scores it, with
+  the share of its time the forward passes take;
 - ``ablation``: the base config with one optimisation undone at a time (whole-forward compile instead of
   per-block, two micro-batches instead of one), with the cuDNN attention kernel and with the kernels the profile
   does not use (gpu: torch's code instead of the hand-written Triton kernels; smoke: Triton, skipped without
@@ -33,6 +36,7 @@ with ``--config FILE`` to ``<out>/<device-slug>/config-<file stem>.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -56,7 +60,7 @@ from .train.distributed import resolve_device
 from .config import ConfigError, ModelConfig, TrainConfig, apply_overrides, config_hash, to_dict
 from .model.kernels import resolve as resolve_kernels
 
-GROUPS = ("depth", "gqa_moe", "attention", "telemetry", "probes", "ablation")
+GROUPS = ("depth", "gqa_moe", "attention", "telemetry", "probes", "eval", "ablation")
 BACKENDS = ("sdpa", "cudnn", "xformers", "math")
 
 
@@ -67,11 +71,12 @@ class _Shapes:
     timed_logs: int  # log intervals timed after the first (warm-up) one
     attn_shapes: tuple[tuple[int, int], ...]  # (batch, T) of the attention-layer timings
     attn_iters: int
+    eval_rows: int | None  # rows of each zero-shot task the scorer is timed on (None: all)
 
 
 SHAPES = {
-    "smoke": _Shapes(timed_logs=1, attn_shapes=((4, 64), (2, 256)), attn_iters=3),
-    "gpu": _Shapes(timed_logs=2, attn_shapes=((16, 1024), (4, 4096)), attn_iters=20),
+    "smoke": _Shapes(timed_logs=1, attn_shapes=((4, 64), (2, 256)), attn_iters=3, eval_rows=100),
+    "gpu": _Shapes(timed_logs=2, attn_shapes=((16, 1024), (4, 4096)), attn_iters=20, eval_rows=None),
 }
 
 
@@ -316,6 +321,56 @@ def time_probes(cfg: TrainConfig, profile: str, dev: torch.device, prefix: str =
             for name, secs in res["timings"].items()]
 
 
+def time_eval(cfg: TrainConfig, dev: torch.device, rows: int | None) -> dict:
+    """Seconds of ``score_tokens`` on the shipped zero-shot requests (the first ``rows`` rows of each task; None:
+    all) for a freshly initialised model of ``cfg``, scored as ``evaluate_run`` scores a run (torch's kernels,
+    its batch size and autocast); the weights change no timing. ``forward_s``: the same batches' forward passes
+    replayed alone between two synchronisations; ``other_s``, the rest of the scorer's time, is what the host
+    adds around them (batching, uploads, scoring, waiting). ``tokens``: the forwards' input positions, padding
+    included."""
+    from .data import prepare_data
+    from .eval import TASKS, default_batch_size, score_tokens, task_docs
+    from .eval.request_cache import cached_encode
+    from .eval.zero_shot import encode_requests, eval_mode, get_encoder
+    from .model import build_model
+
+    data = prepare_data(cfg.data, progress=False)
+    requests = [rq for name in TASKS for d in task_docs(name, rows) for rq in d.requests]
+    encode, eos = get_encoder(data)
+    token_reqs = cached_encode(requests, data, eos, lambda: encode_requests(requests, encode, eos),
+                               Path(cfg.data.cache_dir) / "eval-requests")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, dev)
+    model.set_kernels("torch")
+    batch = default_batch_size(dev)
+    score_tokens(model, token_reqs[:2 * batch], batch_size=batch)  # warm-up: kernels, allocator
+    inputs: list[torch.Tensor] = []  # each forward's input batch, for the forward-only replay
+    hook = model.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+    _reset_mem(dev)
+    _sync(dev)
+    t0 = time.perf_counter()
+    try:
+        score_tokens(model, token_reqs, batch_size=batch)
+    finally:
+        hook.remove()
+    seconds = time.perf_counter() - t0
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    with eval_mode(model), amp:  # score_tokens' forward: bf16 autocast on CUDA
+        _sync(dev)
+        t0 = time.perf_counter()
+        for x in inputs:
+            model(x)
+        _sync(dev)
+    forward = time.perf_counter() - t0
+    tokens = sum(x.numel() for x in inputs)
+    return {"kind": "eval", **_model_fields(cfg.model), "max_seq_len": cfg.model.max_seq_len,
+            "n_tasks": len(TASKS), "rows_per_task": rows, "n_requests": len(token_reqs), "batch_size": batch,
+            "n_batches": len(inputs), "tokens": tokens, "seconds": seconds,
+            "requests_per_s": len(token_reqs) / seconds, "tokens_per_s": tokens / seconds, "mfu": None,
+            "forward_s": forward, "other_s": seconds - forward, "forward_share": forward / seconds,
+            "peak_mem_gib": _peak_mem_gib(dev)}
+
+
 # --------------------------------------------------------------------------------------------------- CLI
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -355,6 +410,8 @@ def _fmt(r: dict) -> str:
         return f"{r['name']:<28} {'ERROR' if 'error' in r else 'SKIP':<5} {r.get('error') or r.get('skipped')}"
     tps, mfu = r.get("tokens_per_s"), r.get("mfu")
     extra = (f"{r['ms_fwd_bwd']:8.2f} ms" if "ms_fwd_bwd" in r else f"{r['seconds']:8.2f} s" if "seconds" in r else "")
+    if "requests_per_s" in r:
+        extra += f"  {r['requests_per_s']:,.0f} req/s, forward {r['forward_s']:.2f} s ({r['forward_share']:.0%})"
     return (f"{r['name']:<28} {'':<5} {'' if tps is None else f'{tps:,.0f} tok/s':>16}  "
             f"mfu {'  n/a' if mfu is None else f'{mfu:5.1%}'}  mem {r.get('peak_mem_gib', 0):6.2f} GiB  {extra}")
 
@@ -487,6 +544,10 @@ def _jobs(group: str, configs: dict, profile: str, shapes, dev: torch.device, pe
         deep_moe = dataclasses.replace(deep, model=catalog.get().resolve(profile, "recipe", "+MoE").model)
         jobs.append(("probes", lambda: time_probes(deep, profile, dev)))
         jobs.append(("probes-moe", lambda: time_probes(deep_moe, profile, dev, prefix="probe-moe")))
+    elif group == "eval":
+        s = catalog.get().scale(profile)
+        base = configs["depth"][f"dense-L{s.base_depth}-T{s.seq_len}"]  # the model evaluated most often (gpu: L=16)
+        jobs.append(("eval-score", lambda: time_eval(base, dev, shapes.eval_rows)))
     return jobs
 
 

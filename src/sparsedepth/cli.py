@@ -30,7 +30,7 @@ COMMANDS = {
     "eval": ("sparsedepth.eval.cli", "perplexity and zero-shot accuracy of a run directory"),
     "run": ("sparsedepth.paper.pipeline.run_cli",
             "train, probe and evaluate experiment variants into paper_results (no notebooks)"),
-    "bench": ("sparsedepth.bench", "measure tokens/s, MFU, memory, attention backends and probe times"),
+    "bench": ("sparsedepth.bench", "measure tokens/s, MFU, memory, attention backends, probe and scorer times"),
     "reproduce": ("sparsedepth.paper.pipeline.reproduce",
                   "execute the notebooks that regenerate the paper's figures and tables"),
 }

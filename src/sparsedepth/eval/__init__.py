@@ -13,20 +13,27 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from .perplexity import perplexity
 from .tasks import TASKS, EvalError, MCDoc, check_tasks, load_rows, task_docs
 from .user_tasks import evaluate_task_file, read_task_file, score_docs
 from .zero_shot import mc_metrics, score_tokens, zero_shot
 
-__all__ = ["CODE_VERSION", "TASKS", "EvalError", "MCDoc", "check_tasks", "evaluate_run", "evaluate_task_file",
-           "load_rows", "mc_metrics", "perplexity", "read_task_file", "score_docs", "score_tokens", "task_docs",
-           "zero_shot"]
+__all__ = ["CODE_VERSION", "TASKS", "EvalError", "MCDoc", "check_tasks", "default_batch_size", "evaluate_run",
+           "evaluate_task_file", "load_rows", "mc_metrics", "perplexity", "read_task_file", "score_docs",
+           "score_tokens", "task_docs", "zero_shot"]
 
 PPL_WINDOWS = 64  # held-out windows for perplexity (64 x T tokens)
 # Bump when a change alters what perplexity or the zero-shot scoring returns: cached evaluations of runs then
 # count as stale. tests/eval/test_eval_code_version.py holds the digest of each version's outputs on a tiny fixed
 # model and fails when the outputs change while this number does not.
 CODE_VERSION = 1
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Zero-shot requests per forward pass when none is given: 128 on CUDA, 32 elsewhere."""
+    return 128 if device.type == "cuda" else 32
 
 
 def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, limit: int | None = None,
@@ -40,9 +47,10 @@ def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, lim
     "n"}}, "mean_acc", "mean_acc_norm", "limit", "scorer", "seconds", "stage_seconds",
     "zero_shot_stage_seconds"}`` (load, perplexity, zero_shot; the last split into docs, encode and score).
     ``harness=True`` scores through lm-evaluation-harness instead of the built-in scorer (same numbers,
-    slower). ``batch_size`` (requests per forward) defaults to 128 on CUDA (all 11 sets, 74,560 requests, in
-    about 22 s on an H200 for a d=512 model) and 32 on CPU. ``root``: where the run's relative data paths start (default: the current
-    folder)."""
+    slower). ``batch_size`` (requests per forward) defaults to 128 on CUDA and 32 elsewhere; all 11 sets are
+    74,560 requests, whose score stage took 19-61 s on an H200 shared with training runs (d=512 models, while the
+    scorer still waited for the device after every batch; ``sparsedepth bench --only eval`` times it).
+    ``root``: where the run's relative data paths start (default: the current folder)."""
     from ..atomic import atomic_write_json
     from ..data import at_root, val_windows
     from ..train import load_run  # lazy: evaluation of in-memory models needs no trainer
@@ -57,7 +65,7 @@ def evaluate_run(run_dir: str | Path, *, tasks: Sequence[str] | str = TASKS, lim
     if seq_len > model.cfg.max_seq_len:
         raise EvalError(f"seq_len {seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
     if batch_size is None:
-        batch_size = 128 if next(model.parameters()).is_cuda else 32
+        batch_size = default_batch_size(next(model.parameters()).device)
     windows = val_windows(data.val, seq_len, ppl_windows, seed=0)
     ppl = perplexity(model, windows, batch_size=max(1, min(batch_size, 16)))
     t_ppl = time.perf_counter()

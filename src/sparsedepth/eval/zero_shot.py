@@ -104,6 +104,19 @@ def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.logits if hasattr(out, "logits") else out
 
 
+def _batch(seqs: Sequence[list[int]], n_cont: Sequence[int]) -> tuple[np.ndarray, ...]:
+    """Inputs of a batch of sequences (longest first), right-padded to ``[B, len(seqs[0]) - 1]``, and its
+    scored positions as flat arrays (row, column, target token): the last ``n_cont[b]`` inputs of row b."""
+    full = np.zeros((len(seqs), len(seqs[0])), dtype=np.int64)  # numpy: filling rows costs a tenth of torch's
+    for b, s in enumerate(seqs):
+        full[b, :len(s)] = s
+    k = np.asarray(n_cont, dtype=np.int64)
+    rows = np.repeat(np.arange(len(seqs)), k)
+    first = np.array([len(s) - 1 for s in seqs]) - k  # column of each row's first scored position
+    cols = np.repeat(first, k) + np.arange(len(rows)) - np.repeat(np.cumsum(k) - k, k)
+    return full[:, :-1], rows, cols, full[rows, cols + 1]
+
+
 def score_tokens(model: torch.nn.Module, requests: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 32,
                  max_len: int | None = None, autocast: bool | None = None,
                  progress: bool = False) -> list[tuple[float, bool]]:
@@ -125,44 +138,36 @@ def score_tokens(model: torch.nn.Module, requests: Sequence[tuple[list[int], lis
         seqs.append(full)
         n_cont.append(min(len(cont), len(full) - 1))
     order = sorted(range(len(seqs)), key=lambda i: (-len(seqs[i]), seqs[i]))
-    results: list[tuple[float, bool]] = [(0.0, True)] * len(seqs)
+    # The loop never waits for the device: each batch goes up in one copy (from pinned memory on CUDA) and the
+    # scores stay on the device until the end. A per-batch torch.tensor(list) or .tolist() would stall the host
+    # until the GPU, often shared with training runs, had caught up, leaving it idle while the next batch is built.
+    ll = torch.zeros(len(seqs), device=device)  # summed log-likelihood per request
+    miss = torch.zeros(len(seqs), device=device)  # continuation tokens that are not the argmax
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(seqs), desc="scoring", unit="req")
+        bar = tqdm(total=len(seqs), desc="scoring", unit="req")  # counts batches queued, not finished
     with eval_mode(model):
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            width = len(seqs[idx[0]]) - 1  # longest first
-            x = np.zeros((len(idx), width), dtype=np.int64)  # numpy: filling rows costs a tenth of torch's
-            rows, cols, tgts = [], [], []  # flat list of scored positions: (row, column, target token)
-            for b, i in enumerate(idx):
-                s = seqs[i]
-                x[b, :len(s) - 1] = s[:-1]
-                k = n_cont[i]
-                rows += [b] * k
-                cols += range(len(s) - 1 - k, len(s) - 1)
-                tgts += s[len(s) - k:]
-            x = torch.from_numpy(x).to(device, non_blocking=True)
+            inputs, rows, cols, tgts = _batch([seqs[i] for i in idx], [n_cont[i] for i in idx])
+            packed = torch.from_numpy(np.concatenate([inputs.ravel(), rows, cols, tgts, np.asarray(idx)[rows]]))
+            if device.type == "cuda":
+                packed = packed.pin_memory()
+            x, r, c, t, owner = packed.to(device, non_blocking=True).split([inputs.size] + [len(rows)] * 4)
             ctx_mgr = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
             with ctx_mgr:
-                logits = _logits(model, x)
-            r = torch.tensor(rows, device=device)
-            c = torch.tensor(cols, device=device)
-            t = torch.tensor(tgts, device=device)
+                logits = _logits(model, x.view(inputs.shape))
             sel = logits[r, c].float().log_softmax(-1)  # only the scored positions: [n_scored, V]
-            lp = sel.gather(1, t[:, None])[:, 0]
-            greedy = (sel.argmax(-1) == t).float()
-            ll = torch.zeros(len(idx), device=device, dtype=torch.float32).index_add_(0, r, lp)
-            miss = torch.zeros(len(idx), device=device).index_add_(0, r, 1.0 - greedy)
-            for i, v, m in zip(idx, ll.tolist(), miss.tolist()):  # one host sync per batch
-                results[i] = (v, m == 0)
+            ll.index_add_(0, owner, sel.gather(1, t[:, None])[:, 0])
+            miss.index_add_(0, owner, 1.0 - (sel.argmax(-1) == t).float())
             if bar is not None:
                 bar.update(len(idx))
     if bar is not None:
         bar.close()
-    return results
+    lls, misses = torch.stack([ll, miss]).tolist()
+    return [(v, m == 0) for v, m in zip(lls, misses)]
 
 
 def truncated(requests: Sequence[tuple[list[int], list[int]]], max_len: int) -> list[bool]:
@@ -229,8 +234,9 @@ def zero_shot(model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | str
               f"model's context of {_max_len(model, max_len)} tokens and were scored on their last tokens only "
               f"(n_truncated_by_task in the result)", file=sys.stderr)
     out["seconds"] = round(time.perf_counter() - t0, 3)
-    # where the time goes (reading the sets, tokenizing, the forward passes): on an H200 the whole took 19-31 s
-    # for gpu-profile models whose training time differs fivefold, so the model is not most of it
+    # where the time goes (reading the sets, tokenizing, scoring): on an H200 shared with 2-3 training runs,
+    # gpu-profile runs spent about 2 s on the first two and 19-61 s scoring, where their d=512 forward passes
+    # should take a few seconds; `sparsedepth bench --only eval` splits the scorer's time
     out["stage_seconds"] = {"docs": round(t_docs - t0, 3), "encode": round(t_encode - t_docs, 3),
                             "score": round(t_score - t_encode, 3)}
     return out
