@@ -50,6 +50,9 @@ def test_frame_and_split_of_the_official_excess():
     assert last.removal == pytest.approx(0.54) and last.share == pytest.approx(0.16 / 0.2)
     assert last.useful_linear == 0 and last.useful_official == 4  # 1.04 + at least 0.08 in every layer
     assert last.corr_max_abs > 0.9
+    assert last.official_above_removal == 0  # removal costs 0.5 more than the correct fit, the transposition less
+    big = ur.excess_frame(ur.layer_frame(rungs(trans=0.2)))
+    assert big[big.final & (big.rung == "gpu")].official_above_removal.tolist() == [0.25, 0.25]  # layer 1: 2.0 > 0.5
 
 
 def test_findings_follow_the_numbers():
@@ -59,9 +62,22 @@ def test_findings_follow_the_numbers():
     assert "rises faster than the correct fit's own excess in 2 of 2 settings" in text
     assert "From d = 512 to d = 1024 at the same tokens" in text and "transposition's by x2" in text
     assert "Plain removal costs" in text and "correlate at r = +" in text
+    assert "costs more than removing the block in 0 % of the layers" in text
     # the other way round: a small transposition, the nonlinearity carries the excess
     flipped = ur.findings(ur.excess_frame(ur.layer_frame(rungs(nonlin=0.05, trans=0.001))))
     assert "mostly from **the blocks' nonlinearity**" in flipped and "the transposition" not in flipped.split("**")[3]
+
+
+def test_settings_follow_the_sweep_order_within_each_rung():
+    runs = {"gpu": {v: _run(f"L={v}", 512, 0.01, 0.04) for v in (32, 8, 16)},
+            "gpu-wide": {v: _run(f"L={v}", 1024, 0.01, 0.04) for v in (16, 8)}}
+    ex = ur.excess_frame(ur.layer_frame(runs))
+    assert list(dict.fromkeys(ex.setting)) != ["L=8", "L=16", "L=32"]  # the pivot's string order
+    got = ur.in_order(ex, ["L=8", "L=16", "L=32"])
+    pairs = list(dict.fromkeys(zip(got.rung, got.setting)))
+    assert pairs == [("gpu", "L=8"), ("gpu", "L=16"), ("gpu", "L=32"), ("gpu-wide", "L=8"), ("gpu-wide", "L=16")]
+    assert (got.groupby(["rung", "setting"]).step.apply(lambda s: s.is_monotonic_increasing)).all()
+    assert len(got) == len(ex) and ur.in_order(ex.iloc[:0], ["L=8"]).empty
 
 
 def test_final_probes_only_and_charts():

@@ -122,7 +122,7 @@ def usefulness_section(experiment: str, profile: str, res: dict, order: list) ->
     if layers.empty:
         display(Markdown(f"_No usefulness readings per layer in `{profile}/{experiment}`._"))
         return
-    excess = usefulness_readings.excess_frame(layers)
+    excess = usefulness_readings.in_order(usefulness_readings.excess_frame(layers), order)
     tables.write_table(excess, f"{experiment}_usefulness_readings", profile,
                        title=f"{experiment}: the usefulness score's excess over 1, split (means over layers)")
     display(Markdown("**What the numbers say** (written from them):\n\n" + usefulness_readings.findings(excess)))

@@ -65,8 +65,8 @@ def excess_frame(layers: pd.DataFrame) -> pd.DataFrame:
     """Per rung × setting × probe point (seeds averaged): the mean over layers of ``nonlinearity`` (linear − 1),
     ``transposition`` (official − linear) and ``removal`` (removed − 1); ``share`` = transposition / (official −
     1), the part of the official score's excess the transposition makes; the useful layers (ratio above the probes'
-    threshold, 1.1) by the
-    correct and the official fit; ``max_abs`` (largest over layers) and ``corr_max_abs`` (correlation across
+    threshold, 1.1) by the correct and the official fit; ``official_above_removal``, the fraction of layers where
+    the official fit costs more than removing the block (then it measures its own error, not the block); ``max_abs`` (largest over layers) and ``corr_max_abs`` (correlation across
     layers of log max_abs with the transposition's excess)."""
     if layers.empty:
         return pd.DataFrame()
@@ -85,6 +85,7 @@ def excess_frame(layers: pd.DataFrame) -> pd.DataFrame:
                    transposition=np.nanmean(trans) if np.isfinite(trans).any() else np.nan,
                    removal=np.nanmean(rem - 1) if np.isfinite(rem).any() else np.nan,
                    useful_linear=int((lin > threshold).sum()), useful_official=int((off > threshold).sum()),
+                   official_above_removal=_share(off > rem, np.isfinite(off) & np.isfinite(rem)),
                    max_abs=np.nanmax(mx) if np.isfinite(mx).any() else np.nan, corr_max_abs=_corr(np.log(mx), trans))
         official = row["nonlinearity"] + row["transposition"]
         row["share"] = row["transposition"] / official if np.isfinite(official) and official > 0 else np.nan
@@ -95,10 +96,27 @@ def excess_frame(layers: pd.DataFrame) -> pd.DataFrame:
         .mean().reset_index()
 
 
+def in_order(excess: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """``excess`` with each rung's settings in the sweep's ``order`` (rungs as they come; unknown settings last):
+    the frame's own order is the string order of its pivot (T=1024 before T=256)."""
+    if excess.empty:
+        return excess
+    rung = {r: i for i, r in enumerate(dict.fromkeys(excess["rung"]))}
+    pos = {s: i for i, s in enumerate(order)}
+    key = excess["rung"].map(rung) * (len(pos) + 1) + excess["setting"].map(lambda s: pos.get(s, len(pos)))
+    return excess.assign(_key=key).sort_values(["_key", "step"], kind="stable").drop(columns="_key") \
+        .reset_index(drop=True)
+
+
 def _threshold() -> float:
     from ...probes.usefulness import THRESHOLD  # torch: only once a frame is built
 
     return THRESHOLD
+
+
+def _share(hits: np.ndarray, ok: np.ndarray) -> float:
+    """Fraction of ``hits`` among the ``ok`` entries (NaN when none is)."""
+    return float(hits[ok].mean()) if ok.any() else np.nan
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,8 +146,8 @@ def findings(excess: pd.DataFrame) -> str:
     lines = []
     for rung, g in final.groupby("rung", sort=False):
         parts = [f"{r.setting}: {r.nonlinearity:+.3g} nonlinearity, {r.transposition:+.3g} transposition "
-                 f"({_pct(r.share)} of the official excess), useful layers {r.useful_linear:g} correct vs "
-                 f"{r.useful_official:g} official" for r in g.itertuples()]
+                 f"({_pct(r.share)} of the official excess), useful layers {r.useful_linear:.3g} correct vs "
+                 f"{r.useful_official:.3g} official" for r in g.itertuples()]
         share = g["share"].median()
         source = ("the transposition" if share > 0.5 else "the blocks' nonlinearity") if math.isfinite(share) else None
         where = f" (at {fmt_tokens(g.tokens.max())} tokens)" if g.tokens.notna().any() else ""
@@ -140,7 +158,9 @@ def findings(excess: pd.DataFrame) -> str:
             rec = (g["nonlinearity"] / g["removal"]).median()
             lines.append(f"  Plain removal costs {g['removal'].median():+.3g} per layer (median); the correct linear "
                          f"map leaves {_pct(rec)} of that, the official one "
-                         f"{_pct(((g['nonlinearity'] + g['transposition']) / g['removal']).median())}.")
+                         f"{_pct(((g['nonlinearity'] + g['transposition']) / g['removal']).median())}. The official "
+                         f"fit costs more than removing the block in {_pct(g['official_above_removal'].median())} of "
+                         f"the layers (median over settings).")
         else:
             lines.append("  Plain removal and the largest activation per layer were not probed in these results "
                          "(probes before `usefulness.skip` and `variance.max_abs`); probe them again to see them.")
