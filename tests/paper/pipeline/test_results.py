@@ -454,3 +454,21 @@ def test_a_run_probed_along_training_keeps_its_last_point_as_the_final_probes(tm
 
     stats = flat(summarize(probes))  # the installed copy keeps 6 significant digits
     assert stats and flat({k: last[k] for k in summarize(probes)}) == pytest.approx(stats, rel=1e-5, abs=1e-9)
+
+
+def test_why_stale_names_what_changed():
+    key = R.results_key("smoke")
+    rec = {"hash": "abc", "results_version": R.RESULTS_VERSION, "results_key": key}
+    assert R.why_stale(rec, "abc", key) == "forced"  # nothing differs
+    assert R.why_stale(rec, "def", key) == "config changed (hash abc -> def)"
+    old = json.loads(json.dumps(key))
+    old["code"]["probes"] = key["code"]["probes"] - 1
+    old["probe"]["n_windows"] = key["probe"].get("n_windows", 0) + 1
+    why = R.why_stale({**rec, "results_key": old}, "abc", key)
+    assert f"probes code version {key['code']['probes'] - 1} -> {key['code']['probes']}" in why
+    assert "probe settings changed (n_windows)" in why and "eval" not in why
+    legacy = {k: v for k, v in key.items() if k != "code"}  # written before the code versions were in the key
+    expected = "; ".join(f"{name} code version {R.LEGACY_CODE[name]} -> {v}" for name, v in key["code"].items()
+                         if R.LEGACY_CODE[name] != v)
+    assert R.why_stale({**rec, "results_key": legacy}, "abc", key) == (expected or "forced")
+    assert R.why_stale({**rec, "results_version": 0}, "abc", key).startswith(f"results version 0 -> {R.RESULTS_VERSION}")

@@ -181,6 +181,28 @@ def stored_key(rec: dict | None) -> dict | None:
     return {**key, "code": LEGACY_CODE} if isinstance(key, dict) and "code" not in key else key
 
 
+def why_stale(rec: dict, h: str, key: dict) -> str:
+    """What makes the result recorded in ``rec`` differ from one made now (config hash ``h``, results key
+    ``key``), in words: "config changed (hash a -> b)", "probes code version 1 -> 2", "probe settings changed
+    (n_windows)", ...; "forced" when nothing differs."""
+    if rec.get("hash") != h:
+        return f"config changed (hash {rec.get('hash')} -> {h})"
+    old = stored_key(rec) or {}
+    parts = []
+    if rec.get("results_version") != key["results_version"]:
+        parts.append(f"results version {rec.get('results_version')} -> {key['results_version']}")
+    for name, version in key["code"].items():
+        was = (old.get("code") or {}).get(name)
+        if was != version:
+            parts.append(f"{name} code version {was} -> {version}")
+    for part in ("probe", "eval"):
+        was, now = old.get(part) or {}, key[part] or {}
+        changed = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+        if changed:
+            parts.append(f"{part} settings changed ({', '.join(changed)})")
+    return "; ".join(parts) or "forced"
+
+
 def _fresh(rec: dict | None, h: str, since: float | None, key: dict) -> bool:
     return (rec is not None and rec.get("hash") == h and stored_key(rec) == key
             and (since is None or float(rec.get("completed_at", 0)) >= since))
@@ -428,16 +450,7 @@ def run_variant_status(profile: str | ex.Plan, experiment: str, variant: str, *,
                  pipeline)
         _log(f"{tag} copied from {src.parent.name}/{src.name} (identical config, hash {h})")
         return dest, "copied"
-    if rec is not None and rec.get("hash") != h:
-        why = f"config changed (hash {rec.get('hash')} -> {h})"
-    elif rec is not None and rec.get("results_version") != RESULTS_VERSION:
-        why = f"results version {rec.get('results_version')} -> {RESULTS_VERSION}"
-    elif rec is not None and stored_key(rec) != key:
-        why = "probe or evaluation code or settings changed"
-    elif rec is not None:
-        why = "forced"
-    else:
-        why = None
+    why = None if rec is None else why_stale(rec, h, key)
     if not train:
         if rec is not None:
             _log(f"{tag} stale, kept as is (--no-train): {why}")

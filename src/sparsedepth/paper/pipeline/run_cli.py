@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
                 st += " (same config as a variant above: trained once)"
             counted.add(config_hash(cfg))
             todo = st in ("missing", "stale", results.FAILED, results.PAUSED)
+            if st == "stale":  # say what changed (a config, a probe or evaluation version, settings)
+                rec = results.read_record(results.results_dir(plan.profile, e, v))
+                st += f" ({results.why_stale(rec, config_hash(cfg), results.results_key(plan))})"
             est = estimate_seconds(cfg, finished) if todo else None
             basis = ""
             if est is None and todo and plan.scale.needs_cuda:
