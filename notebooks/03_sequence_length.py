@@ -77,15 +77,15 @@ chart
 # %% [markdown]
 # ## What the usefulness score measures across context length T
 #
-# The readings of notebook 1's section of that name, here across context length T: per layer, the loss ratio of the
-# block replaced by the correct linear fit (**linear**: its excess over 1 is what a linear map cannot reproduce,
-# the block's nonlinearity), by the official code's transposed fit (**official**: its excess over the correct
-# one is the transposition's) and by nothing at all (**removed**: the block skipped), beside the largest
-# activation of each layer's output. **What to look at:** whether the official line sits above *removed*
-# (then the official score charges a layer more than deleting its block costs: it measures the wrong-way-round
-# map, not the block) and whether its gap to the correct fit moves with context length T the way the official usefulness
-# does in the table above. Results probed before plain removal and the largest activation were added show only
-# the two fits; the findings are computed from the runs that have all three.
+# The readings of notebook 1's section of that name, here across context length T: per layer, the loss ratio of
+# the block replaced by the correct linear fit (**linear**: its excess over 1 is what a linear map cannot
+# reproduce, the block's nonlinearity), by the official code's transposed fit (**official**: its excess over the
+# correct one is the transposition's) and by nothing at all (**removed**: the block skipped), beside the largest
+# activation of each layer's output. **What to look at:** whether the official line sits above *removed* (then the
+# official score charges a layer more than deleting its block costs: it measures the wrong-way-round map, not the
+# block) and whether its gap to the correct fit moves with context length T the way the official usefulness does
+# in the table above. Results probed before plain removal and the largest activation were added show only the two
+# fits; the findings are computed from the runs that have all three.
 
 # %%
 notebook.usefulness_section(EXP, profile, res, order)

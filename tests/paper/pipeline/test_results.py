@@ -471,4 +471,5 @@ def test_why_stale_names_what_changed():
     expected = "; ".join(f"{name} code version {R.LEGACY_CODE[name]} -> {v}" for name, v in key["code"].items()
                          if R.LEGACY_CODE[name] != v)
     assert R.why_stale({**rec, "results_key": legacy}, "abc", key) == (expected or "forced")
-    assert R.why_stale({**rec, "results_version": 0}, "abc", key).startswith(f"results version 0 -> {R.RESULTS_VERSION}")
+    bumped = R.why_stale({**rec, "results_version": 0}, "abc", key)
+    assert bumped.startswith(f"results version 0 -> {R.RESULTS_VERSION}")

@@ -66,7 +66,8 @@ def excess_frame(layers: pd.DataFrame) -> pd.DataFrame:
     ``transposition`` (official − linear) and ``removal`` (removed − 1); ``share`` = transposition / (official −
     1), the part of the official score's excess the transposition makes; the useful layers (ratio above the probes'
     threshold, 1.1) by the correct and the official fit; ``official_above_removal``, the fraction of layers where
-    the official fit costs more than removing the block (then it measures its own error, not the block); ``max_abs`` (largest over layers) and ``corr_max_abs`` (correlation across
+    the official fit costs more than removing the block (then it measures its own error, not the block);
+    ``max_abs`` (largest over layers) and ``corr_max_abs`` (correlation across
     layers of log max_abs with the transposition's excess)."""
     if layers.empty:
         return pd.DataFrame()
