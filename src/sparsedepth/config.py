@@ -271,6 +271,10 @@ class TrainConfig:
         """None (eager), "blocks" or "model"."""
         return "blocks" if self.compile is True else self.compile or None
 
+    def uses_bf16(self, device_type: str) -> bool:
+        """Whether training (and its evaluation) runs under bf16 autocast on a device of this type."""
+        return self.dtype == "bfloat16" or (self.dtype == "auto" and device_type == "cuda")
+
 
 def to_dict(cfg: Any) -> dict:
     """A plain, JSON-ready dict of a config (tuples become lists)."""

@@ -155,7 +155,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.dev)
-        bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.dev.type == "cuda")
+        bf16 = cfg.uses_bf16(self.dev.type)
         self.fsdp = cfg.parallel == "fsdp"
         if cfg.activation_checkpointing:
             checkpoint_blocks(self.model)

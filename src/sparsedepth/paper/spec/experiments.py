@@ -163,8 +163,10 @@ class Scale:
 
 # Probe settings before a trajectory's last point: a quarter of the windows, 64 of the permutation's L(L-1)/2
 # pairs, 2 Jacobian windows, only the probes a trajectory keeps. On the cpu profile (README, "Probes along
-# training") 8 points cost 18 % of training beyond the final probes; on the gpu scale the training is ~30x longer
-# per probe window, so the same points are expected to stay well under 15 % (to be measured on the H200).
+# training") 8 points cost 18 % of training beyond the final probes. On the H200 a point of gpu-wide's L=12
+# run (d=1024) took 13.5 s against 324 s of training alone: 29 % for 7 points, the Jacobian 4.8 s of it and a
+# float32 validation-loss pass most of the 6.5 s outside the probes (now in the training's bf16). gpu-wide
+# therefore takes one Jacobian window before the last point (the final probes keep 8).
 TRAJECTORY_ALONG = {"n_windows": 16, "max_pairs": 64, "jacobian_windows": 2,
                     "probes": "variance,jacobian,usefulness,causal,permutation,angular_distance,block_influence"}
 GPU_LONG_STEPS = 4600  # 4600 x 65,536 = 301M tokens per run: about 3.3 passes over the three Wikipedia shards
@@ -269,7 +271,8 @@ SCALES["gpu-long"] = replace(
          f"run on the three Wikipedia shards (about 90M unique tokens, each seen about 3.3 times): depth and weight "
          f"decay (λ = 0, 0.1, 1), with probes along training")
 SCALES["gpu-wide"] = replace(
-    SCALES["gpu"], name="gpu-wide", **_GPU_RUNG, experiments=("depth",), d_model=1024, n_heads=16,
+    SCALES["gpu"], name="gpu-wide", **{**_GPU_RUNG, "probe_along": {**TRAJECTORY_ALONG, "jacobian_windows": 1}},
+    experiments=("depth",), d_model=1024, n_heads=16,
     # two micro-batches of 32 x 1024: the d=512 L=32 step already holds 58 GiB in one
     micro_tokens=32768,
     note="the gpu depth sweep at d=1024 (16 heads of 64), 98M tokens per run, with probes along training")
