@@ -140,3 +140,10 @@ def test_compile_modes(value, mode):
 def test_unknown_compile_mode_names_the_choices():
     with pytest.raises(ConfigError, match=r"^compile:.*'blocks'.*'model'"):
         TrainConfig(compile="fullgraph")
+
+
+def test_bf16_autocast_follows_dtype_and_device():
+    """The trainer and the trajectory's validation loss share this rule (auto: bf16 on CUDA only)."""
+    assert TrainConfig().uses_bf16("cuda") and not TrainConfig().uses_bf16("cpu")
+    assert not TrainConfig(dtype="float32").uses_bf16("cuda")
+    assert TrainConfig(dtype="bfloat16").uses_bf16("cpu")

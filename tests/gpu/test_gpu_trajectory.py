@@ -3,7 +3,6 @@ the final probes, and the points' validation loss is taken in the training's pre
 the last one agrees with the loss the trainer logged."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -43,10 +42,3 @@ def test_a_compiled_bf16_run_probes_along_training(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert points[-1]["val_loss"] == pytest.approx(summary["val_loss"], rel=2e-3)
     assert all(0 < p["probe_s"] for p in points)
-
-
-def test_the_points_validation_loss_follows_the_runs_precision():
-    cfg = TrainConfig()
-    assert cfg.uses_bf16("cuda") and not cfg.uses_bf16("cpu")
-    assert not dataclasses.replace(cfg, dtype="float32").uses_bf16("cuda")
-    assert dataclasses.replace(cfg, dtype="bfloat16").uses_bf16("cpu")
