@@ -111,6 +111,24 @@ def test_budget_starts_only_what_fits(calls, tmp_path, capsys):
     assert "depth/L6" in capsys.readouterr().out
 
 
+def test_a_paused_run_is_budgeted_for_the_steps_it_has_left(calls, tmp_path, capsys):
+    _fake_finished(tmp_path, "smoke", "depth", "L2", wall_s=10.0, train_s=14.0, probes_s=4.0, eval_s=2.0)
+    l6 = ex.resolve("smoke", "depth", "L6")
+    finished = run_cli._finished("smoke")
+    whole = run_cli.estimate_seconds(l6, finished)
+    step = l6.steps * 7 // 8
+    (R.run_dir_for("smoke", l6) / "checkpoints" / f"step-{step:08d}").mkdir(parents=True)
+    assert run_cli.checkpoint_step("smoke", l6) == step
+    left = run_cli.estimate_seconds(l6, finished, step)
+    fixed = run_cli.estimate_seconds(l6, finished, l6.steps)  # setup, probes and evaluation: not scaled
+    assert left - fixed == pytest.approx((whole - fixed) * (l6.steps - step) / l6.steps)
+    budget = f"{(left + whole) / 2:.1f}"  # enough for the rest, not for the whole run
+    assert cli.main(["run", "depth/L6", "--profile", "smoke", "--list"]) == 0
+    assert f"{l6.steps - step} of {l6.steps} steps left" in capsys.readouterr().out
+    assert cli.main(["run", "depth/L6", "--profile", "smoke", "--budget-s", budget]) == 0
+    assert [c[2] for c in calls] == ["L6"]  # resumed: only its last eighth is trained
+
+
 class _FakeChild:
     """A child process that exits with ``rc`` once the fake clock reaches ``end``."""
 

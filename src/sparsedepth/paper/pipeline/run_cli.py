@@ -21,7 +21,9 @@ others go on. Useful on a GPU machine without Jupyter; the notebooks then plot w
 ``--budget-s`` is for machines lent by the hour: a run killed half-way loses its work once the machine is
 gone, so a variant is started only when its estimated time fits in what is left of the budget. The
 estimate (:func:`estimate_seconds`) comes from the profile's finished results: their training FLOP rate and
-their time outside the training loop (data, compilation, probes, evaluation).
+their time outside the training loop (data, compilation, probes, evaluation); for a GPU profile with none
+finished yet, from the committed H200 speed measurements (training alone). A paused run is counted for the
+steps after its latest checkpoint, which is all a resumed run trains.
 """
 from __future__ import annotations
 
@@ -107,27 +109,45 @@ def _finished(profile: str) -> list[dict]:
     return out
 
 
-def estimate_seconds(cfg: TrainConfig, finished: list[dict]) -> float | None:
+def estimate_seconds(cfg: TrainConfig, finished: list[dict], steps_done: int = 0) -> float | None:
     """Rough wall time of one variant from finished runs of the same profile (None when there are none):
     training FLOPs at the median FLOP rate of finished runs of the same kind (MoE or dense; MoE runs without
     MoE history at MOE_RATE_GUESS times the dense rate), plus their median setup and evaluation time, plus
-    probes scaled by L^2 (the permutation probe replays every pair of layers), times a safety margin."""
+    probes scaled by L^2 (the permutation probe replays every pair of layers), times a safety margin.
+    ``steps_done``: steps a paused run already has (:func:`checkpoint_step`); only the rest is trained."""
     if not finished:
         return None
     same = [f for f in finished if f["moe"] == cfg.model.is_moe]
     guess = MOE_RATE_GUESS if cfg.model.is_moe and not same else 1.0
     rate = statistics.median(f["flop_rate"] for f in same or finished) * guess
-    flops = cfg.steps * cfg.tokens_per_step * cfg.model.flops_per_token(cfg.seq_len)
+    flops = (cfg.steps - steps_done) * cfg.tokens_per_step * cfg.model.flops_per_token(cfg.seq_len)
     probes = statistics.median(f["probes_per_layer2"] for f in finished) * cfg.model.n_layers ** 2
     return MARGIN * (flops / rate + statistics.median(f["setup_s"] for f in finished) + probes)
 
 
-def _bench_seconds(cfg: TrainConfig) -> float:
-    """Training time alone from the committed H200 speed measurements, for a profile with no finished run yet."""
+def checkpoint_step(profile: str, cfg: TrainConfig) -> int:
+    """The step of a paused run's latest checkpoint (0 when it has none): resuming trains only the rest, and
+    a budget that counted every step would refuse to finish a run that a lent machine could still finish."""
+    from ...train.checkpoint import list_checkpoints
+
+    ckpts = list_checkpoints(results.run_dir_for(profile, cfg))
+    return min(ckpts[-1][0], cfg.steps) if ckpts else 0
+
+
+def _estimate(plan: ex.Plan, cfg: TrainConfig, finished: list[dict]) -> tuple[float | None, str]:
+    """(seconds, basis) of one variant still to train: :func:`estimate_seconds`, else for a GPU profile with no
+    finished run the training time alone from the committed H200 speed measurements; a paused run's own
+    checkpoint counts as done."""
+    done = checkpoint_step(plan.profile, cfg)
+    left = f", {cfg.steps - done} of {cfg.steps} steps left" if done else ""
+    est = estimate_seconds(cfg, finished, done)
+    if est is not None or not plan.scale.needs_cuda:
+        return est, left
     from .gpu_hours import DEVICE, Measurements, gpu_hours
 
     speeds = Measurements.load(results.output_root() / "paper_results" / "bench" / DEVICE)
-    return MARGIN * gpu_hours(cfg, speeds)[0] * 3600
+    bench = MARGIN * gpu_hours(cfg, speeds)[0] * 3600 * (cfg.steps - done) / cfg.steps
+    return bench, f" of training, from the H200 bench{left}"
 
 
 def _done_hashes(plan: ex.Plan) -> set[str]:
@@ -161,10 +181,7 @@ def run(args: argparse.Namespace) -> int:
             if st == "stale":  # say what changed (a config, a probe or evaluation version, settings)
                 rec = results.read_record(results.results_dir(plan.profile, e, v))
                 st += f" ({results.why_stale(rec, config_hash(cfg), results.results_key(plan))})"
-            est = estimate_seconds(cfg, finished) if todo else None
-            basis = ""
-            if est is None and todo and plan.scale.needs_cuda:
-                est, basis = _bench_seconds(cfg), " of training, from the H200 bench"
+            est, basis = _estimate(plan, cfg, finished) if todo else (None, "")
             total += est or 0.0
             print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s{basis})"))
         if total:
@@ -193,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
             skipped.append(f"{e}/{v}")
             continue
         if args.budget_s is not None and config_hash(plan.resolve(e, v)) not in _done_hashes(plan):
-            est = estimate_seconds(plan.resolve(e, v), finished)
+            est = _estimate(plan, plan.resolve(e, v), finished)[0]
             left = args.budget_s - (time.monotonic() - t0)
             if est is not None and est > left:
                 print(f"[{args.profile}/{e}/{v}] not started: about {est:.0f} s needed, {left:.0f} s of the budget left",
@@ -245,12 +262,8 @@ def _to_train(args: argparse.Namespace, plan: ex.Plan, pairs: list[tuple[str, st
 def _print_plan(args: argparse.Namespace, plan: ex.Plan, todo: list[tuple[str, str]], finished: list[dict]) -> None:
     from . import run_parallel
 
-    def estimate(pair: tuple[str, str]) -> float | None:
-        cfg = plan.resolve(*pair)
-        est = estimate_seconds(cfg, finished)
-        return _bench_seconds(cfg) if est is None and plan.scale.needs_cuda else est
-
-    rows, skipped = run_parallel.simulate(todo, _slots(args), args.budget_s, _shared(args, estimate))
+    rows, skipped = run_parallel.simulate(todo, _slots(args), args.budget_s,
+                                          _shared(args, lambda p: _estimate(plan, plan.resolve(*p), finished)[0]))
     print(f"plan for {_slots(args)} jobs at a time{_per_gpu_words(args) or ' (one per GPU)'}" + ("" if args.budget_s is None else f" within {args.budget_s:.0f} s") + ":")
     for slot, (e, v), start, end in sorted(rows, key=lambda r: (r[0], r[2])):
         print(f"  job {slot}: {start:5.0f}-{end:5.0f} s  {e}/{v}")
@@ -299,7 +312,7 @@ def train_in_parallel(args: argparse.Namespace, pairs: list[tuple[str, str]]) ->
         print(f"training {len(todo)} variant(s), {_slots(args)} at a time{_per_gpu_words(args)}", flush=True)
     failed, skipped = run_parallel.schedule(
         todo, _slots(args), args.budget_s,
-        _shared(args, lambda p: estimate_seconds(plan.resolve(*p), _finished(args.profile))),
+        _shared(args, lambda p: _estimate(plan, plan.resolve(*p), _finished(args.profile))[0]),
         run_parallel.subprocess_launcher(args))
     for e, v in pending:  # copies of the configs trained above, or of ones already done elsewhere
         if (e, v) not in todo:
