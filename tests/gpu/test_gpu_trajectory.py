@@ -23,7 +23,7 @@ def _cfg(data: DataConfig) -> TrainConfig:
     return TrainConfig(model=ModelConfig(vocab_size=512, d_model=128, n_layers=3, n_heads=4, max_seq_len=128),
                        optim=OptimConfig(lr=3e-3, warmup_steps=4), data=data, seq_len=64, batch_size=16,
                        micro_batch_size=8, steps=40, log_interval=4, eval_interval=20, eval_batches=4,
-                       device="cuda", probe_points=3, probe=PROBE,
+                       device="cuda", compile=True, probe_points=3, probe=PROBE,
                        probe_along={"n_windows": 2, "jacobian_windows": 1})
 
 

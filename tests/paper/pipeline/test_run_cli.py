@@ -103,6 +103,15 @@ def test_estimate_scales_with_flops_and_depth(calls, tmp_path):
     assert run_cli.estimate_seconds(moe, finished) == pytest.approx(expect)
 
 
+def test_a_run_resumed_across_invocations_gives_its_rate_but_no_setup_time(calls, tmp_path):
+    # the last invocation trained 40 s of a run whose training segments took 100 s in all
+    _fake_finished(tmp_path, "smoke", "depth", "L2", wall_s=100.0, train_s=40.0, probes_s=0.0, eval_s=5.0)
+    (f,) = run_cli._finished("smoke")
+    assert f["setup_s"] is None
+    l2 = ex.resolve("smoke", "depth", "L2")
+    assert run_cli.estimate_seconds(l2, [f]) == pytest.approx(run_cli.MARGIN * 100.0)
+
+
 def test_budget_starts_only_what_fits(calls, tmp_path, capsys):
     _fake_finished(tmp_path, "smoke", "depth", "L2", wall_s=10.0, train_s=14.0, probes_s=4.0, eval_s=2.0)
     # L2 is done (the fake runner is never asked); L3 needs about 26 s; L6 about twice that

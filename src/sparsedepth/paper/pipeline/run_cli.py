@@ -102,9 +102,12 @@ def _finished(profile: str) -> list[dict]:
         if not res or "copied_from" in pipe or not summ.get("wall_s") or "train_s" not in pipe:
             continue
         cfg = TrainConfig(**res.config)
+        # train_s times the last invocation only, wall_s every training segment: a run resumed across
+        # invocations has train_s < wall_s and tells nothing about setup (None), only about its FLOP rate
+        resumed = pipe["train_s"] < summ["wall_s"]
         out.append({"moe": cfg.model.is_moe, "layers": cfg.model.n_layers,
                     "flop_rate": summ["tokens"] * cfg.model.flops_per_token(cfg.seq_len) / summ["wall_s"],
-                    "setup_s": pipe["train_s"] - summ["wall_s"] + pipe.get("eval_s", 0.0),
+                    "setup_s": None if resumed else pipe["train_s"] - summ["wall_s"] + pipe.get("eval_s", 0.0),
                     "probes_per_layer2": pipe.get("probes_s", 0.0) / cfg.model.n_layers ** 2})
     return out
 
@@ -122,7 +125,8 @@ def estimate_seconds(cfg: TrainConfig, finished: list[dict], steps_done: int = 0
     rate = statistics.median(f["flop_rate"] for f in same or finished) * guess
     flops = (cfg.steps - steps_done) * cfg.tokens_per_step * cfg.model.flops_per_token(cfg.seq_len)
     probes = statistics.median(f["probes_per_layer2"] for f in finished) * cfg.model.n_layers ** 2
-    return MARGIN * (flops / rate + statistics.median(f["setup_s"] for f in finished) + probes)
+    setups = [f["setup_s"] for f in finished if f["setup_s"] is not None]
+    return MARGIN * (flops / rate + (statistics.median(setups) if setups else 0.0) + probes)
 
 
 def checkpoint_step(profile: str, cfg: TrainConfig) -> int:
