@@ -37,6 +37,9 @@ def test_rule_yes_no_flat_and_not_available():
     assert trend.crossing(trend.trend(TOKENS, up)) == trend.NOT_AVAILABLE
     verdict, t = trend.toward_paper(TOKENS, up)  # on a line and no seed spread: the noise is unknown
     assert verdict == trend.NOT_AVAILABLE and "no seed spread" in t["why"]
+    # a constant statistic (a score whose every layer reads the same 1/32): slope 0 exactly, no crossing
+    flat = trend.trend(TOKENS, [1 / 32] * 4, target=0.5)
+    assert flat["slope_per_decade"] == 0 and flat["crossing_tokens"] is None and flat["intercept"] == 1 / 32
 
 
 def _point(step: int, tokens: float, i: int, t: int, L: int) -> dict:

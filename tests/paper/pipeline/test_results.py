@@ -272,9 +272,9 @@ def test_reproduce_leaves_out_the_notebooks_of_sweeps_a_rung_does_not_run(tmp_pa
 
     paths = [tmp_path / f"{n}.py" for n in NAMES]
     kept, left = rp.for_profile(paths, "gpu-long")
-    assert [p.stem for p in kept] == ["00_theory", "01_depth", "02_weight_decay", "07_summary", NAMES[-1]]
-    assert [p.stem for p in left] == ["03_sequence_length", "04_gqa", "05_moe", "06_recipe"]
-    assert [p.stem for p in rp.for_profile(paths, "gpu-wide")[0]] == ["00_theory", "01_depth", "07_summary", NAMES[-1]]
+    assert [p.stem for p in kept] == ["01_depth", "02_weight_decay", "07_summary", NAMES[-1]]
+    assert [p.stem for p in left] == ["00_theory", "03_sequence_length", "04_gqa", "05_moe", "06_recipe"]
+    assert [p.stem for p in rp.for_profile(paths, "gpu-wide")[0]] == ["01_depth", "07_summary", NAMES[-1]]
     assert rp.for_profile(paths, "gpu") == (paths, [])
 
 

@@ -34,7 +34,8 @@ def trend(tokens, values, target: float | None = None) -> dict:
     x, y = np.log10(np.asarray(tokens, dtype=float)), np.asarray(values, dtype=float)
     if len(x) < 2 or np.ptp(x) == 0:
         raise ValueError(f"a trend needs at least two distinct token counts, got {list(tokens)}")
-    slope, intercept = np.polyfit(x, y, 1)
+    # a constant statistic has slope 0 exactly (the fit's rounding would give it ±1e-18 and a "crossing")
+    slope, intercept = (0.0, float(y[0])) if np.ptp(y) == 0 else np.polyfit(x, y, 1)
     se = None
     if len(x) >= MIN_POINTS:
         resid = y - (intercept + slope * x)

@@ -87,9 +87,13 @@ def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
 
 def for_profile(notebooks: list[Path], profile: str) -> tuple[list[Path], list[Path]]:
     """(kept, left out): the notebooks of experiments the profile does not run are left out (a rung such as
-    ``gpu-long`` runs only some sweeps); the others (theory, summary, the probe demo) always run."""
+    ``gpu-long`` runs only some sweeps), and at a rung beside gpu the theory notebook too (a simulation of no
+    trained run: it would redraw the gpu profile's figures); the summary and the probe demo always run."""
+    from ..report.rungs import RUNGS
+
     runs = scale(profile).experiments
-    left = [p for p in notebooks if any(ALIASES.get(e, e) == notebook_name(p) for e in set(EXPERIMENTS) - set(runs))]
+    left = [p for p in notebooks if any(ALIASES.get(e, e) == notebook_name(p) for e in set(EXPERIMENTS) - set(runs))
+            or (profile in RUNGS[1:] and notebook_name(p) == "theory")]
     return [p for p in notebooks if p not in left], left
 
 

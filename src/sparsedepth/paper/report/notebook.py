@@ -118,6 +118,9 @@ def usefulness_section(experiment: str, profile: str, res: dict, order: list) ->
     (``<experiment>_usefulness_along_training``) where runs were probed so; at a gpu rung, every rung with
     results."""
     by_rung = rungs.rung_results(experiment, profile, res)
+    # every rung's settings in the sweep's order: the rung with the most settings first sets it
+    orders = sorted((plots.order_of(r) for r in by_rung.values()), key=len, reverse=True)
+    order = list(dict.fromkeys([*(s for o in orders for s in o), *order]))
     layers = usefulness_readings.layer_frame(by_rung)
     if layers.empty:
         display(Markdown(f"_No usefulness readings per layer in `{profile}/{experiment}`._"))
