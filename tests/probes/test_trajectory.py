@@ -142,6 +142,12 @@ def test_cheaper_points_along_the_way(data_cfg, tmp_path):
     points = read_trajectory(tmp_path / "run")["points"]
     assert [p["settings"].get("first_windows") for p in points] == [2, 2, None]
     assert "jacobian" not in points[0] and "usefulness" in points[0] and "jacobian" in points[-1]
+    # the final weights probed the cheaper way too, so a trend can run on one footing to the end
+    along = points[-1]["along"]
+    assert along["settings"] == points[0]["settings"] and "jacobian" not in along and along["probe_s"] > 0
+    assert along["usefulness"]["loss_ratio"] != points[-1]["usefulness"]["loss_ratio"]  # 2 windows, not all
+    final = json.loads((tmp_path / "run" / "probes.json").read_text())
+    assert summarize(final) == {k: points[-1][k] for k in summarize(final)}  # the final probes are untouched
 
 
 def test_cli_probes_kept_checkpoints(runs, tmp_path, capsys):

@@ -6,7 +6,10 @@ At a point the trainer's weights are copied into a fresh model in eval mode (the
 step holds) and probed with ``probe_run``'s code and windows, so the last point equals ``probes.json`` made with
 the same settings (``TrainConfig.probe``). Points before the last may use cheaper settings
 (``TrainConfig.probe_along``: a probe subset, fewer permutation pairs or Jacobian windows, and ``n_windows``
-read as the first that many of the final windows); each point says which settings it used.
+read as the first that many of the final windows); each point says which settings it used. The last point then
+also holds, under ``along``, the same weights probed with those cheaper settings: a trend in tokens needs every
+point on one footing, and the footings differ by more than noise (gpu-wide L=32: its 64 random permutation pairs
+read 0.035 at the final weights, all 496 pairs 0.092). ``RunResult.points()`` reads that series.
 
 Training is untouched: the probe runs on a copy, and every RNG state is restored afterwards, so a run with
 probe points trains bit for bit like one without (tests/test_trajectory.py). The file is rewritten atomically
@@ -130,15 +133,18 @@ class TrajectoryProbe:
                          "steps": cfg.steps, "planned_steps": probe_steps(cfg), "settings": self.settings,
                          "along": self.along,
                          "note": "points before the last use `settings` updated by `along` (n_windows there = "
-                                 "the first that many of the final windows); val_loss is on the training's "
+                                 "the first that many of the final windows), and so does the last point's own "
+                                 "`along` reading; val_loss is on the training's "
                                  "validation windows in its precision (bf16 autocast on CUDA)"})
 
     def has(self, step: int) -> bool:
         return any(p["step"] == step for p in self.doc["points"])
 
     def point_settings(self, step: int) -> dict:
-        if step >= self.cfg.steps or not self.along:
-            return dict(self.settings)
+        return dict(self.settings) if step >= self.cfg.steps else self.along_settings()
+
+    def along_settings(self) -> dict:
+        """The settings of the points before the last (the final ones where ``along`` is empty)."""
         s = {**self.settings, **{k: v for k, v in self.along.items() if k != "n_windows"}}
         if "n_windows" in self.along:
             s["first_windows"] = min(int(self.along["n_windows"]), int(self.settings.get("n_windows", 16)))
@@ -157,6 +163,11 @@ class TrajectoryProbe:
                  "settings": settings, "val_loss": _val_loss(model, self.cfg, self.data), **summarize(res),
                  "timings": res["timings"]}
         point["probe_s"] = time.perf_counter() - t0
+        if point["final"] and self.along:  # after the final probes, so those stay exactly probe_run's
+            t0 = time.perf_counter()
+            cheap = self.along_settings()
+            point["along"] = {"settings": cheap, **summarize(probe_model(model, self.cfg, self.data, **cheap)),
+                              "probe_s": time.perf_counter() - t0}
         self.doc["points"] = sorted([p for p in self.doc["points"] if p["step"] != step] + [point],
                                     key=lambda p: p["step"])
         self._write()
@@ -255,7 +266,8 @@ def probe_cost(run_dir) -> dict:
     run_dir = Path(run_dir)
     traj = read_trajectory(run_dir) or {"points": []}
     summary = json.loads((run_dir / "summary.json").read_text())
-    probe_s = sum(p["probe_s"] for p in traj["points"] if p.get("source") == "training")
+    probe_s = sum(p["probe_s"] + p.get("along", {}).get("probe_s", 0.0) for p in traj["points"]
+                  if p.get("source") == "training")
     train_s = summary["wall_s"] - probe_s
     return {"probe_s": probe_s, "train_s": train_s, "fraction": probe_s / train_s if train_s > 0 else None,
             "points": len(traj["points"])}

@@ -43,7 +43,8 @@ def test_frame_is_tidy_and_skips_missing_statistics(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "trajectory.json").write_text(json.dumps(b))
     f = trajectory_frame({"L=12": a, "L=32": tmp_path / "b"})
-    assert list(f.columns) == ["setting", "step", "tokens", "statistic", "value"]
+    assert list(f.columns) == ["setting", "step", "tokens", "statistic", "value", "basis"]
+    assert set(f.basis) == {"along"}  # hand-made points, all on one footing
     assert set(f[f.setting == "L=32"].statistic) >= {"usefulness", "usefulness_skip", "loss_ratio", "val_loss"}
     assert "last_layer_var" not in set(f[f.setting == "L=32"].statistic)
     ratio = f[(f.setting == "L=12") & (f.statistic == "loss_ratio")].value.tolist()
@@ -67,3 +68,31 @@ def test_seeds_average_and_charts_mark_targets():
     assert "diamond" in per_setting and "reaches 0.81 at" in per_setting and "tokens" in per_setting
     with pytest.raises(ValueError, match="target_tokens"):
         trajectory_chart(f, "usefulness", target={"L=16": 0.81})
+
+
+def test_trends_fit_the_points_on_one_footing_and_show_the_final_probes_apart():
+    """Points before the last on cheaper settings: the last point's own cheaper reading continues the line;
+    the final probes (fuller settings, here reading 0.9 where the cheap ones read 0.4) are drawn, not fitted."""
+    from sparsedepth.paper.pipeline.run_result import along_series
+    from sparsedepth.paper.report.trajectories import trend_table
+
+    t = traj([0.2, 0.3, 0.9], [[1.0, 1.2]] * 3)
+    t["along"] = {"n_windows": 4}
+    *_, last = t["points"]
+    last["final"] = True
+    last["along"] = {"settings": {"first_windows": 4}, "usefulness": {**last["usefulness"], "score": 0.4}}
+    series = along_series(t)
+    assert [p["usefulness"]["score"] for p in series] == [0.2, 0.3, 0.4] and not series[-1]["final"]
+    f = trajectory_frame({"L=8": t})
+    use = f[f.statistic == "usefulness"]
+    assert use[use.basis == "along"].value.tolist() == [0.2, 0.3, 0.4] and use[use.basis == "final"].value.tolist() == [0.9]
+    assert trend_frame(f, "usefulness").iloc[0]["slope_per_decade"] == pytest.approx(0.1)
+    row = trend_table(f, {}).set_index("statistic").loc["usefulness"]
+    assert row["last"] == pytest.approx(0.4) and row["final probes"] == pytest.approx(0.9)
+    assert "not fitted" in json.dumps(trajectory_chart(f, "usefulness").to_dict())
+    # a trajectory written before the last point kept its cheaper reading: the series stops before it
+    del last["along"]
+    assert [p["step"] for p in along_series(t)] == [p["step"] for p in t["points"][:2]]
+    # no cheaper settings at all: every point, the last (the final probes) included
+    t["along"] = {}
+    assert along_series(t) == t["points"]

@@ -20,7 +20,7 @@ def _point(t: int, nonlin: float, trans: float) -> dict:
     mostly in layer 1, where the largest activation sits."""
     lin = [1 + nonlin * (t + 1)] * LAYERS
     extra = [trans * (t + 1) * w for w in (0.5, 2.5, 0.5, 0.5)]
-    return {"step": 10 ** (t + 1), "tokens": TOKENS[t], "val_loss": 4.0,
+    return {"step": 10 ** (t + 1), "tokens": TOKENS[t], "val_loss": 4.0, "final": t == len(TOKENS) - 1,
             "usefulness": {"score": 0.0, "loss_ratio": lin, "r2": [0.9] * LAYERS,
                            "paper_compat": {"score": 0.0, "loss_ratio": [a + b for a, b in zip(lin, extra)]},
                            "skip": {"score": 1.0, "loss_ratio": [x + 0.5 for x in lin]}},

@@ -33,6 +33,22 @@ def lookup(d: Any, path: str, default: Any = None) -> Any:
     return d
 
 
+def along_series(trajectory: Mapping | None) -> list[dict]:
+    """A trajectory's points on one footing, in step order: where the points before the last used cheaper
+    settings (its ``along``), the last point's own ``along`` reading (the final weights probed with those
+    settings) stands in for the final probes, and a last point without one (written before it was taken) is
+    left out; where every point used the same settings, all points. The final probes themselves are the
+    results' probes.json."""
+    points = sorted((trajectory or {}).get("points", []), key=lambda p: p["step"])
+    if not points or not (trajectory or {}).get("along") or not points[-1].get("final"):
+        return points
+    *before, last = points
+    if "along" not in last:
+        return before
+    head = {k: last[k] for k in ("step", "tokens", "val_loss", "source") if k in last}
+    return before + [{**head, **last["along"], "final": False}]
+
+
 @dataclass(frozen=True)
 class RunResult:
     """The results of one variant of an experiment: its config, the per-step telemetry (``metrics``, the
@@ -87,9 +103,9 @@ class RunResult:
 
     # ------------------------------------------------------------------------------- along training
     def points(self) -> list[dict]:
-        """The trajectory's points (step, tokens, val_loss and the probes' summaries), in step order; [] when
-        the run was not probed along training."""
-        return sorted((self.trajectory or {}).get("points", []), key=lambda p: p["step"])
+        """The trajectory's points (step, tokens, val_loss and the probes' summaries) on one footing
+        (:func:`along_series`), in step order; [] when the run was not probed along training."""
+        return along_series(self.trajectory)
 
     def at_point(self, point: dict) -> "RunResult":
         """This run as probed at one trajectory point: its readings rebuilt in probes.json's key paths (every

@@ -1,7 +1,7 @@
 """Trajectories (``RUN_DIR/trajectory.json``) as a tidy frame and one chart per statistic against training tokens.
 
 ``trajectory_frame({setting: trajectory})`` gives one row per (setting, point, statistic) with columns
-``setting, step, tokens, statistic, value``; several trajectories of one setting (seeds) simply add rows.
+``setting, step, tokens, statistic, value, basis``; several trajectories of one setting (seeds) simply add rows.
 :func:`sparsedepth.paper.analysis.trend.trend` fits ``value ≈ a + b·log10(tokens)`` by least squares and says at
 which token count that line reaches a target ("never" when the slope is zero or points away from it).
 ``trajectory_chart`` draws one statistic: a line per setting on a log token axis, the trend dashed and labelled
@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..analysis.frame import inner_layers
 from ..analysis.trend import crossing, fmt_tokens, reach_words, trend
-from ..pipeline.run_result import RunResult, lookup
+from ..pipeline.run_result import RunResult, along_series, lookup
 from ..spec import experiments as ex
 from ..spec import reported as paper
 
@@ -87,19 +87,32 @@ def _load(traj) -> dict:
 
 
 def trajectory_frame(trajectories: Mapping[str, object]) -> pd.DataFrame:
-    """Tidy rows ``setting, step, tokens, statistic, value`` from ``{setting: trajectory}`` where a trajectory is
-    a dict, a trajectory.json path, a run directory, or a list of those (seeds of one setting). Statistics a
+    """Tidy rows ``setting, step, tokens, statistic, value, basis`` from ``{setting: trajectory}`` where a
+    trajectory is a dict, a trajectory.json path, a run directory, or a list of those (seeds of one setting).
+    ``basis`` "along": the points on one footing (:func:`along_series`), what trends are fitted to; "final": the
+    final probes where they used fuller settings than the points before them (drawn, not fitted). Statistics a
     point does not hold (a cheaper probe subset along the way) are left out, not filled."""
     rows = []
     for setting, value in trajectories.items():
         for traj in value if isinstance(value, (list, tuple)) else [value]:
-            for point in _load(traj)["points"]:
-                for stat, (_, read) in STATISTICS.items():
-                    v = read(point)
-                    if v is not None and math.isfinite(v):
-                        rows.append({"setting": setting, "step": point["step"], "tokens": point["tokens"],
-                                     "statistic": stat, "value": float(v)})
-    return pd.DataFrame(rows, columns=["setting", "step", "tokens", "statistic", "value"])
+            doc = _load(traj)
+            series = along_series(doc)
+            last = max(doc["points"], key=lambda p: p["step"], default=None)
+            extra = [last] if last is not None and last.get("final") and not any(p is last for p in series) else []
+            for basis, points in (("along", series), ("final", extra)):
+                for point in points:
+                    for stat, (_, read) in STATISTICS.items():
+                        v = read(point)
+                        if v is not None and math.isfinite(v):
+                            rows.append({"setting": setting, "step": point["step"], "tokens": point["tokens"],
+                                         "statistic": stat, "value": float(v), "basis": basis})
+    return pd.DataFrame(rows, columns=["setting", "step", "tokens", "statistic", "value", "basis"])
+
+
+def _seed_means(frame: pd.DataFrame, statistic: str, basis: str = "along") -> pd.DataFrame:
+    """``setting, tokens, value`` of one statistic on one basis, seeds averaged, in the frame's order."""
+    d = frame[(frame.statistic == statistic) & (frame.basis == basis)]
+    return d.groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
 
 
 def _target_of(target, setting: str) -> float | None:
@@ -109,8 +122,9 @@ def _target_of(target, setting: str) -> float | None:
 def trend_frame(frame: pd.DataFrame, statistic: str,
                 target: float | Mapping[str, float] | None = None) -> pd.DataFrame:
     """One row per setting: the trend of ``statistic`` (means over seeds at each token count) and where it
-    reaches ``target`` (one value, or {setting: value}: the paper's per setting; ``reaches`` in words)."""
-    d = frame[frame.statistic == statistic].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
+    reaches ``target`` (one value, or {setting: value}: the paper's per setting; ``reaches`` in words), fitted
+    to the points on one footing (basis "along")."""
+    d = _seed_means(frame, statistic)
     rows = []
     for setting, g in d.groupby("setting", sort=False):
         if g.tokens.nunique() < 2:
@@ -135,7 +149,7 @@ def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | Map
 
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}; choose from {', '.join(STATISTICS)}")
-    d = frame[frame.statistic == statistic].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
+    d, final = _seed_means(frame, statistic), _seed_means(frame, statistic, "final")
     if d.empty:
         raise ValueError(f"no trajectory point holds {statistic!r}; probe it along training (TrainConfig.probe)")
     per_setting = isinstance(target, Mapping)
@@ -161,6 +175,10 @@ def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | Map
                                                                        axis=alt.Axis(format=".4~g")),
                                                           color=colour, tooltip=["setting", "tokens", "value"])
     layers = [measured]
+    if not final.empty:
+        layers.append(alt.Chart(final.assign(label="final probes (full settings), not fitted")).mark_point(
+            shape="square", size=60, filled=False).encode(x=x, y=alt.Y("value:Q", scale=y_scale), color=colour,
+                                                          tooltip=["setting", "tokens", "value", "label"]))
     if lines:
         layers.append(alt.Chart(pd.DataFrame(lines)).mark_line(strokeDash=[6, 4], opacity=0.7, clip=True).encode(
             x=x, y=alt.Y("value:Q", scale=y_scale), color=colour, detail="label:N", tooltip=["label"]))
@@ -175,6 +193,8 @@ def trajectory_chart(frame: pd.DataFrame, statistic: str, *, target: float | Map
         layers.append(alt.Chart(pd.DataFrame({"value": [target], "label": [target_label or f"target {target:g}"]}))
                       .mark_rule(color="grey", strokeDash=[2, 2]).encode(y="value:Q", tooltip=["label"]))
     subtitle = ["dashed: least-squares trend in log tokens, an extrapolation"]
+    if not final.empty:
+        subtitle.append("open squares: the final probes on fuller settings than the points (not fitted)")
     if per_setting:
         subtitle.append(f"diamonds: {target_label or 'the paper'} at {fmt_tokens(target_tokens)} tokens")
     subtitle += [t.label for t in trends.itertuples()] if target is not None else []
@@ -254,10 +274,12 @@ def sweep_figure(experiment: str, res: Mapping[str, RunResult], order: list[str]
 def trend_table(frame: pd.DataFrame, targets: Mapping[str, float | Mapping[str, float]]) -> pd.DataFrame:
     """One row per statistic and setting: first and last measured value (seed means), the trend per decade of
     tokens, the target and the token count at which the trend reaches it ("never": it moves away or is flat;
-    "—": no target)."""
+    "—": no target), all on the points' one footing; ``final probes``: the final probes' value where they used
+    fuller settings (how far the footings differ at the same weights)."""
     rows = []
     for stat in [s for s in STATISTICS if s in set(frame.statistic)]:
-        d = frame[frame.statistic == stat].groupby(["setting", "tokens"], as_index=False, sort=False)["value"].mean()
+        d = _seed_means(frame, stat)
+        full = _seed_means(frame, stat, "final").groupby("setting")["value"].last()
         trends = trend_frame(frame, stat, targets.get(stat)).set_index("setting") if len(d) else pd.DataFrame()
         for setting, g in d.groupby("setting", sort=False):
             if setting not in trends.index:
@@ -265,8 +287,9 @@ def trend_table(frame: pd.DataFrame, targets: Mapping[str, float | Mapping[str, 
             t = trends.loc[setting]
             goal = _target_of(targets.get(stat), setting)
             rows.append({"statistic": stat, "setting": setting, "first": g.value.iloc[0], "last": g.value.iloc[-1],
+                         "final probes": full.get(setting, np.nan),
                          "tokens": f"{fmt_tokens(g.tokens.min())}–{fmt_tokens(g.tokens.max())}",
                          "per decade": t.slope_per_decade, "target": goal,
                          "reaches it at": t.reaches})
-    return pd.DataFrame(rows, columns=["statistic", "setting", "first", "last", "tokens", "per decade", "target",
-                                       "reaches it at"])
+    return pd.DataFrame(rows, columns=["statistic", "setting", "first", "last", "final probes", "tokens", "per decade",
+                                       "target", "reaches it at"])

@@ -35,12 +35,12 @@ COLUMNS = ["rung", "d_model", "setting", "seed", "step", "tokens", "final", "lay
 
 
 def _states(run: RunResult) -> list[tuple[int | None, float | None, bool, RunResult]]:
-    """(step, tokens, final, the run as read there) at every probe point, or once from the final probes."""
-    points = run.points()
-    if points:
-        last = points[-1]["step"]
-        return [(p["step"], number(p["tokens"]), p["step"] == last, run.at_point(p)) for p in points]
-    return [(number((run.summary or {}).get("steps")), number(run.tokens()), True, run)]
+    """(step, tokens, final, the run as read there): the probe points along training on one footing
+    (``RunResult.points``; not final), then the final probes (final). Where every point used the final
+    settings, the last point is the final probes and comes once, as those."""
+    final = (number((run.summary or {}).get("steps")), number(run.tokens()), True, run)
+    along = [p for p in run.points() if not p.get("final")]
+    return [(p["step"], number(p["tokens"]), False, run.at_point(p)) for p in along] + [final]
 
 
 def layer_frame(rungs: Mapping[str, Mapping[str, RunResult]]) -> pd.DataFrame:
@@ -174,7 +174,7 @@ def findings(excess: pd.DataFrame) -> str:
 
 def _along(excess: pd.DataFrame) -> list[str]:
     out = []
-    for rung, g in excess.groupby("rung", sort=False):
+    for rung, g in excess[~excess["final"]].groupby("rung", sort=False):
         if g["step"].nunique() < 3:
             continue
         moves: dict[str, dict[str, tuple[str, float]]] = {}
@@ -258,20 +258,27 @@ def layer_chart(layers: pd.DataFrame, order: list[str] | None = None):
 
 
 def excess_chart(excess: pd.DataFrame, order: list[str] | None = None):
-    """Mean excess per layer of the nonlinearity and of the transposition against training tokens (log x), a
-    line per setting, one panel per rung; None without two probe points anywhere."""
+    """Mean excess per layer of the nonlinearity and of the transposition against training tokens (log x): a
+    line per setting through the probe points on one footing, the final probes (full settings) as open
+    squares; one panel per rung; None without two probe points anywhere."""
     import altair as alt
 
-    if excess.empty or excess.groupby("rung")["step"].nunique().max() < 2:
+    along = excess[~excess["final"]] if not excess.empty else excess
+    if along.empty or along.groupby("rung")["step"].nunique().max() < 2:
         return None
-    long = excess.melt(id_vars=["rung", "setting", "tokens"], value_vars=["nonlinearity", "transposition"],
+    long = excess.melt(id_vars=["rung", "setting", "tokens", "final"], value_vars=["nonlinearity", "transposition"],
                        var_name="part", value_name="excess").dropna()
-    return alt.Chart(long).mark_line(point=True).encode(
-        x=alt.X("tokens:Q", scale=alt.Scale(type="log"), title="training tokens (log)"),
-        y=alt.Y("excess:Q", title="mean excess loss ratio per layer"),
-        color=alt.Color("setting:N", sort=order or list(dict.fromkeys(long.setting))),
-        strokeDash=alt.StrokeDash("part:N", title="excess from"),
-        tooltip=["rung", "setting", "tokens", "part", "excess"]).properties(width=260, height=200).facet(
+    long["probes"] = np.where(long["final"], "final probes (full settings)", "along training")
+    x = alt.X("tokens:Q", scale=alt.Scale(type="log"), title="training tokens (log)")
+    colour = alt.Color("setting:N", sort=order or list(dict.fromkeys(long.setting)))
+    tooltip = ["rung", "setting", "tokens", "part", "probes", "excess"]
+    line = alt.Chart().transform_filter("!datum.final").mark_line(point=True).encode(
+        x=x, y=alt.Y("excess:Q", title="mean excess loss ratio per layer"), color=colour,
+        strokeDash=alt.StrokeDash("part:N", title="excess from"), tooltip=tooltip)
+    final = alt.Chart().transform_filter("datum.final").mark_point(shape="square", size=70, filled=False).encode(
+        x=x, y="excess:Q", color=colour, tooltip=tooltip)
+    return alt.layer(line, final, data=long).properties(width=260, height=200).facet(
         column=alt.Column("rung:N", title=None)).properties(title=alt.TitleParams(
             "The official score's excess over 1, split: the blocks' nonlinearity (linear − 1) and the transposition "
-            "(official − linear)", subtitle="means over layers at every probe point"))
+            "(official − linear)", subtitle=["means over layers; lines: the probe points along training, on the "
+                                             "settings they share; open squares: the final probes (full settings)"]))
