@@ -153,7 +153,10 @@ notebook.usefulness_section(EXP, profile, res, order)
 #
 # Where the runs were probed along training (the gpu rungs `gpu-long` and `gpu-wide`: 8 points spaced evenly in
 # log tokens, the last one the final probes), every statistic against training tokens (log x), one line per
-# setting. Dashed: each setting's least-squares trend in log tokens, an extrapolation, drawn past the last point;
+# setting. The points before the last use cheaper settings (fewer windows and permutation pairs), and so does the
+# line's last point, a second reading of the final weights; the final probes themselves, on the full settings, are
+# the open squares, drawn but not fitted: the gap between a line's end and its square is the settings' own effect
+# at the same weights (large for the permutation score, which a few pairs with the first layer dominate). Dashed: each setting's least-squares trend in log tokens, an extrapolation, drawn past the last point;
 # diamonds: the paper's value for that setting at its ~5B training tokens, where the paper reports the reading;
 # loss ratios are extrapolated to the useful threshold 1.1 instead. **What to look at:** whether each dashed line
 # heads toward its diamond, and whether the settings separate in the paper's order as tokens grow. The table
