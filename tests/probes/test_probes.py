@@ -19,6 +19,7 @@ from sparsedepth.probes import (PROBES, ActivationCollector, ProbeError, as_adap
                                 block_jacobian, causal, jacobian, logit_lens, permutation, probe_run, run_probes,
                                 usefulness, weight_density)
 from sparsedepth.probes.collector import BlockCall
+from sparsedepth.probes.permutation import select_pairs
 
 V, T = 128, 16
 SMALL = dict(batch_tokens=64, jacobian_windows=2, jacobian_seq_len=8, attention_windows=2)
@@ -214,6 +215,21 @@ def test_permutation_matches_module_swap_and_restores_parameters():
     sub = permutation(model, w, max_pairs=3, seed=1)
     assert sub["n_pairs"] == 3 and sub["stderr"] >= 0
     assert sub["pairs"] == permutation(model, w, max_pairs=3, seed=1)["pairs"]
+
+
+def test_a_pair_sample_keeps_every_first_layers_share():
+    """64 of L=32's 496 pairs: the 31 pairs with the first layer (each far costlier than the rest in a trained
+    model) get their share, 4, whatever the seed; the sample is distinct, ordered and seeded."""
+    for seed in range(5):
+        pairs = select_pairs(32, 64, seed)
+        assert len(set(pairs)) == 64 and pairs == sorted(pairs) and all(a < b for a, b in pairs)
+        for l1 in range(31):
+            share = (31 - l1) * 64 / 496
+            assert abs(sum(a == l1 for a, _ in pairs) - share) <= 1
+    assert select_pairs(32, 64, 0) != select_pairs(32, 64, 1) and select_pairs(32, 64, 2) == select_pairs(32, 64, 2)
+    assert len(select_pairs(4, 99)) == 6
+    with pytest.raises(ValueError, match="max_pairs"):
+        select_pairs(4, 0)
 
 
 # --------------------------------------------------------------------------------------------------- logit lens

@@ -7,8 +7,13 @@ and measure
 
 with L = mean next-token cross-entropy over the windows. ``score`` = mean of P over the evaluated pairs (all
 L(L−1)/2 by default; the most likely reading of the paper's numbers, paper-spec 1.6). With ``max_pairs`` a
-seeded random subset is evaluated and ``stderr`` = std(P)/sqrt(n_pairs) is the standard error of that mean
-(with all pairs it is the same formula, a measure of spread). With one layer there is no pair: the scores
+systematic sample of the pairs in (l1, l2) order is evaluated (every (N/m)-th pair from a seeded offset), so
+each first layer keeps its share of the pairs: a few pairs dominate the mean (at gpu-wide's L=32 each of the
+31 pairs with the first layer costs 1.2-1.4, the rest about 0.02): at its final weights, over 200 seeds, 64
+random pairs of the 496 read 0.015-0.176 (sd 0.032) against all pairs' 0.092, 64 systematic ones 0.085-0.102
+(sd 0.004). ``stderr`` = std(P)/sqrt(n_pairs) is a standard error
+of the mean under random sampling, an upper bound for the systematic one (with all pairs the same formula, a
+measure of spread). With one layer there is no pair: the scores
 are null, with a ``reason``. Higher = swapping hurts more = blocks more
 specialised. Also reported: the official ``weighted`` variant, mean over layers i of
 Σ_{pairs∋i} 0.9^i·P / count_i.
@@ -36,12 +41,14 @@ __all__ = ["PermutationProbe", "permutation", "select_pairs"]
 
 
 def select_pairs(n_layers: int, max_pairs: int | None = None, seed: int = 0) -> list[tuple[int, int]]:
-    """All pairs l1 < l2, or a seeded random subset of ``max_pairs`` of them (sorted)."""
+    """All pairs l1 < l2 in order, or a systematic sample of ``max_pairs`` of them: every (N/m)-th pair of that
+    order from an offset drawn with ``seed``, so every first layer l1 holds its share of the sample (± 1)."""
     pairs = list(itertools.combinations(range(n_layers), 2))
     if max_pairs is not None and max_pairs < len(pairs):
         if max_pairs < 1:
             raise ValueError(f"max_pairs must be >= 1 or None, got {max_pairs}")
-        pairs = sorted(random.Random(seed).sample(pairs, max_pairs))
+        step, start = len(pairs) / max_pairs, random.Random(seed).random()
+        pairs = [pairs[int((k + start) * step)] for k in range(max_pairs)]
     return pairs
 
 
@@ -83,7 +90,8 @@ class PermutationProbe(StreamProbe):
                 wsum[q] += 0.9 ** q * v
                 wcnt[q] += 1
         weighted = [wsum[q] / wcnt[q] for q in range(L) if wcnt[q]]
-        return {"score": mean, "stderr": sd / math.sqrt(len(p)), "n_pairs": len(p),
+        sampled = {"sampling": "systematic"} if len(p) < L * (L - 1) // 2 else {}  # all pairs: as before
+        return {"score": mean, "stderr": sd / math.sqrt(len(p)), "n_pairs": len(p), **sampled,
                 "n_pairs_total": L * (L - 1) // 2, "max_pairs": self.max_pairs, "seed": self.seed,
                 "base_loss": base, "pairs": [[i, j, v] for (i, j), v in zip(self.pairs, p)],
                 "swapped_loss": swapped, "matrix": matrix, "weighted": sum(weighted) / len(weighted)}

@@ -80,7 +80,8 @@ def summarize(res: dict) -> dict:
         out["causal"] = {"score": res["causal"]["score"], "per_layer": res["causal"]["per_layer"]}
     if "permutation" in res:
         p = res["permutation"]
-        out["permutation"] = {"score": p["score"], "stderr": p["stderr"], "n_pairs": p["n_pairs"]}
+        out["permutation"] = {"score": p["score"], "stderr": p["stderr"], "n_pairs": p["n_pairs"],
+                              **({"sampling": p["sampling"]} if "sampling" in p else {})}
     if "angular_distance" in res:
         n1 = res["angular_distance"]["n1"]
         out["angular_distance"] = {"mean_n1": _mean(n1), "n1": n1}
