@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokens per window (default: the run's training length; 256 with --hf)")
     parser.add_argument("--paper-compat", action="store_true",
                         help="also report the official code's usefulness variant (transposed replacement)")
-    parser.add_argument("--max-pairs", type=int, default=None, help="permutation: evaluate a seeded subset of pairs")
+    parser.add_argument("--max-pairs", type=int, default=None,
+                        help="permutation: evaluate a seeded systematic sample of this many pairs (each first "
+                             "layer keeps its share)")
     parser.add_argument("--jacobian-windows", type=int, default=4)
     parser.add_argument("--jacobian-seq-len", type=int, default=128)
     parser.add_argument("--jacobian-layers", default=None, help="comma-separated layer indices (default: all)")
