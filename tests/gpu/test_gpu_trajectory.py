@@ -36,6 +36,7 @@ def test_a_compiled_bf16_run_probes_along_training(tmp_path):
     points = read_trajectory(run)["points"]
     assert [p["step"] for p in points] == probe_steps(cfg) and points[-1]["final"]
     assert [p["settings"].get("first_windows") for p in points] == [2, 2, None]
+    assert points[-1]["along"]["settings"] == points[0]["settings"]  # the final weights on the points' settings
     final = summarize(json.loads((run / "probes.json").read_text()))
     assert {k: points[-1][k] for k in final} == final
     # the trainer evaluates the same windows under bf16 autocast with its compiled blocks, the point eagerly
