@@ -86,6 +86,9 @@ def test_write_results_from_tables_alone(tmp_path):
     assert "](../../figures/p/depth_scores.png)" in text
     assert "_Figure `depth_jacobian` not generated for this profile._" in text
     assert "_No results of ours for this figure._" in text  # recipe: nothing in the fake table
+    assert "_Figure `theory_variance` not generated" in text
+    _fake_results(tmp_path, "gpu-wide")  # a rung leaves the theory simulation to the gpu profile
+    assert "leaves it to the gpu profile" in rp.write_results("gpu-wide", tmp_path).read_text()
     gqa = (tmp_path / "paper_results" / "p" / "tables" / "paper_vs_ours_gqa.md").read_text()
     assert "`ppl`: validation perplexity" in gqa and "`ours_min`:" in gqa and "| G=1 | ppl |" in gqa
     assert "variance_end" not in gqa  # one experiment per table

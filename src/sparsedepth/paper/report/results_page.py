@@ -28,6 +28,7 @@ from ...atomic import atomic_write_text
 from ..analysis.scorecard import READINGS, SCALE, STATUSES
 from ..analysis.trend import FLAT, NO, YES
 from ..pipeline.results import experiments_with_results
+from .rungs import RUNGS
 from .tables import check_name, format_value, output_root, table_dir, to_markdown, write_table
 
 __all__ = ["SECTIONS", "COLUMNS", "UNITS", "write_results", "results_markdown", "experiment_tables",
@@ -208,8 +209,12 @@ def results_markdown(profile: str, root: str | os.PathLike | None = None) -> str
         out.append(to_markdown(ours) if not ours.empty else "_No results of ours for this figure._\n")
         out += ["**Verdict**\n", _verdicts(card, s.claims)]
     out += ["## 9. Theory\n", "Paper: §4 (the density argument; the paper shows no figure with numbers). Our "
-            "simulation of Bernoulli(ρ)-masked sublayers:\n",
-            _figure("theory_variance", profile, base), _figure("theory_jacobian", profile, base)]
+            "simulation of Bernoulli(ρ)-masked sublayers:\n"]
+    if profile in RUNGS[1:]:  # a simulation of no trained run: the rung leaves it to the gpu profile
+        out.append(f"_The simulation depends on no trained run; `{profile}` leaves it to the gpu profile: "
+                   f"`paper_results/gpu/RESULTS.md`, section 9._\n")
+    else:
+        out += [_figure("theory_variance", profile, base), _figure("theory_jacobian", profile, base)]
     theory = tdir / "theory_summary.csv"
     if theory.is_file():
         out.append(to_markdown(pd.read_csv(theory)))
