@@ -11,10 +11,9 @@ systematic sample of the pairs in (l1, l2) order is evaluated (every (N/m)-th pa
 each first layer keeps its share of the pairs: a few pairs dominate the mean (at gpu-wide's L=32 each of the
 31 pairs with the first layer costs 1.2-1.4, the rest about 0.02): at its final weights, over 200 seeds, 64
 random pairs of the 496 read 0.015-0.176 (sd 0.032) against all pairs' 0.092, 64 systematic ones 0.085-0.102
-(sd 0.004). ``stderr`` = std(P)/sqrt(n_pairs) is a standard error
-of the mean under random sampling, an upper bound for the systematic one (with all pairs the same formula, a
-measure of spread). With one layer there is no pair: the scores
-are null, with a ``reason``. Higher = swapping hurts more = blocks more
+(sd 0.004). ``stderr`` = std(P)/sqrt(n_pairs) is the standard error of the mean under random sampling,
+usually larger than the systematic sample's own (with all pairs the same formula, a measure of spread). With
+one layer there is no pair: the scores are null, with a ``reason``. Higher = swapping hurts more = blocks more
 specialised. Also reported: the official ``weighted`` variant, mean over layers i of
 Σ_{pairs∋i} 0.9^i·P / count_i.
 

@@ -12,7 +12,7 @@ point on one footing, and the footings differ by more than noise (gpu-wide L=32:
 read 0.035 at the final weights, all 496 pairs 0.092). ``RunResult.points()`` reads that series.
 
 Training is untouched: the probe runs on a copy, and every RNG state is restored afterwards, so a run with
-probe points trains bit for bit like one without (tests/test_trajectory.py). The file is rewritten atomically
+probe points trains bit for bit like one without (tests/probes/test_trajectory.py). The file is rewritten atomically
 after each point; a resumed run keeps the points already there. The last point's whole result is also
 written as ``probes.json``: it is the computation ``probe_run`` with ``TrainConfig.probe`` does on the same
 weights (bitwise the same on CPU, tested), so probing along training costs only the points before the last. ``sparsedepth probe RUN --trajectory`` probes
