@@ -454,6 +454,7 @@ def test_a_run_probed_along_training_keeps_its_last_point_as_the_final_probes(tm
 
     stats = flat(summarize(probes))  # the installed copy keeps 6 significant digits
     assert stats and flat({k: last[k] for k in summarize(probes)}) == pytest.approx(stats, rel=1e-5, abs=1e-9)
+    assert (dest / "trajectory.json").read_text().count("\n") == 1  # installed compact, as probes.json
 
 
 def test_why_stale_names_what_changed():

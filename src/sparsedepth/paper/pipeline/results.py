@@ -248,7 +248,7 @@ def _round_floats(obj: Any, digits: int) -> Any:
 
 
 def compact_json(text: str, digits: int = RESULT_DIGITS) -> str:
-    """A JSON document (a metrics row, probes.json) with every float rounded to ``digits`` significant
+    """A JSON document (a metrics row, probes.json, trajectory.json) with every float rounded to ``digits`` significant
     digits and no whitespace: the committed copy is under half the size of the run's own file (telemetry
     and probes are float32 at heart, about 7 digits, so 6 lose nothing a figure or a claim can show). Text
     that is not JSON is kept as it is."""
@@ -387,7 +387,7 @@ def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipelin
                 (tmp / name).write_text("\n".join(kept) + ("\n" if kept else ""))
                 if k > 1:
                     pipeline["metrics_downsampled"] = {"every": k, "rows": len(kept), "of": len(lines)}
-            elif name == "probes.json":
+            elif name in ("probes.json", "trajectory.json"):  # the trajectory's points are probe summaries
                 (tmp / name).write_text(compact_json(Path(src).read_text()) + "\n")
             elif name == "provenance.json":
                 prov = _read_json(Path(src)) or {}

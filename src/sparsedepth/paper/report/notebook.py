@@ -132,7 +132,7 @@ def usefulness_section(experiment: str, profile: str, res: dict, order: list) ->
                        title=f"{experiment}: the usefulness score's excess over 1, split (means over layers)")
     display(Markdown("**What the numbers say** (written from them):\n\n" + usefulness_readings.findings(excess)))
     chart = usefulness_readings.layer_chart(layers, order)
-    plots.save_chart(chart, f"{experiment}_usefulness_readings", profile, layers)
+    plots.save_chart(chart, f"{experiment}_usefulness_readings", profile, layers[layers["final"]])  # what it draws
     display(chart)
     along = usefulness_readings.excess_chart(excess, order)
     if along is None:

@@ -182,7 +182,7 @@ def cached_json(name: str, profile: str, settings: dict, compute, *, force: bool
             return blob["result"]
         print(f"{name}: cached result in {path} has other settings; recomputing")
     result = compute()
-    atomic_write_json(path, {"settings": settings, "result": result})
+    atomic_write_json(path, {"settings": settings, "result": result}, indent=None)  # committed: no whitespace
     return result
 
 
