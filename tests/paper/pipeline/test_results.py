@@ -207,6 +207,22 @@ def test_large_metrics_are_downsampled():
     assert R.downsample_metrics(lines[:10])[1] == 1
 
 
+def test_bulky_metrics_are_thinned_before_rows():
+    lines = [json.dumps({"step": i, "layer_var": [0.5] * 4, "expert_load": [[0.125] * 8] * 4}) for i in range(100)]
+    kept, kb = R.thin_bulky_metrics(lines, limit=8_000)
+    assert kb > 1 and len(kept) == len(lines) and sum(len(x) + 1 for x in kept) <= 8_000
+    rows = [json.loads(x) for x in kept]
+    assert all(r["layer_var"] == [0.5] * 4 for r in rows)  # every row keeps its curves
+    assert "expert_load" in rows[-1] and "expert_load" in rows[0]  # the figure reads the last
+    assert sum("expert_load" in r for r in rows) < len(rows)
+    pipeline = {}
+    fitted = R.fit_metrics(lines, pipeline, limit=8_000)
+    assert pipeline["bulky_metrics_thinned"]["every"] > 1 and "metrics_downsampled" not in pipeline
+    again = R.fit_metrics(fitted, dict(pipeline), limit=8_000)  # a second pass over a fitted file drops nothing
+    assert again == fitted
+    assert R.thin_bulky_metrics(lines[:3])[1] == 1  # under the limit: untouched
+
+
 def test_committed_metrics_and_probes_are_compact():
     row = {"step": 10, "loss": 9.917455673217773, "lr": 0.00013333333333333334, "nonfinite": True,
            "layer_var": [0.021327432245016098, 18.234664916992188], "note": "x", "val_loss": float("nan")}

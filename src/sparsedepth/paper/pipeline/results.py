@@ -43,7 +43,11 @@ LEGACY_CODE = {"eval": 1, "probes": 1}  # the probe and evaluation code versions
 RESULT_FILES = ("config.json", "metrics.jsonl", "probes.json", "eval.json", "summary.json", "provenance.json")
 # Installed beside them when the run wrote them: probes along training (``probe_points``)
 OPTIONAL_FILES = ("trajectory.json",)
-METRICS_LIMIT_BYTES = 2_000_000
+# A committed metrics.jsonl stays under this: with about fifty committed runs the repository stays small enough
+# to travel to the GPU machine. Bulky matrix fields go first (only their last row is read: the expert-load
+# figure), whole rows after (every k-th, keeping validation and spike rows).
+METRICS_LIMIT_BYTES = 400_000
+BULKY_METRICS = ("expert_load",)
 RESULT_DIGITS = 6  # significant digits of the floats in a committed metrics.jsonl and probes.json
 FORCE_ENV = "SPARSEDEPTH_FORCE_SINCE"
 ROOT_ENV = "SPARSEDEPTH_OUTPUT_ROOT"
@@ -259,10 +263,43 @@ def compact_json(text: str, digits: int = RESULT_DIGITS) -> str:
     return json.dumps(_round_floats(obj, digits), separators=(",", ":"))
 
 
+def _size(lines: list[str]) -> int:
+    return sum(len(x) + 1 for x in lines)
+
+
+def thin_bulky_metrics(lines: list[str], limit: int = METRICS_LIMIT_BYTES) -> tuple[list[str], int]:
+    """Keep the ``BULKY_METRICS`` fields (per-layer x per-expert matrices) on every k-th row that holds them
+    (smallest k that fits ``limit`` bytes) plus the last; every row keeps its other fields. Returns (lines, k);
+    k = 1 when nothing was dropped."""
+    if _size(lines) <= limit or not any(f'"{f}"' in ln for ln in lines for f in BULKY_METRICS):
+        return lines, 1
+    rows = [json.loads(ln) for ln in lines]
+    last = len(rows) - 1
+
+    def thinned(k: int) -> list[str]:
+        out, j = [], -1  # j counts the rows that hold a bulky field, so that a second pass thins further
+        for i, (ln, row) in enumerate(zip(lines, rows)):
+            bulky = any(f in row for f in BULKY_METRICS)
+            j += bulky
+            if not bulky or j % k == 0 or i == last:
+                out.append(ln)
+            else:
+                out.append(json.dumps({f: v for f, v in row.items() if f not in BULKY_METRICS},
+                                      separators=(",", ":")))
+        return out
+
+    k = 2
+    while True:
+        out = thinned(k)
+        if _size(out) <= limit or k >= len(lines):
+            return out, k
+        k *= 2
+
+
 def downsample_metrics(lines: list[str], limit: int = METRICS_LIMIT_BYTES) -> tuple[list[str], int]:
     """Keep every k-th row (smallest k that fits ``limit`` bytes) plus the first, the last and every row with
     validation or a spike flag. Returns (kept lines, k); k = 1 when nothing was dropped."""
-    size = sum(len(x) + 1 for x in lines)
+    size = _size(lines)
     if size <= limit or len(lines) < 3:
         return lines, 1
     keep_always = {0, len(lines) - 1}
@@ -272,9 +309,24 @@ def downsample_metrics(lines: list[str], limit: int = METRICS_LIMIT_BYTES) -> tu
     k = max(2, math.ceil(size / limit))
     while True:
         kept = [ln for i, ln in enumerate(lines) if i % k == 0 or i in keep_always]
-        if sum(len(x) + 1 for x in kept) <= limit or k >= len(lines):
+        if _size(kept) <= limit or k >= len(lines):
             return kept, k
         k *= 2
+
+
+def fit_metrics(lines: list[str], pipeline: dict, limit: int = METRICS_LIMIT_BYTES) -> list[str]:
+    """Bring a metrics.jsonl under ``METRICS_LIMIT_BYTES`` (bulky fields first, then rows) and record in
+    ``pipeline`` (the provenance's pipeline section) what was dropped, on top of what an earlier pass dropped."""
+    lines, kb = thin_bulky_metrics(lines, limit)
+    kept, k = downsample_metrics(lines, limit)
+    if kb > 1:
+        before = pipeline.get("bulky_metrics_thinned", {}).get("every", 1)
+        pipeline["bulky_metrics_thinned"] = {"fields": list(BULKY_METRICS), "every": kb * before}
+    if k > 1:
+        before = pipeline.get("metrics_downsampled", {})
+        pipeline["metrics_downsampled"] = {"every": k * before.get("every", 1), "rows": len(kept),
+                                           "of": before.get("of", len(lines))}
+    return kept
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -383,10 +435,8 @@ def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipelin
         for name, src in src_files.items():
             if name == "metrics.jsonl":
                 lines = [compact_json(ln) for ln in Path(src).read_text().splitlines()]
-                kept, k = downsample_metrics(lines)
+                kept = fit_metrics(lines, pipeline)
                 (tmp / name).write_text("\n".join(kept) + ("\n" if kept else ""))
-                if k > 1:
-                    pipeline["metrics_downsampled"] = {"every": k, "rows": len(kept), "of": len(lines)}
             elif name in ("probes.json", "trajectory.json"):  # the trajectory's points are probe summaries
                 (tmp / name).write_text(compact_json(Path(src).read_text()) + "\n")
             elif name == "provenance.json":
