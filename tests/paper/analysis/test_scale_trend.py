@@ -35,6 +35,11 @@ def test_rule_yes_no_flat_and_not_available():
         "never reaches the paper's (moves away or is flat)"
     assert trend.reach_words(trend.trend(TOKENS, up, 1e6)) == "reaches 1e+06 only beyond 1e30 tokens"
     assert trend.crossing(trend.trend(TOKENS, up)) == trend.NOT_AVAILABLE
+    # a target the points already went by (at 10M, inside 1M-32M): said so, not "reaches"
+    gone = trend.trend(TOKENS, up, 0.3)
+    assert gone["passed"] and gone["crossing_tokens"] == pytest.approx(1e7) and trend.crossing(gone) == "10M, passed"
+    assert trend.reach_words(gone) == "passed 0.3 at 10M tokens, inside the points, and moves on beyond it"
+    assert not t["passed"]
     verdict, t = trend.toward_paper(TOKENS, up)  # on a line and no seed spread: the noise is unknown
     assert verdict == trend.NOT_AVAILABLE and "no seed spread" in t["why"]
     # a constant statistic (a score whose every layer reads the same 1/32): slope 0 exactly, no crossing

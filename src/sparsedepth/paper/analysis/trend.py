@@ -29,8 +29,9 @@ FAR = 30  # log10 tokens beyond which a crossing is only "beyond 1e30"
 def trend(tokens, values, target: float | None = None) -> dict:
     """Least squares ``value = intercept + slope·log10(tokens)``: ``slope_per_decade``, ``intercept``,
     ``slope_se`` (from the residuals, None below three points), ``n_points``, the decades spanned and, with
-    ``target``, ``crossing_tokens``: where the line reaches it (inside the measured range when it already has)
-    or None ("never": the line is flat, or it was at the target before the first point and moves away)."""
+    ``target``, ``crossing_tokens``: where the line reaches it or None ("never": the line is flat, or it was at
+    the target before the first point and moves away), and ``passed``: the crossing lies inside the measured range,
+    so the points have already gone by the target and move on past it."""
     x, y = np.log10(np.asarray(tokens, dtype=float)), np.asarray(values, dtype=float)
     if len(x) < 2 or np.ptp(x) == 0:
         raise ValueError(f"a trend needs at least two distinct token counts, got {list(tokens)}")
@@ -41,11 +42,12 @@ def trend(tokens, values, target: float | None = None) -> dict:
         resid = y - (intercept + slope * x)
         se = float(math.sqrt(float(resid @ resid) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum())))
     out = {"slope_per_decade": float(slope), "intercept": float(intercept), "slope_se": se, "n_points": int(len(x)),
-           "decades": float(np.ptp(x)), "target": target, "crossing_tokens": None}
+           "decades": float(np.ptp(x)), "target": target, "crossing_tokens": None, "passed": False}
     if target is not None and slope != 0:
         x_cross = (target - intercept) / slope
         if x_cross >= x.min():  # before the first point: the line only moves away from the target
             out["crossing_tokens"] = float(10 ** x_cross) if x_cross <= FAR else math.inf
+            out["passed"] = bool(x_cross <= x.max())
     return out
 
 
@@ -67,14 +69,21 @@ def toward_paper(tokens, effects, effect_se: float | None = None, target: float 
 
 
 def crossing(t: dict) -> str:
-    """Where trend ``t`` reaches its target, short: a token count, "never" (the line is flat or moves away from
-    the target: it was on the target's far side before the first point) or "—" (no target)."""
-    return NOT_AVAILABLE if t["target"] is None else fmt_tokens(t["crossing_tokens"])
+    """Where trend ``t`` reaches its target, short: a token count ("…, passed" when inside the points), "never"
+    (the line is flat or moves away from the target: it was on the target's far side before the first point) or
+    "—" (no target)."""
+    if t["target"] is None:
+        return NOT_AVAILABLE
+    return fmt_tokens(t["crossing_tokens"]) + (", passed" if t.get("passed") else "")
 
 
 def reach_words(t: dict, what: str = "") -> str:
     """:func:`crossing` as a phrase about the target (``what`` names it, e.g. "the paper's +0.3")."""
-    where, goal = crossing(t), what or f"{t['target']:.3g}"
+    where, goal = fmt_tokens(t["crossing_tokens"]), what or f"{t['target']:.3g}"
+    if t["target"] is None:
+        return NOT_AVAILABLE
+    if t.get("passed"):
+        return f"passed {goal} at {where} tokens, inside the points, and moves on beyond it"
     if where == "never":
         return f"never reaches {goal} (moves away or is flat)"
     return f"reaches {goal} " + (f"only {where} tokens" if where.startswith("beyond") else f"at {where} tokens")
