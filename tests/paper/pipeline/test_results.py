@@ -490,3 +490,26 @@ def test_why_stale_names_what_changed():
     assert R.why_stale({**rec, "results_key": legacy}, "abc", key) == (expected or "forced")
     bumped = R.why_stale({**rec, "results_version": 0}, "abc", key)
     assert bumped.startswith(f"results version 0 -> {R.RESULTS_VERSION}")
+
+
+def test_fit_metrics_script_brings_an_installed_run_under_the_limit(tmp_path, monkeypatch, capsys):
+    from conftest import load_script
+
+    fit = load_script("fit_metrics")
+    run = tmp_path / "moe" / "moe-large"
+    run.mkdir(parents=True)
+    rows = [{"step": i, "loss": 1.0, "expert_load": [[0.125] * 64] * 8} for i in range(60)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "provenance.json").write_text(json.dumps({"pipeline": {"eval_s": 1.0}}))
+    monkeypatch.setattr(fit, "fit_metrics", lambda lines, p: R.fit_metrics(lines, p, limit=20_000))
+    assert fit.main([str(tmp_path)]) == 0
+    assert "moe-large" in capsys.readouterr().out
+    kept = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in kept] == list(range(60)) and "expert_load" in kept[-1]
+    assert (run / "metrics.jsonl").stat().st_size <= 20_000
+    prov = json.loads((run / "provenance.json").read_text())["pipeline"]
+    assert prov["eval_s"] == 1.0 and prov["bulky_metrics_thinned"]["every"] > 1
+    before = (run / "metrics.jsonl").read_text()
+    assert fit.main([str(tmp_path)]) == 0 and (run / "metrics.jsonl").read_text() == before  # a second pass: no-op
+    with pytest.raises(SystemExit):
+        fit.main([str(tmp_path / "nowhere")])
