@@ -74,15 +74,15 @@ def crossing(t: dict) -> str:
     "—" (no target)."""
     if t["target"] is None:
         return NOT_AVAILABLE
-    return fmt_tokens(t["crossing_tokens"]) + (", passed" if t.get("passed") else "")
+    return fmt_tokens(t["crossing_tokens"]) + (", passed" if t["passed"] else "")
 
 
 def reach_words(t: dict, what: str = "") -> str:
     """:func:`crossing` as a phrase about the target (``what`` names it, e.g. "the paper's +0.3")."""
-    where, goal = fmt_tokens(t["crossing_tokens"]), what or f"{t['target']:.3g}"
     if t["target"] is None:
         return NOT_AVAILABLE
-    if t.get("passed"):
+    where, goal = fmt_tokens(t["crossing_tokens"]), what or f"{t['target']:.3g}"
+    if t["passed"]:
         return f"passed {goal} at {where} tokens, inside the points, and moves on beyond it"
     if where == "never":
         return f"never reaches {goal} (moves away or is flat)"
