@@ -42,14 +42,14 @@ from sparsedepth.paper.report import plots, results_page, tables
 from sparsedepth.paper.spec import experiments
 
 all_res, all_status = {}, {}
-ran = [e for e in experiments.EXPERIMENTS if e in experiments.scale(profile).experiments]  # a gpu rung runs some
+ran = experiments.profile_experiments(profile)  # a gpu rung runs one or two sweeps
 for exp in experiments.EXPERIMENTS:  # cached runs return at once; missing ones train (train=True)
     all_status[exp] = results.run_experiment(profile, exp, force=force, train=train, device=device,
                                              raise_on_error=False)
     all_res[exp] = results.load_results(profile, exp)
 display(Markdown("\n".join(tables.results_note(all_status[e], all_res[e], profile, e) if all_res[e] else
                             f"**No results for `{profile}/{e}`: its claims show as missing.**\n" for e in ran)
-                 + "".join(f"\n`{profile}` does not run `{e}`: its claims show as missing.\n"
+                 + "".join(f"\n`{profile}` does not run `{e}`: its claims are left out of this scorecard.\n"
                            for e in experiments.EXPERIMENTS if e not in ran)))
 
 # %% [markdown]
@@ -72,7 +72,7 @@ tables.write_table(wide, "paper_vs_ours", profile, title="The paper's numbers be
 card = scorecard.scorecard(profile, all_res)
 tables.write_table(card, "scorecard", profile, title=f"Claims scorecard ({profile})")
 n = scorecard.counts(card)
-paper_ok = sum(c.status == "holds" for c in scorecard.paper_checks())
+paper_ok = sum(c.status == "holds" for c in scorecard.paper_checks() if c.id in set(card["id"]))  # this profile's claims
 chart = plots.scorecard_chart(card, title=f"Claims scorecard at profile {profile}",
                               subtitle=f"{n['holds']} hold, {n['contradicted']} contradicted, "
                                        f"{n['inconclusive']} inconclusive, {n['missing']} missing; "

@@ -135,6 +135,9 @@ def test_missing_data_is_missing_not_a_crash():
     assert checks["gqa.ppl"].status == "holds"
     empty = sc.scorecard(PROFILE, results={}, ref=REF)
     assert sc.counts(empty) == {"holds": 0, "contradicted": 0, "inconclusive": 0, "missing": len(sc.CLAIMS)}
+    # a gpu rung that runs only the depth sweep is judged on the depth claims alone
+    wide = sc.scorecard("gpu-wide", results={}, ref=REF)
+    assert list(wide["id"]) == [c.id for c in sc.CLAIMS if c.experiment == "depth"]
 
 
 def _useful(n_layers: int, n_useful: int, mean_ratio: float | None = None) -> dict:

@@ -13,9 +13,12 @@ import pandas as pd
 import pytest
 
 from sparsedepth.paper.report import results_page as rp
+from sparsedepth.paper.report.rungs import RUNGS
+from sparsedepth.paper.spec.experiments import profile_experiments
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = [p for p in rp.PROFILES if (REPO / "paper_results" / p / "tables" / "scorecard.csv").is_file()]
+PAGES = [p for p in dict.fromkeys(rp.PROFILES + RUNGS) if (REPO / "paper_results" / p / "RESULTS.md").is_file()]
 
 
 def _section(text: str, heading: str) -> str:
@@ -42,19 +45,20 @@ def test_readme_results_section_has_no_hand_typed_numbers():
     assert not re.findall(r"\d", prose), f"hand-typed numbers in the README's results section: {prose!r}"
 
 
-@pytest.mark.parametrize("profile", COMMITTED)
+@pytest.mark.parametrize("profile", PAGES)
 def test_committed_results_page_is_current_and_links_existing_figures(profile):
     page = REPO / "paper_results" / profile / "RESULTS.md"
     text = page.read_text()
     assert text == rp.results_markdown(profile, REPO), \
         f"{page} is out of date: run `python -m sparsedepth.paper.report.results_page --profile {profile}`"
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) >= sum(len(s.figures) for s in rp.SECTIONS)
+    sections = [(i, s) for i, s in enumerate(rp.SECTIONS, 1) if s.experiment in profile_experiments(profile)]
+    assert len(links) >= sum(len(s.figures) for _, s in sections)
     for link in links:  # relative, so they render on a code host
         assert not link.startswith(("/", "http")), link
         assert (page.parent / link).resolve().is_file(), link
     # every section in the paper's order, each with the paper's numbers, ours and a verdict
-    positions = [text.index(f"## {i}. {s.title}") for i, s in enumerate(rp.SECTIONS, 1)]
+    positions = [text.index(f"## {i}. {s.title}") for i, s in sections]
     assert positions == sorted(positions)
     card = pd.read_csv(REPO / "paper_results" / profile / "tables" / "scorecard.csv")
     for cid in card["id"]:
@@ -87,8 +91,14 @@ def test_write_results_from_tables_alone(tmp_path):
     assert "_Figure `depth_jacobian` not generated for this profile._" in text
     assert "_No results of ours for this figure._" in text  # recipe: nothing in the fake table
     assert "_Figure `theory_variance` not generated" in text
+    assert "## 4. Weight decay" in text and "runs only" not in text  # a profile of every sweep: every section
     _fake_results(tmp_path, "gpu-wide")  # a rung leaves the theory simulation to the gpu profile
-    assert "leaves it to the gpu profile" in rp.write_results("gpu-wide", tmp_path).read_text()
+    wide = rp.write_results("gpu-wide", tmp_path).read_text()
+    assert "leaves it to the gpu profile" in wide
+    # and the sweeps it does not run: their sections and claims are on the gpu page, not here as "missing"
+    assert "`gpu-wide` runs only the depth sweep (" in wide and "paper_results/gpu/RESULTS.md" in wide
+    assert "## 3. Depth: layer effectiveness scores" in wide and "## 9. Theory" in wide
+    assert "Weight decay" not in wide and "(#4-weight-decay)" not in wide
     gqa = (tmp_path / "paper_results" / "p" / "tables" / "paper_vs_ours_gqa.md").read_text()
     assert "`ppl`: validation perplexity" in gqa and "`ours_min`:" in gqa and "| G=1 | ppl |" in gqa
     assert "variance_end" not in gqa  # one experiment per table

@@ -676,12 +676,14 @@ def scorecard(profile: str, results: dict[str, dict[str, RunResult]] | None = No
     its effect in the paper's direction and standard error, how the error was obtained, whether it moves
     toward the paper with training tokens (``SCALE``, detail in ``scale trend``), a column per
     reading (both variance readings, the usefulness fraction and both loss ratios; blank where the claim has
-    no such reading), the rule, our numbers, the paper's and every comparison (``detail``)."""
+    no such reading), the rule, our numbers, the paper's and every comparison (``detail``). Only the claims of
+    experiments the profile runs: a gpu rung that runs one sweep has nothing to say about the others."""
+    ran = ex.profile_experiments(profile)
     rows = [{"id": c.id, "experiment": c.experiment, "claim": c.claim, "status": c.status, "effect": c.effect,
              "se": c.se, "noise": c.noise, SCALE: c.scale,
              **{col: c.readings.get(col, "") for col in READINGS.values()},
              "rule": c.rule, "ours": c.ours, "paper": c.paper, "detail": c.detail, "scale trend": c.scale_detail}
-            for c in checks(profile, results, root, ref)]
+            for c in checks(profile, results, root, ref) if c.experiment in ran]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -545,6 +545,13 @@ def unique_runs(profile: str) -> dict[str, list[tuple[str, str]]]:
     return runs
 
 
+def profile_experiments(profile: str) -> tuple[str, ...]:
+    """The paper's experiments that ``profile`` runs, in the paper's order (a gpu rung runs one or two); every
+    experiment for a name that is none of ours (a results tree written by hand, or a test's)."""
+    s = SCALES.get(profile)
+    return tuple(e for e in EXPERIMENTS if s is None or e in s.experiments)
+
+
 def profile_note(profile: str, experiment: str) -> str:
     """How this profile shrinks the paper's setup for ``experiment`` (human-readable)."""
     s = _scale(profile)
