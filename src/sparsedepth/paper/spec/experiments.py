@@ -700,7 +700,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {h}: " + ", ".join(f"{e}/{n}" for e, n in v))
     print(f"probes: {probe_settings(args.profile)}; evaluation: {SCALES[args.profile].eval}")
     if speeds is not None:
-        whole = [e for e in EXPERIMENTS if e in SCALES[args.profile].experiments]
+        whole = list(profile_experiments(args.profile))
         what = "the whole profile" if exps == whole else ", ".join(exps)
         print(f"\nH200 GPU-hours to train {what}: {sum(hours.values()):,.0f} ({len(hours)} distinct runs, each "
               f"counted once; training only, probes and evaluation not included; on N GPUs about 1/N of it in "
