@@ -105,6 +105,19 @@ def test_scorecard_column_from_trajectories():
     assert card.set_index("id").loc["depth.causal", sc.SCALE] == "yes"
 
 
+def test_a_claim_weakening_from_beyond_the_paper_says_so():
+    res = synthetic()
+    res["depth"] = _probed(res["depth"])
+    for i, r in enumerate(res["depth"].values()):
+        for t, p in enumerate(r.trajectory["points"]):  # causal falls with depth less and less, 0.1 -> 0.04
+            p["causal"]["score"] = 0.5 - 0.02 * (5 - t) * i
+    checks = {c.id: c for c in sc.checks(PROFILE, res, ref=REF)}
+    causal, jac = checks["depth.causal"], checks["depth.jacobian_depth"]
+    assert causal.scale == trend.NO and "above the paper's, so the claim weakens toward" in causal.scale_detail
+    # ||J - I|| also weakens, but to below the paper's effect (0.3 -> 0): plain "no"
+    assert jac.scale == trend.NO and "above the paper's" not in jac.scale_detail
+
+
 def test_points_are_matched_by_step_across_runs():
     res = _probed(synthetic()["depth"])
     first = next(iter(res))

@@ -416,6 +416,9 @@ class Claim(ABC):
         theirs = None if target is None else f"the paper's {target:+.3g}"
         reach = ("the paper does not report this reading" if theirs is None else
                  f"the trend {trend.reach_words(t, theirs)} (an extrapolation)")
+        if verdict == trend.NO and target is not None and min(effects) > target:
+            # "no" says the claim weakens; here it weakens from beyond the paper's own effect, toward it
+            reach += "; every point's effect is above the paper's, so the claim weakens toward the paper's size"
         span = f"{trend.fmt_tokens(min(tokens))}–{trend.fmt_tokens(max(tokens))}"
         return verdict, (f"{what}: effect {effects[0]:+.3g} → {effects[-1]:+.3g}, fitted change "
                          f"{t['change']:+.3g} ± {t['change_se']:.2g} over {len(tokens)} points ({span} tokens); "
