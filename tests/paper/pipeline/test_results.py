@@ -174,6 +174,11 @@ def test_load_results_gives_run_results(tmp_path, overrides, counted):
     assert r.perplexity() == r.eval["perplexity"]["ppl"] and r.usefulness_fraction() == r.probes["usefulness"]["score"]
     assert R.load_results("smoke", "moe", root=tmp_path, include_stale=False) == {}
     assert R.run_variant_status("smoke", "moe", "dense-small", root=tmp_path, train=False)[1] == "missing"
+    # the results page's count of results a rerun would remake: this one, and why (missing ones do not count)
+    (why, per), = R.stale_results("smoke", tmp_path).items()
+    assert why.startswith("config changed (hash ") and per == {"moe": 1}
+    assert why == R.stale_reason(ex.plan("smoke"), "moe", "moe-small", tmp_path)
+    assert R.stale_results("not-a-profile", tmp_path) == {}
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, overrides, counted):

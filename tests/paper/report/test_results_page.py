@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sparsedepth.paper.pipeline.results import stale_results
 from sparsedepth.paper.report import results_page as rp
 from sparsedepth.paper.report.rungs import RUNGS
 from sparsedepth.paper.spec.experiments import profile_experiments
@@ -60,6 +61,11 @@ def test_committed_results_page_is_current_and_links_existing_figures(profile):
     # every section in the paper's order, each with the paper's numbers, ours and a verdict
     positions = [text.index(f"## {i}. {s.title}") for i, s in sections]
     assert positions == sorted(positions)
+    # results a rerun would remake (an older probe code version) are said to be there, with their number
+    stale = stale_results(profile, REPO)
+    assert ("Older results" in text) == bool(stale)
+    if stale:
+        assert f"{sum(n for per in stale.values() for n in per.values())} results on this page" in text
     card = pd.read_csv(REPO / "paper_results" / profile / "tables" / "scorecard.csv")
     for cid in card["id"]:
         assert f"(`{cid}`)" in text, f"claim {cid} has no verdict on the page"
@@ -92,6 +98,7 @@ def test_write_results_from_tables_alone(tmp_path):
     assert "_No results of ours for this figure._" in text  # recipe: nothing in the fake table
     assert "_Figure `theory_variance` not generated" in text
     assert "## 4. Weight decay" in text and "runs only" not in text  # a profile of every sweep: every section
+    assert "Older results" not in text  # no result made by earlier code (none is recorded here)
     _fake_results(tmp_path, "gpu-wide")  # a rung leaves the theory simulation to the gpu profile
     wide = rp.write_results("gpu-wide", tmp_path).read_text()
     assert "leaves it to the gpu profile" in wide

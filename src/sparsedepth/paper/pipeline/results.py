@@ -617,6 +617,29 @@ def status(profile: str | ex.Plan, experiment: str, root: str | os.PathLike | No
     return out
 
 
+def stale_reason(plan: ex.Plan, experiment: str, variant: str, root: str | os.PathLike | None = None) -> str:
+    """What makes one variant's recorded result stale, in words (:func:`why_stale`); "" where none is recorded."""
+    rec = read_record(results_dir(plan.profile, experiment, variant, root))
+    return "" if rec is None else why_stale(rec, config_hash(plan.resolve(experiment, variant)), results_key(plan))
+
+
+def stale_results(profile: str, root: str | os.PathLike | None = None) -> dict[str, dict[str, int]]:
+    """{why: {experiment: number of variants}} over the profile's results that a rerun would remake (another
+    config, code version or probe setting made them): results shown, but not what the current code makes.
+    Empty for a name that is none of our profiles (a results tree written by hand)."""
+    if profile not in ex.SCALES:
+        return {}
+    plan, key = ex.plan(profile), results_key(profile)
+    out: dict[str, dict[str, int]] = {}
+    for e in ex.profile_experiments(profile):
+        for v, cfg in plan.variants(e).items():  # from the records alone: local run folders do not count
+            rec = read_record(results_dir(plan.profile, e, v, root))
+            if rec is not None and not _fresh(rec, config_hash(cfg), None, key):
+                per = out.setdefault(why_stale(rec, config_hash(cfg), key), {})
+                per[e] = per.get(e, 0) + 1
+    return out
+
+
 def experiments_with_results(profile: str | ex.Plan, root: str | os.PathLike | None = None) -> list[str]:
     """The experiments (and checks) of ``profile`` with at least one variant's results, current or stale: what
     ``--no-train`` can plot."""

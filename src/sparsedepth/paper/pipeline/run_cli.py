@@ -183,8 +183,7 @@ def run(args: argparse.Namespace) -> int:
             counted.add(config_hash(cfg))
             todo = st in ("missing", "stale", results.FAILED, results.PAUSED)
             if st == "stale":  # say what changed (a config, a probe or evaluation version, settings)
-                rec = results.read_record(results.results_dir(plan.profile, e, v))
-                st += f" ({results.why_stale(rec, config_hash(cfg), results.results_key(plan))})"
+                st += f" ({results.stale_reason(plan, e, v)})"
             est, basis = _estimate(plan, cfg, finished) if todo else (None, "")
             total += est or 0.0
             print(f"{args.profile}/{e}/{v}: {st}" + ("" if est is None else f" (about {est:.0f} s{basis})"))

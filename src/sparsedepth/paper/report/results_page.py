@@ -28,7 +28,7 @@ from ..spec import reported as paper
 from ...atomic import atomic_write_text
 from ..analysis.scorecard import READINGS, SCALE, STATUSES
 from ..analysis.trend import FLAT, NO, YES
-from ..pipeline.results import experiments_with_results
+from ..pipeline.results import experiments_with_results, stale_results
 from .rungs import RUNGS
 from .tables import check_name, format_value, output_root, table_dir, to_markdown, write_table
 
@@ -167,6 +167,22 @@ def _verdicts(card: pd.DataFrame, prefixes: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _older_results(profile: str, root: Path) -> list[str]:
+    """A paragraph on the results shown here that the current code would make differently (an older probe
+    code version, say), or none: a reader should know which numbers a rerun would remake."""
+    stale = stale_results(profile, root)
+    if not stale:
+        return []
+    parts = [f"{why}: " + ", ".join(f"{EXPERIMENT_TITLES.get(e, e).lower()} {n}" for e, n in per.items())
+             for why, per in stale.items()]
+    total = sum(n for per in stale.values() for n in per.values())
+    return [f"**Older results among these.** {total} results on this page were made by earlier code or settings "
+            f"and are shown as they are ({'; '.join(parts)}). A new probe code version adds or redefines readings "
+            "(`sparsedepth.probes.CODE_VERSION`); a reading those results lack shows as –. "
+            f"`sparsedepth run --profile {profile} all --list` names each result and why; rerunning it remakes "
+            "them.\n"]
+
+
 def _figure(name: str, profile: str, root: Path) -> str:
     png = root / "figures" / profile / f"{name}.png"
     if not png.is_file():
@@ -205,6 +221,7 @@ def results_markdown(profile: str, root: str | os.PathLike | None = None) -> str
               f"sweep{'s' if len(ran) > 1 else ''} "
               f"(`sparsedepth list --profile {profile}`), so this page holds those sections and their claims; "
               "the others are on the gpu profile's page, `paper_results/gpu/RESULTS.md`.\n"]),
+           *_older_results(profile, base),
            "In the paper's order:\n", *[f"- [{h}](#{_anchor(h)})" for h in heads],
            f"- [Theory: variance propagation with masked sublayers](#{_anchor('9. Theory')})",
            f"- [All claims](#{_anchor('10. All claims')})\n"]
