@@ -617,25 +617,31 @@ def status(profile: str | ex.Plan, experiment: str, root: str | os.PathLike | No
     return out
 
 
-def stale_reason(plan: ex.Plan, experiment: str, variant: str, root: str | os.PathLike | None = None) -> str:
-    """What makes one variant's recorded result stale, in words (:func:`why_stale`); "" where none is recorded."""
+def stale_reason(plan: ex.Plan, experiment: str, variant: str, root: str | os.PathLike | None = None,
+                 key: dict | None = None) -> str:
+    """What makes one variant's recorded result stale, in words (:func:`why_stale`); "" where none is recorded
+    or it is current. ``key``: :func:`results_key` of the plan, when the caller has it already."""
+    key = results_key(plan) if key is None else key
     rec = read_record(results_dir(plan.profile, experiment, variant, root))
-    return "" if rec is None else why_stale(rec, config_hash(plan.resolve(experiment, variant)), results_key(plan))
+    h = config_hash(plan.resolve(experiment, variant))
+    return "" if rec is None or _fresh(rec, h, None, key) else why_stale(rec, h, key)
 
 
 def stale_results(profile: str, root: str | os.PathLike | None = None) -> dict[str, dict[str, int]]:
     """{why: {experiment: number of variants}} over the profile's results that a rerun would remake (another
     config, code version or probe setting made them): results shown, but not what the current code makes.
-    Empty for a name that is none of our profiles (a results tree written by hand)."""
+    From the records alone (local run folders do not count). Empty for a name that is none of our profiles (a
+    results tree written by hand)."""
     if profile not in ex.SCALES:
         return {}
-    plan, key = ex.plan(profile), results_key(profile)
+    plan = ex.plan(profile)
+    key = results_key(plan)
     out: dict[str, dict[str, int]] = {}
     for e in ex.profile_experiments(profile):
-        for v, cfg in plan.variants(e).items():  # from the records alone: local run folders do not count
-            rec = read_record(results_dir(plan.profile, e, v, root))
-            if rec is not None and not _fresh(rec, config_hash(cfg), None, key):
-                per = out.setdefault(why_stale(rec, config_hash(cfg), key), {})
+        for v in plan.variants(e):
+            why = stale_reason(plan, e, v, root, key)
+            if why:
+                per = out.setdefault(why, {})
                 per[e] = per.get(e, 0) + 1
     return out
 

@@ -1,7 +1,8 @@
 """The results page: ``paper_results/<profile>/RESULTS.md``, every figure and table of the paper beside ours.
 
 Written from the committed tables (``tables/paper_vs_ours.csv``, ``tables/scorecard.csv``, and
-``tables/theory_summary.md``) and figures (``figures/<profile>/*.png``), so it needs no training and no GPU:
+``tables/theory_summary.md``), figures (``figures/<profile>/*.png``) and the results' records (which of them
+earlier code made), so it needs no training and no GPU:
 the summary notebook calls :func:`write_results` after writing those tables, and
 ``python -m sparsedepth.paper.report.results_page --profile gpu`` rewrites it alone. It also writes the paper-vs-ours
 table split per experiment (``tables/paper_vs_ours_<experiment>.{md,csv}``, each with its column
