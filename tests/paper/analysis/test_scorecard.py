@@ -138,6 +138,14 @@ def test_missing_data_is_missing_not_a_crash():
     # a gpu rung that runs only the depth sweep is judged on the depth claims alone
     wide = sc.scorecard("gpu-wide", results={}, ref=REF)
     assert list(wide["id"]) == [c.id for c in sc.CLAIMS if c.experiment == "depth"]
+    # gpu-long's weight decay sweep has no λ=3: the collapse claim could never be evaluated there, so it is left
+    # out, while the claims whose settings it defines stay (missing until their runs exist)
+    long = sc.scorecard("gpu-long", results={}, ref=REF)
+    assert "weight_decay.collapse" not in set(long["id"]) and "weight_decay.variance" in set(long["id"])
+    assert list(long["id"]) == [c.id for c in sc.CLAIMS if c.experiment in ("depth", "weight_decay")
+                                and c.id != "weight_decay.collapse"]
+    assert sc.counts(long)["missing"] == len(long)
+    assert "weight_decay.collapse" in set(sc.scorecard(PROFILE, results={}, ref=REF)["id"])  # defined at PROFILE
 
 
 def _useful(n_layers: int, n_useful: int, mean_ratio: float | None = None) -> dict:

@@ -88,6 +88,7 @@ class Check:
     detail: str = ""
     scale: str = trend.NOT_AVAILABLE  # moves toward the paper with scale: yes / no / flat / —
     scale_detail: str = ""
+    applies: bool = True  # False where the profile defines no run of a setting the claim compares
 
 
 # ------------------------------------------------------------------------------------------- rows
@@ -325,6 +326,11 @@ class Missing(Exception):
     """A claim cannot be evaluated: a setting or a metric it needs is absent."""
 
 
+class NotDefined(Missing):
+    """The profile defines no run of a setting the claim compares (gpu-long has no λ=3), so no training could
+    fill it in: the claim does not belong on that profile's scorecard."""
+
+
 @dataclass(frozen=True)
 class Reading:
     """One statistic's verdict on a claim."""
@@ -390,6 +396,17 @@ class Claim(ABC):
         return Check(self.id, self.experiment, self.text, self.rule, head.status, head.effect, head.se,
                      head.noise, {READINGS[r.metric]: r.cell() for r in readings if r.metric in READINGS},
                      _series(present, self._shown(head.metric)), "", head.detail)
+
+    def applies(self, rows: list[dict]) -> bool:
+        """False when the profile defines no run of a setting the claim compares (``rows``: :func:`our_rows`,
+        one per defined setting, with or without results)."""
+        try:
+            self.comparisons(rows)
+        except NotDefined:
+            return False
+        except Missing:
+            pass
+        return True
 
     def scale_trend(self, along: list[tuple[float, list[dict]]], ref: NoiseReference) -> tuple[str, str]:
         """(moves toward the paper with scale, its detail) from our rows at points along training (``along``:
@@ -528,7 +545,7 @@ class Versus(Claim):
 def _key(rows: list[dict], key: Any) -> dict:
     k = _by_key(rows)
     if key not in k:
-        raise Missing(f"no setting with paper value {key!r}")
+        raise NotDefined(f"no setting with paper value {key!r}")
     return k[key]
 
 
@@ -662,6 +679,7 @@ def checks(profile: str, results: dict[str, dict[str, RunResult]] | None = None,
     along = {e: rows_along_training(profile, e, results.get(e)) for e in ex.EXPERIMENTS}
     for claim, c in zip(CLAIMS, out):
         c.paper = theirs[c.id].ours
+        c.applies = claim.applies(rows[claim.experiment])
         c.scale, c.scale_detail = claim.scale_trend(along[claim.experiment], ref)
     return out
 
@@ -680,13 +698,14 @@ def scorecard(profile: str, results: dict[str, dict[str, RunResult]] | None = No
     toward the paper with training tokens (``SCALE``, detail in ``scale trend``), a column per
     reading (both variance readings, the usefulness fraction and both loss ratios; blank where the claim has
     no such reading), the rule, our numbers, the paper's and every comparison (``detail``). Only the claims of
-    experiments the profile runs: a gpu rung that runs one sweep has nothing to say about the others."""
+    experiments the profile runs and of settings it defines: a gpu rung that runs one sweep, or a sweep without
+    λ=3, has nothing to say about the others."""
     ran = ex.profile_experiments(profile)
     rows = [{"id": c.id, "experiment": c.experiment, "claim": c.claim, "status": c.status, "effect": c.effect,
              "se": c.se, "noise": c.noise, SCALE: c.scale,
              **{col: c.readings.get(col, "") for col in READINGS.values()},
              "rule": c.rule, "ours": c.ours, "paper": c.paper, "detail": c.detail, "scale trend": c.scale_detail}
-            for c in checks(profile, results, root, ref) if c.experiment in ran]
+            for c in checks(profile, results, root, ref) if c.experiment in ran and c.applies]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
