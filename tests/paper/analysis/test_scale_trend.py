@@ -47,6 +47,19 @@ def test_rule_yes_no_flat_and_not_available():
     assert flat["slope_per_decade"] == 0 and flat["crossing_tokens"] is None and flat["intercept"] == 1 / 32
 
 
+def test_a_statistic_that_peaked_inside_the_points_is_marked_turned():
+    tokens = [10 ** (6 + k / 2) for k in range(8)]
+    rise_then_fall = [12, 16, 22, 32, 47, 59, 52, 39]  # the shape of gpu-long's h_L variance: up overall, down last
+    t = trend.trend(tokens, rise_then_fall, 400)
+    assert t["slope_per_decade"] > 0 and t["turned"]
+    assert trend.reach_words(t).endswith("; but its last 3 points turn the other way")
+    rising = trend.trend(tokens, sorted(rise_then_fall), 400)
+    assert not rising["turned"] and "turn" not in trend.reach_words(rising)
+    # five points at least (three in the tail and two before it), else the tail is most of the line
+    assert not trend.trend(tokens[:4], rise_then_fall[3:7])["turned"]
+    assert not trend.trend(tokens, [1, 2, 3, 4, 5, 6, 6, 6])["turned"]  # a flat tail turns nothing
+
+
 def _point(step: int, tokens: float, i: int, t: int, L: int) -> dict:
     """Setting i (0 = shallowest) at point t: causal falls with depth more steeply with tokens (toward the
     paper), permutation falls with depth by the same amount throughout (flat), ||J - I|| falls with depth less

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from sparsedepth.paper.analysis.trend import trend
@@ -96,3 +97,16 @@ def test_trends_fit_the_points_on_one_footing_and_show_the_final_probes_apart():
     # no cheaper settings at all: every point, the last (the final probes) included
     t["along"] = {}
     assert along_series(t) == t["points"]
+
+
+def test_trend_table_marks_a_statistic_whose_last_points_turn_back():
+    from sparsedepth.paper.report.trajectories import TAIL, trend_table
+
+    tokens = [10 ** (6 + k / 2) for k in range(8)]
+    peaked, rising = [12, 16, 22, 32, 47, 59, 52, 39], [12, 16, 22, 32, 39, 47, 52, 59]
+    f = pd.DataFrame([{"setting": s, "step": k, "tokens": t, "statistic": "last_layer_var", "value": v,
+                       "basis": "along"} for s, vs in (("L=12", peaked), ("L=16", rising))
+                      for k, (t, v) in enumerate(zip(tokens, vs))])
+    table = trend_table(f, {"last_layer_var": 400}).set_index("setting")
+    assert table.loc["L=12", TAIL] == "turn back" and table.loc["L=16", TAIL] == ""
+    assert (table["per decade"] > 0).all()  # the line calls both rising: the column is what tells them apart

@@ -30,8 +30,9 @@ def trend(tokens, values, target: float | None = None) -> dict:
     """Least squares ``value = intercept + slope·log10(tokens)``: ``slope_per_decade``, ``intercept``,
     ``slope_se`` (from the residuals, None below three points), ``n_points``, the decades spanned and, with
     ``target``, ``crossing_tokens``: where the line reaches it or None ("never": the line is flat, or it was at
-    the target before the first point and moves away), and ``passed``: the crossing lies inside the measured range,
-    so the points have already gone by the target and move on past it."""
+    the target before the first point and moves away), ``passed``: the crossing lies inside the measured range,
+    so the points have already gone by the target and move on past it, and ``turned``: the last ``MIN_POINTS``
+    points alone slope the other way (a statistic that peaked inside the range: the line misleads beyond it)."""
     x, y = np.log10(np.asarray(tokens, dtype=float)), np.asarray(values, dtype=float)
     if len(x) < 2 or np.ptp(x) == 0:
         raise ValueError(f"a trend needs at least two distinct token counts, got {list(tokens)}")
@@ -42,13 +43,23 @@ def trend(tokens, values, target: float | None = None) -> dict:
         resid = y - (intercept + slope * x)
         se = float(math.sqrt(float(resid @ resid) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum())))
     out = {"slope_per_decade": float(slope), "intercept": float(intercept), "slope_se": se, "n_points": int(len(x)),
-           "decades": float(np.ptp(x)), "target": target, "crossing_tokens": None, "passed": False}
+           "decades": float(np.ptp(x)), "target": target, "crossing_tokens": None, "passed": False,
+           "turned": _turned(x, y, slope)}
     if target is not None and slope != 0:
         x_cross = (target - intercept) / slope
         if x_cross >= x.min():  # before the first point: the line only moves away from the target
             out["crossing_tokens"] = float(10 ** x_cross) if x_cross <= FAR else math.inf
             out["passed"] = bool(x_cross <= x.max())
     return out
+
+
+def _turned(x: np.ndarray, y: np.ndarray, slope: float) -> bool:
+    """Whether the last ``MIN_POINTS`` points (of at least two more) slope against the whole range's ``slope``."""
+    if len(x) < MIN_POINTS + 2 or slope == 0:
+        return False
+    last = np.argsort(x)[-MIN_POINTS:]
+    tail = 0.0 if np.ptp(y[last]) == 0 else float(np.polyfit(x[last], y[last], 1)[0])
+    return tail * slope < 0
 
 
 def toward_paper(tokens, effects, effect_se: float | None = None, target: float | None = None) -> tuple[str, dict]:
@@ -83,10 +94,12 @@ def reach_words(t: dict, what: str = "") -> str:
         return NOT_AVAILABLE
     where, goal = fmt_tokens(t["crossing_tokens"]), what or f"{t['target']:.3g}"
     if t["passed"]:
-        return f"passed {goal} at {where} tokens, inside the points, and moves on beyond it"
-    if where == "never":
-        return f"never reaches {goal} (moves away or is flat)"
-    return f"reaches {goal} " + (f"only {where} tokens" if where.startswith("beyond") else f"at {where} tokens")
+        words = f"passed {goal} at {where} tokens, inside the points, and moves on beyond it"
+    elif where == "never":
+        words = f"never reaches {goal} (moves away or is flat)"
+    else:
+        words = f"reaches {goal} " + (f"only {where} tokens" if where.startswith("beyond") else f"at {where} tokens")
+    return words + (f"; but its last {MIN_POINTS} points turn the other way" if t["turned"] else "")
 
 
 def fmt_tokens(n: float | None) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.frame import inner_layers
-from ..analysis.trend import crossing, fmt_tokens, reach_words, trend
+from ..analysis.trend import MIN_POINTS, crossing, fmt_tokens, reach_words, trend
 from ..pipeline.run_result import RunResult, along_series, lookup
 from ..spec import experiments as ex
 from ..spec import reported as paper
@@ -271,10 +271,14 @@ def sweep_figure(experiment: str, res: Mapping[str, RunResult], order: list[str]
     return alt.concat(*panels, columns=3), frame, targets
 
 
+TAIL = f"last {MIN_POINTS} points"
+
+
 def trend_table(frame: pd.DataFrame, targets: Mapping[str, float | Mapping[str, float]]) -> pd.DataFrame:
     """One row per statistic and setting: first and last measured value (seed means), the trend per decade of
     tokens, the target and the token count at which the trend reaches it ("never": it moves away or is flat;
-    "—": no target), all on the points' one footing; ``final probes``: the final probes' value where they used
+    "—": no target), whether the last three points slope the other way ("turn back": the line misleads beyond
+    them), all on the points' one footing; ``final probes``: the final probes' value where they used
     fuller settings (how far the footings differ at the same weights)."""
     rows = []
     for stat in [s for s in STATISTICS if s in set(frame.statistic)]:
@@ -290,6 +294,6 @@ def trend_table(frame: pd.DataFrame, targets: Mapping[str, float | Mapping[str, 
                          "final probes": full.get(setting, np.nan),
                          "tokens": f"{fmt_tokens(g.tokens.min())}–{fmt_tokens(g.tokens.max())}",
                          "per decade": t.slope_per_decade, "target": goal,
-                         "reaches it at": t.reaches})
+                         "reaches it at": t.reaches, TAIL: "turn back" if t.turned else ""})
     return pd.DataFrame(rows, columns=["statistic", "setting", "first", "last", "final probes", "tokens", "per decade",
-                                       "target", "reaches it at"])
+                                       "target", "reaches it at", TAIL])
