@@ -161,9 +161,9 @@ notebook.usefulness_section(EXP, profile, res, order)
 # loss ratios are extrapolated to the useful threshold 1.1 instead. **What to look at:** whether each dashed line
 # heads toward its diamond, and whether the settings separate in the paper's order as tokens grow. The table
 # below gives every trend per decade of tokens and the token count at which it would reach its target ("never"
-# where it moves away or is flat; "passed" where the points already went by it and move on beyond; "turned" where
-# the last three points alone slope the other way: a statistic that peaked inside the range, where the line
-# misleads beyond it). A line through a few points spanning one or two decades is where the measured
+# where it moves away or is flat; "passed" where the points already went by it and move on beyond), and "turn
+# back" under "last 3 points" where those alone slope the other way: a statistic that peaked inside the range,
+# where the line misleads beyond it. A line through a few points spanning one or two decades is where the measured
 # direction leads, not a prediction; the paper's variance is the official log of N_f(h_L) at d = 2048, so its
 # diamonds set a scale for the final-norm panel only.
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Bring committed metrics.jsonl files under the pipeline's size limit, as installing them today would.
+"""Round committed metrics.jsonl files and bring them under the pipeline's size limit, as installing them today would.
 
     PYTHONPATH=src python scripts/fit_metrics.py paper_results/gpu            # every run folder below
     PYTHONPATH=src python scripts/fit_metrics.py paper_results/gpu/moe/moe-large
 
-The limit (``METRICS_LIMIT_BYTES``) keeps the repository small enough to travel; runs installed before it was
-lowered are brought under it here instead of being retrained. Bulky matrix fields (expert loads, of which the
+The limit (``METRICS_LIMIT_BYTES``) and the rounding (``METRICS_DIGITS`` significant digits) keep the repository
+small enough to travel; runs installed before either was lowered are brought under it here instead of being
+retrained. Bulky matrix fields (expert loads, of which the
 figures read the last row) are thinned first, whole rows after; what was dropped joins the folder's
-provenance.json (``pipeline``). Both files are replaced atomically; a folder already under the limit is left
+provenance.json (``pipeline``). Both files are replaced atomically; a folder already fitted is left
 untouched. Prints one line per folder changed.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sparsedepth.paper.pipeline.results import fit_metrics  # noqa: E402
 
 
 def fit_folder(folder: Path) -> str | None:
-    """Fit one run folder; returns a line saying what changed, or None when it was already under the limit."""
+    """Fit one run folder; returns a line saying what changed, or None when it was already fitted."""
     metrics, prov_path = folder / "metrics.jsonl", folder / "provenance.json"
     lines = metrics.read_text().splitlines()
     prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}

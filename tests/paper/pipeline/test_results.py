@@ -228,6 +228,22 @@ def test_bulky_metrics_are_thinned_before_rows():
     assert R.thin_bulky_metrics(lines[:3])[1] == 1  # under the limit: untouched
 
 
+def test_committed_metrics_rows_keep_four_digits_where_nothing_reads_more():
+    lines = [json.dumps({"step": 4600, "loss": 3.0339870452880859, "tokens": 301465600, "val_loss": float("nan"),
+                         "layer_var": [0.01256851, 88.715531], "final_var": 2.4963821,
+                         "ffn_var": [0.01256851, 88.715531], "tokens_per_s": 621115.047})]
+    pipeline = {}
+    fitted = R.fit_metrics(lines, pipeline)
+    row = json.loads(fitted[0])
+    assert R.METRICS_DIGITS == 4 and pipeline["metrics_digits"] == 4
+    assert row["loss"] == 3.034 and row["ffn_var"] == [0.01257, 88.72] and row["tokens_per_s"] == 621100
+    # what claims and tables read keeps 6 digits: N_f(h_L) gaps between runs are 0.5 %
+    assert row["layer_var"] == [0.0125685, 88.7155] and row["final_var"] == 2.49638
+    assert row["step"] == 4600 and row["tokens"] == 301465600  # integers (steps, token counts) stay exact
+    again = {}
+    assert R.fit_metrics(fitted, again) == fitted and again == {}  # a second pass: nothing to round
+
+
 def test_committed_metrics_and_probes_are_compact():
     row = {"step": 10, "loss": 9.917455673217773, "lr": 0.00013333333333333334, "nonfinite": True,
            "layer_var": [0.021327432245016098, 18.234664916992188], "note": "x", "val_loss": float("nan")}

@@ -110,6 +110,10 @@ def test_variance_chart_files(results, tmp_path):
     paths = plots.save_chart(chart, "variance", "synthetic", root=tmp_path)
     csv = _check_files(paths, {"variant", "label", "step", "series", "variance"})
     assert len(csv) == len(df)
+    # 6 significant digits of each plotted float, whole numbers (steps, token counts) in full
+    assert np.allclose(csv.variance, df.variance, rtol=5e-6, atol=0) and (csv.step == df.step).all()
+    written = [line.rsplit(",", 1)[1] for line in paths["csv"].read_text().splitlines()[1:]]
+    assert all(len(v.split("e")[0].replace(".", "").lstrip("0")) <= 6 for v in written)
     assert paths["png"].parent == tmp_path / "figures" / "synthetic"
 
 

@@ -48,7 +48,12 @@ OPTIONAL_FILES = ("trajectory.json",)
 # figure), whole rows after (every k-th, keeping validation and spike rows).
 METRICS_LIMIT_BYTES = 400_000
 BULKY_METRICS = ("expert_load",)
-RESULT_DIGITS = 6  # significant digits of the floats in a committed metrics.jsonl and probes.json
+RESULT_DIGITS = 6  # significant digits of the floats in a committed probes.json and trajectory.json
+# A committed metrics.jsonl, the bulk of the repository, keeps RESULT_DIGITS in the telemetry that claims and
+# tables read (N_f(h_L) effects are differences of 0.5 % between runs: 4 digits would move them by a quarter
+# of their error) and METRICS_DIGITS in the rest, per-step curves that are only drawn.
+READ_METRICS = ("layer_var", "final_var", "final_gain")
+METRICS_DIGITS = 4
 FORCE_ENV = "SPARSEDEPTH_FORCE_SINCE"
 ROOT_ENV = "SPARSEDEPTH_OUTPUT_ROOT"
 THREADS_ENV = "SPARSEDEPTH_THREADS"
@@ -252,15 +257,28 @@ def _round_floats(obj: Any, digits: int) -> Any:
 
 
 def compact_json(text: str, digits: int = RESULT_DIGITS) -> str:
-    """A JSON document (a metrics row, probes.json, trajectory.json) with every float rounded to ``digits`` significant
-    digits and no whitespace: the committed copy is under half the size of the run's own file (telemetry
-    and probes are float32 at heart, about 7 digits, so 6 lose nothing a figure or a claim can show). Text
-    that is not JSON is kept as it is."""
+    """A JSON document (probes.json, trajectory.json) with every float rounded to ``digits`` significant digits
+    and no whitespace: the committed copy is under half the size of the run's own file (probes are float32 at
+    heart, about 7 digits, so 6 lose nothing a figure or a claim can show). Text that is not JSON is kept as it
+    is."""
     try:
         obj = json.loads(text)
     except ValueError:
         return text
     return json.dumps(_round_floats(obj, digits), separators=(",", ":"))
+
+
+def compact_metrics_row(text: str) -> str:
+    """A metrics row as :func:`compact_json` writes it, ``READ_METRICS`` at ``RESULT_DIGITS`` and the other fields
+    at ``METRICS_DIGITS`` significant digits."""
+    try:
+        row = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(row, dict):
+        return compact_json(text)
+    return json.dumps({k: _round_floats(v, RESULT_DIGITS if k in READ_METRICS else METRICS_DIGITS)
+                       for k, v in row.items()}, separators=(",", ":"))
 
 
 def _size(lines: list[str]) -> int:
@@ -315,9 +333,13 @@ def downsample_metrics(lines: list[str], limit: int = METRICS_LIMIT_BYTES) -> tu
 
 
 def fit_metrics(lines: list[str], pipeline: dict, limit: int = METRICS_LIMIT_BYTES) -> list[str]:
-    """Bring a metrics.jsonl under ``METRICS_LIMIT_BYTES`` (bulky fields first, then rows) and record in
-    ``pipeline`` (the provenance's pipeline section) what was dropped, on top of what an earlier pass dropped."""
-    lines, kb = thin_bulky_metrics(lines, limit)
+    """Round a metrics.jsonl's rows (:func:`compact_metrics_row`), bring it under ``METRICS_LIMIT_BYTES`` (bulky
+    fields first, then rows) and record in ``pipeline`` (the provenance's pipeline section) what was dropped, on
+    top of what an earlier pass dropped. A second pass changes nothing."""
+    rounded = [compact_metrics_row(ln) for ln in lines]
+    if rounded != lines:
+        pipeline["metrics_digits"] = METRICS_DIGITS
+    lines, kb = thin_bulky_metrics(rounded, limit)
     kept, k = downsample_metrics(lines, limit)
     if kb > 1:
         before = pipeline.get("bulky_metrics_thinned", {}).get("every", 1)
@@ -434,8 +456,7 @@ def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipelin
     try:
         for name, src in src_files.items():
             if name == "metrics.jsonl":
-                lines = [compact_json(ln) for ln in Path(src).read_text().splitlines()]
-                kept = fit_metrics(lines, pipeline)
+                kept = fit_metrics(Path(src).read_text().splitlines(), pipeline)
                 (tmp / name).write_text("\n".join(kept) + ("\n" if kept else ""))
             elif name in ("probes.json", "trajectory.json"):  # the trajectory's points are probe summaries
                 (tmp / name).write_text(compact_json(Path(src).read_text()) + "\n")

@@ -168,8 +168,14 @@ def save_chart(chart: alt.TopLevelMixin, name: str, profile: str, data: pd.DataF
     paths = {"png": out / f"{name}.png", "svg": out / f"{name}.svg", "csv": out / f"{name}.csv"}
     atomic_write_bytes(paths["png"], recompress(png.getvalue()))
     atomic_write_text(paths["svg"], svg.getvalue())
-    atomic_write_text(paths["csv"], data.to_csv(index=False))
+    atomic_write_text(paths["csv"], data.to_csv(index=False, float_format=_csv_float))
     return paths
+
+
+def _csv_float(v: float) -> str:
+    """A plotted float in a figure's CSV: 6 significant digits (what a reader can take off a plot, and a third of
+    the bytes of full precision), whole numbers such as token counts in full."""
+    return repr(float(v)) if not math.isfinite(v) or float(v).is_integer() else f"{v:.6g}"
 
 
 # --------------------------------------------------------------------------------- results helpers
