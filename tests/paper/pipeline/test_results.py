@@ -90,6 +90,12 @@ def test_train_once_then_cached_copied_forced_and_stale(tmp_path, overrides, cou
     rec2 = json.loads((dest2 / "config.json").read_text())
     assert rec2["hash"] == rec["hash"] and rec2["experiment"] == "weight_decay" and rec2["meta"]["value"] == 0.1
     assert json.loads((dest2 / "provenance.json").read_text())["pipeline"]["copied_from"] == "depth/L3"
+    # stored once: the copy's data files are relative links to the trained folder's, its records its own
+    shared = [f for f in R.SHARED_FILES if (dest / f).exists()]
+    assert shared and all((dest2 / f).is_symlink() and not Path(os.readlink(dest2 / f)).is_absolute() for f in shared)
+    assert not (dest2 / "config.json").is_symlink() and not (dest2 / "provenance.json").is_symlink()
+    assert R.linked_source(dest2) == dest.resolve() and R.linked_source(dest) is None
+    assert R.load_variant(dest2).probes == R.load_variant(dest).probes
 
     # force retrains once per force: a shared run is not retrained again by the next experiment
     os.environ[R.FORCE_ENV] = repr(time.time())
@@ -110,6 +116,9 @@ def test_train_once_then_cached_copied_forced_and_stale(tmp_path, overrides, cou
     assert st == "retrained" and counted["train"] == 3
     assert "config changed" in capsys.readouterr().out
     assert json.loads((dest3 / "config.json").read_text())["hash"] != rec["hash"]
+    # the copies' links now reach another config's results: they are no longer results of their own config
+    assert R.read_record(dest2) is None
+    assert R.run_variant_status("smoke", "weight_decay", "wd0.1", **kw, train=False)[1] == "missing"
 
 
 def test_results_version_bump_reprobes_without_retraining(tmp_path, overrides, counted, monkeypatch):

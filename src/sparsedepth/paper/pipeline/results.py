@@ -5,9 +5,12 @@ Layout (relative to the output root, see :func:`output_root`):
 - ``runs/<profile>/<config hash>/``: the training run (checkpoints, never committed). Identical configs in
   different experiments share one run directory, so they train once.
 - ``paper_results/<profile>/<experiment>/<variant>/``: the small files a notebook needs: ``config.json``
-  (resolved config, its hash, RESULTS_VERSION, variant metadata), ``metrics.jsonl`` (downsampled when larger
-  than 2 MB), ``probes.json``, ``eval.json``, ``summary.json``, ``provenance.json`` (plus stage timings);
-  ``error.txt`` instead when the variant failed. Installed with one atomic folder rename.
+  (resolved config, its hash, RESULTS_VERSION, variant metadata), ``metrics.jsonl`` (thinned to
+  ``METRICS_LIMIT_BYTES``), ``probes.json``, ``eval.json``, ``summary.json``, ``provenance.json`` (plus stage timings);
+  ``error.txt`` instead when the variant failed. Installed with one atomic folder rename. A variant whose
+  config another variant of the profile already finished is a copy: its own ``config.json`` and
+  ``provenance.json`` beside relative links to the other folder's data files (``SHARED_FILES``), so each
+  result is stored once.
 
 A variant is up to date when its ``config.json`` holds the current config hash and results key
 (RESULTS_VERSION, the probe and evaluation code versions, the profile's probe and evaluation settings); then
@@ -43,6 +46,8 @@ LEGACY_CODE = {"eval": 1, "probes": 1}  # the probe and evaluation code versions
 RESULT_FILES = ("config.json", "metrics.jsonl", "probes.json", "eval.json", "summary.json", "provenance.json")
 # Installed beside them when the run wrote them: probes along training (``probe_points``)
 OPTIONAL_FILES = ("trajectory.json",)
+# What a copied variant shares with the folder it was copied from (links); config and provenance are its own
+SHARED_FILES = tuple(f for f in RESULT_FILES + OPTIONAL_FILES if f not in ("config.json", "provenance.json"))
 # A committed metrics.jsonl stays under this: with about fifty committed runs the repository stays small enough
 # to travel to the GPU machine. Bulky matrix fields go first (only their last row is read: the expert-load
 # figure), whole rows after (every k-th, keeping validation and spike rows).
@@ -160,14 +165,24 @@ def _read_json(path: Path) -> Any:
 
 
 def read_record(folder: Path) -> dict | None:
-    """The results ``config.json`` of a complete results folder (every file present), else None."""
+    """The results ``config.json`` of a complete results folder (every file present), else None; None too for
+    a copy whose source folder no longer holds the same config (retrained after a config change, removed)."""
     if not all((folder / f).is_file() for f in RESULT_FILES):
         return None
     rec = _read_json(folder / "config.json")
     summary = _read_json(folder / "summary.json")
     if not isinstance(rec, dict) or "hash" not in rec or not isinstance(summary, dict) or not summary.get("done"):
         return None
+    source = linked_source(folder)
+    if source is not None and (read_record(source) or {}).get("hash") != rec["hash"]:
+        return None
     return rec
+
+
+def linked_source(folder: Path) -> Path | None:
+    """The results folder whose data files a copied ``folder`` links to; None where it holds its own."""
+    link = folder / "metrics.jsonl"
+    return link.resolve().parent if link.is_symlink() else None
 
 
 def results_key(plan: ex.Plan | str) -> dict:
@@ -450,12 +465,17 @@ def _wandb_scores(cfg: TrainConfig, run_dir: Path) -> None:
         wandb_log_scores(run_dir, cfg.wandb_project, wandb_run_id(config_hash(cfg)))
 
 
-def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipeline: dict) -> None:
-    """Copy result files into a temporary sibling of ``dest`` and rename it into place (atomic)."""
+def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipeline: dict, *,
+             link: bool = False) -> None:
+    """Copy result files into a temporary sibling of ``dest`` and rename it into place (atomic). ``link``: the
+    files are another results folder's, already installed: the ``SHARED_FILES`` become relative links to them
+    (to the file itself where that is a link too), which stay valid once the sibling is renamed to ``dest``."""
     tmp = make_temp_dir(dest.parent, prefix=f".{dest.name}.tmp-")
     try:
         for name, src in src_files.items():
-            if name == "metrics.jsonl":
+            if link and name in SHARED_FILES:
+                os.symlink(os.path.relpath(Path(src).resolve(), tmp.resolve()), tmp / name)
+            elif name == "metrics.jsonl":
                 kept = fit_metrics(Path(src).read_text().splitlines(), pipeline)
                 (tmp / name).write_text("\n".join(kept) + ("\n" if kept else ""))
             elif name in ("probes.json", "trajectory.json"):  # the trajectory's points are probe summaries
@@ -518,7 +538,7 @@ def run_variant_status(profile: str | ex.Plan, experiment: str, variant: str, *,
                     "copied_from": f"{src.parent.name}/{src.name}"}
         pipeline.update(experiment=experiment, variant=variant)
         _install(files, dest, _record(plan, experiment, variant, cfg, float(srec.get("completed_at", time.time()))),
-                 pipeline)
+                 pipeline, link=True)
         _log(f"{tag} copied from {src.parent.name}/{src.name} (identical config, hash {h})")
         return dest, "copied"
     why = None if rec is None else why_stale(rec, h, key)
