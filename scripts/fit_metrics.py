@@ -9,7 +9,8 @@ small enough to travel; runs installed before either was lowered are brought und
 retrained. Bulky matrix fields (expert loads, of which the
 figures read the last row) are thinned first, whole rows after; what was dropped joins the folder's
 provenance.json (``pipeline``). Both files are replaced atomically; a folder already fitted is left
-untouched. Prints one line per folder changed.
+untouched, and so is a copied variant's folder, whose metrics.jsonl is a link to the trained folder's (fitted
+there). Prints one line per folder changed.
 """
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ except ImportError:  # run from a checkout: PYTHONPATH=src is the documented way
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sparsedepth.atomic import atomic_write_text  # noqa: E402
-from sparsedepth.paper.pipeline.results import fit_metrics  # noqa: E402
+from sparsedepth.paper.pipeline.results import fit_metrics, linked_source  # noqa: E402
 
 
 def fit_folder(folder: Path) -> str | None:
     """Fit one run folder; returns a line saying what changed, or None when it was already fitted."""
+    if linked_source(folder) is not None:
+        return None  # a copy: writing here would replace its link with a second copy of the file
     metrics, prov_path = folder / "metrics.jsonl", folder / "provenance.json"
     lines = metrics.read_text().splitlines()
     prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}

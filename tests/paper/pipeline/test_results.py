@@ -531,9 +531,15 @@ def test_fit_metrics_script_brings_an_installed_run_under_the_limit(tmp_path, mo
     rows = [{"step": i, "loss": 1.0, "expert_load": [[0.125] * 64] * 8} for i in range(60)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "provenance.json").write_text(json.dumps({"pipeline": {"eval_s": 1.0}}))
+    copy = tmp_path / "moe" / "a-copy"  # a copied variant (found first): its data files link to the trained folder's
+    copy.mkdir()
+    (copy / "metrics.jsonl").symlink_to(Path("..") / "moe-large" / "metrics.jsonl")
+    (copy / "provenance.json").write_text(json.dumps({"pipeline": {"copied_from": "moe/moe-large"}}))
     monkeypatch.setattr(fit, "fit_metrics", lambda lines, p: R.fit_metrics(lines, p, limit=20_000))
     assert fit.main([str(tmp_path)]) == 0
-    assert "moe-large" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "moe-large:" in out and "a-copy" not in out
+    assert (copy / "metrics.jsonl").is_symlink() and (copy / "metrics.jsonl").stat().st_size <= 20_000
     kept = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in kept] == list(range(60)) and "expert_load" in kept[-1]
     assert (run / "metrics.jsonl").stat().st_size <= 20_000
