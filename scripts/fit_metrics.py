@@ -9,8 +9,8 @@ small enough to travel; runs installed before either was lowered are brought und
 retrained. Bulky matrix fields (expert loads, of which the
 figures read the last row) are thinned first, whole rows after; what was dropped joins the folder's
 provenance.json (``pipeline``). Both files are replaced atomically; a folder already fitted is left
-untouched, and so is a copied variant's folder, whose metrics.jsonl is a link to the trained folder's (fitted
-there). Prints one line per folder changed.
+untouched. A copied variant's metrics.jsonl is a link to the trained folder's, fitted there; the copy's
+provenance.json takes over what that folder's records say was dropped. Prints one line per folder changed.
 """
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ except ImportError:  # run from a checkout: PYTHONPATH=src is the documented way
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sparsedepth.atomic import atomic_write_text  # noqa: E402
-from sparsedepth.paper.pipeline.results import fit_metrics, linked_source  # noqa: E402
+from sparsedepth.paper.pipeline.results import METRICS_RECORDS, fit_metrics, linked_source  # noqa: E402
 
 
 def fit_folder(folder: Path) -> str | None:
     """Fit one run folder; returns a line saying what changed, or None when it was already fitted."""
-    if linked_source(folder) is not None:
-        return None  # a copy: writing here would replace its link with a second copy of the file
+    source = linked_source(folder)
+    if source is not None:  # a copy: writing its metrics.jsonl would replace the link with a second file
+        return _follow_source(folder, source)
     metrics, prov_path = folder / "metrics.jsonl", folder / "provenance.json"
     lines = metrics.read_text().splitlines()
     prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
@@ -46,6 +47,20 @@ def fit_folder(folder: Path) -> str | None:
     return f"{folder}: {before / 1024:.0f} -> {metrics.stat().st_size / 1024:.0f} KiB"
 
 
+def _follow_source(folder: Path, source: Path) -> str | None:
+    """A copied variant's provenance records what its (linked) source's metrics.jsonl dropped."""
+    prov_path = folder / "provenance.json"
+    prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+    pipeline = dict(prov.get("pipeline", {}))
+    src = json.loads((source / "provenance.json").read_text()).get("pipeline", {})
+    records = {k: src[k] for k in METRICS_RECORDS if k in src}
+    if all(pipeline.get(k) == v for k, v in records.items()):
+        return None
+    prov["pipeline"] = {**pipeline, **records}
+    atomic_write_text(prov_path, json.dumps(prov, indent=2, sort_keys=True) + "\n")
+    return f"{folder}: records of {source.name}'s metrics.jsonl (linked) taken over"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="+", type=Path, help="run folders, or folders to search for them")
@@ -55,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if not p.is_dir():
             ap.error(f"{p} is not a folder: give a run folder (with metrics.jsonl) or a folder holding run folders")
         folders += sorted(m.parent for m in p.rglob("metrics.jsonl"))
+    folders.sort(key=lambda f: linked_source(f) is not None)  # copies after the folders they link to
     if not folders:
         ap.error(f"no metrics.jsonl under {', '.join(map(str, args.paths))}: give paper_results/<profile> or a run folder")
     for folder in folders:

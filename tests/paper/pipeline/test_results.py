@@ -231,10 +231,32 @@ def test_bulky_metrics_are_thinned_before_rows():
     assert sum("expert_load" in r for r in rows) < len(rows)
     pipeline = {}
     fitted = R.fit_metrics(lines, pipeline, limit=8_000)
-    assert pipeline["bulky_metrics_thinned"]["every"] > 1 and "metrics_downsampled" not in pipeline
+    assert pipeline["bulky_metrics_thinned"]["every"]["expert_load"] > 1 and "metrics_downsampled" not in pipeline
     again = R.fit_metrics(fitted, dict(pipeline), limit=8_000)  # a second pass over a fitted file drops nothing
     assert again == fitted
     assert R.thin_bulky_metrics(lines[:3])[1] == 1  # under the limit: untouched
+
+
+def test_unread_telemetry_is_thinned_before_any_row_and_its_record_stays_true(monkeypatch):
+    """Sublayer telemetry (read by no table or figure) goes on every k-th row with the expert loads; the record
+    says, per field, how often each is kept, also over a file an earlier pass thinned with other fields."""
+    row = {"layer_var": [1.5] * 8, "final_var": 2.5, "attn_var": [0.25] * 8, "layer_grad_norm": [0.5] * 8,
+           "expert_load": [[0.125] * 8] * 8}
+    lines = [json.dumps({"step": i, **row}) for i in range(64)]
+    monkeypatch.setattr(R, "BULKY_METRICS", ("expert_load",))  # an earlier pass: only the expert loads
+    pipeline = {}
+    earlier = R.fit_metrics(lines, pipeline, limit=len("".join(lines)) // 2)
+    every = pipeline["bulky_metrics_thinned"]["every"]
+    assert set(every) == {"expert_load"} and every["expert_load"] > 1
+    monkeypatch.undo()
+    fitted = R.fit_metrics(earlier, pipeline, limit=R._size(earlier) * 2 // 3)
+    rows = [json.loads(x) for x in fitted]
+    assert len(rows) == 64 and all(r["layer_var"] == [1.5] * 8 and r["final_var"] == 2.5 for r in rows)
+    assert "metrics_downsampled" not in pipeline and "expert_load" in rows[-1] and "attn_var" in rows[-1]
+    every = pipeline["bulky_metrics_thinned"]["every"]
+    for f in ("attn_var", "layer_grad_norm", "expert_load"):
+        assert every[f] == round(64 / sum(f in r for r in rows)) and every[f] > 1
+    assert every["expert_load"] >= every["attn_var"]
 
 
 def test_committed_metrics_rows_keep_four_digits_where_nothing_reads_more():
@@ -528,7 +550,7 @@ def test_fit_metrics_script_brings_an_installed_run_under_the_limit(tmp_path, mo
     fit = load_script("fit_metrics")
     run = tmp_path / "moe" / "moe-large"
     run.mkdir(parents=True)
-    rows = [{"step": i, "loss": 1.0, "expert_load": [[0.125] * 64] * 8} for i in range(60)]
+    rows = [{"step": i, "loss": 1.0, "layer_var": [1.0] * 8, "expert_load": [[0.125] * 64] * 8} for i in range(60)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "provenance.json").write_text(json.dumps({"pipeline": {"eval_s": 1.0}}))
     copy = tmp_path / "moe" / "a-copy"  # a copied variant (found first): its data files link to the trained folder's
@@ -538,13 +560,17 @@ def test_fit_metrics_script_brings_an_installed_run_under_the_limit(tmp_path, mo
     monkeypatch.setattr(fit, "fit_metrics", lambda lines, p: R.fit_metrics(lines, p, limit=20_000))
     assert fit.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "moe-large:" in out and "a-copy" not in out
+    assert "moe-large:" in out and "a-copy: records of moe-large" in out
     assert (copy / "metrics.jsonl").is_symlink() and (copy / "metrics.jsonl").stat().st_size <= 20_000
+    copy_prov = json.loads((copy / "provenance.json").read_text())["pipeline"]
+    assert copy_prov["copied_from"] == "moe/moe-large"
+    assert copy_prov["bulky_metrics_thinned"] == json.loads((run / "provenance.json").read_text())["pipeline"][
+        "bulky_metrics_thinned"]
     kept = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in kept] == list(range(60)) and "expert_load" in kept[-1]
     assert (run / "metrics.jsonl").stat().st_size <= 20_000
     prov = json.loads((run / "provenance.json").read_text())["pipeline"]
-    assert prov["eval_s"] == 1.0 and prov["bulky_metrics_thinned"]["every"] > 1
+    assert prov["eval_s"] == 1.0 and prov["bulky_metrics_thinned"]["every"]["expert_load"] > 1
     before = (run / "metrics.jsonl").read_text()
     assert fit.main([str(tmp_path)]) == 0 and (run / "metrics.jsonl").read_text() == before  # a second pass: no-op
     with pytest.raises(SystemExit):

@@ -48,17 +48,21 @@ RESULT_FILES = ("config.json", "metrics.jsonl", "probes.json", "eval.json", "sum
 OPTIONAL_FILES = ("trajectory.json",)
 # What a copied variant shares with the folder it was copied from (links); config and provenance are its own
 SHARED_FILES = tuple(f for f in RESULT_FILES + OPTIONAL_FILES if f not in ("config.json", "provenance.json"))
-# A committed metrics.jsonl stays under this: with about fifty committed runs the repository stays small enough
-# to travel to the GPU machine. Bulky matrix fields go first (only their last row is read: the expert-load
-# figure), whole rows after (every k-th, keeping validation and spike rows).
-METRICS_LIMIT_BYTES = 400_000
-BULKY_METRICS = ("expert_load",)
+# A committed metrics.jsonl stays under this: with over a hundred committed runs the repository stays small
+# enough to travel to the GPU machine. The per-step telemetry no table or figure reads goes first, on every k-th
+# telemetry row (BULKY_METRICS: sublayer variances and norms, per-layer gradient and parameter norms, and the
+# per-layer x per-expert loads, of which the expert-load figure reads the last row, always kept); whole rows
+# only after that (every k-th, keeping validation and spike rows). The run directory keeps every row whole.
+METRICS_LIMIT_BYTES = 150_000
+BULKY_METRICS = ("attn_var", "ffn_var", "attn_norm", "ffn_norm", "layer_grad_norm", "layer_param_norm", "expert_load")
 RESULT_DIGITS = 6  # significant digits of the floats in a committed probes.json and trajectory.json
 # A committed metrics.jsonl, the bulk of the repository, keeps RESULT_DIGITS in the telemetry that claims and
 # tables read (N_f(h_L) effects are differences of 0.5 % between runs: 4 digits would move them by a quarter
 # of their error) and METRICS_DIGITS in the rest, per-step curves that are only drawn.
 READ_METRICS = ("layer_var", "final_var", "final_gain")
 METRICS_DIGITS = 4
+# What fit_metrics records in the provenance's pipeline section about the metrics.jsonl it wrote
+METRICS_RECORDS = ("metrics_digits", "bulky_metrics_thinned", "metrics_downsampled")
 FORCE_ENV = "SPARSEDEPTH_FORCE_SINCE"
 ROOT_ENV = "SPARSEDEPTH_OUTPUT_ROOT"
 THREADS_ENV = "SPARSEDEPTH_THREADS"
@@ -329,6 +333,15 @@ def thin_bulky_metrics(lines: list[str], limit: int = METRICS_LIMIT_BYTES) -> tu
         k *= 2
 
 
+def bulky_every(lines: list[str]) -> dict[str, int]:
+    """Per ``BULKY_METRICS`` field in ``lines``: on about every how many telemetry rows (rows with ``layer_var``)
+    it is kept, read from the rows themselves so that it stays true over passes with other fields or limits."""
+    rows = [json.loads(ln) for ln in lines]
+    telemetry = sum("layer_var" in r for r in rows)
+    counts = {f: sum(f in r for r in rows) for f in BULKY_METRICS}
+    return {f: max(1, round(telemetry / n)) for f, n in counts.items() if n}
+
+
 def downsample_metrics(lines: list[str], limit: int = METRICS_LIMIT_BYTES) -> tuple[list[str], int]:
     """Keep every k-th row (smallest k that fits ``limit`` bytes) plus the first, the last and every row with
     validation or a spike flag. Returns (kept lines, k); k = 1 when nothing was dropped."""
@@ -357,8 +370,7 @@ def fit_metrics(lines: list[str], pipeline: dict, limit: int = METRICS_LIMIT_BYT
     lines, kb = thin_bulky_metrics(rounded, limit)
     kept, k = downsample_metrics(lines, limit)
     if kb > 1:
-        before = pipeline.get("bulky_metrics_thinned", {}).get("every", 1)
-        pipeline["bulky_metrics_thinned"] = {"fields": list(BULKY_METRICS), "every": kb * before}
+        pipeline["bulky_metrics_thinned"] = {"every": bulky_every(lines)}
     if k > 1:
         before = pipeline.get("metrics_downsampled", {})
         pipeline["metrics_downsampled"] = {"every": k * before.get("every", 1), "rows": len(kept),
