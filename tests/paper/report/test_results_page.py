@@ -127,3 +127,24 @@ def test_missing_tables_and_markers_give_clear_errors(tmp_path):
     readme.write_text("# x\n")
     with pytest.raises(ValueError, match="no results block"):
         rp.update_readme(readme, tmp_path)
+
+
+def test_a_sweep_probed_along_training_shows_its_trajectories_and_rungs_after_its_last_section(tmp_path):
+    _fake_results(tmp_path)
+    assert "Along training" not in rp.write_results("p", tmp_path).read_text()  # no trajectories, no rungs table
+    (tmp_path / "figures" / "p" / "depth_trajectories.png").write_bytes(b"\x89PNG")
+    tdir = tmp_path / "paper_results" / "p" / "tables"
+    (tdir / "depth_trajectory_trends.md").write_text("trends")
+    pd.DataFrame([{"id": "depth.jacobian_depth", "claim": "||J - I|| is lower for deeper models", "paper": "",
+                   "rung": r, "d_model": d, "tokens": t, "status": s, "effect": e, "se": se, "with scale": w, "ours": ""}
+                  for r, d, t, s, e, se, w in (("gpu", 512, 98304000, "holds", 0.192, 0.0063, "—"),
+                                               ("gpu-long", 512, 301465600, "missing", None, None, "—"))]
+                 ).to_csv(tdir / "depth_rungs.csv", index=False)
+    text = rp.write_results("p", tmp_path).read_text()
+    block = text[text.index("**Along training and across the gpu rungs**"):]
+    assert text.index("## 3. Depth: layer effectiveness") < text.index("**Along training") < text.index("## 4.")
+    assert text.count("**Along training") == 1  # once per sweep, after its last section
+    assert "](../../figures/p/depth_trajectories.png)" in block and "`tables/depth_trajectory_trends.md`" in block
+    assert "usefulness_along_training" not in block  # a figure the profile lacks is left out, not announced
+    assert "| \\|\\|J - I\\|\\| is lower for deeper models | gpu | 512 | 98M | holds | +0.192 ± 0.0063 | — |" in block
+    assert "| gpu-long | 512 | 301M | missing | – | — |" in block

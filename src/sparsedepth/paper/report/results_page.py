@@ -191,6 +191,40 @@ def _figure(name: str, profile: str, root: Path) -> str:
     return f"![{name} ({profile})](../../figures/{profile}/{name}.png)\n"
 
 
+def _along_training(experiment: str, profile: str, root: Path) -> list[str]:
+    """A sweep's statistics along training (where runs were probed so) and the gpu rungs side by side per claim
+    (where the rungs table was written), so the page shows what otherwise needs the notebooks. Empty where the
+    profile has neither."""
+    tdir = table_dir(profile, root)
+    trends = tdir / f"{experiment}_trajectory_trends.md"
+    captions = {
+        "trajectories": "Each statistic against training tokens, a line per setting, probed at points spaced in log "
+                        "tokens; dashed, a least-squares trend in log tokens (an extrapolation)"
+                        + (f"; each trend's slope and where it reaches the paper's value: `tables/{trends.name}`"
+                           if trends.is_file() else "") + ".\n",
+        "usefulness_along_training": "What the usefulness score measures, along training on every rung: the "
+                                     "official score's excess loss ratio over 1, split into the blocks' "
+                                     "nonlinearity (the correct linear replacement's excess) and the transposition "
+                                     "(official minus linear), means over layers.\n"}
+    figs = {n: text for n, text in captions.items()
+            if (root / "figures" / profile / f"{experiment}_{n}.png").is_file()}
+    rungs = tdir / f"{experiment}_rungs.csv"
+    if not figs and not rungs.is_file():
+        return []
+    out = ["**Along training and across the gpu rungs**\n"]
+    for name, text in figs.items():
+        out += [text, _figure(f"{experiment}_{name}", profile, root)]
+    if rungs.is_file():
+        table = pd.read_csv(rungs)
+        table["tokens"] = [f"{t / 1e6:.0f}M" for t in table["tokens"]]
+        table["effect ± s.e."] = ["–" if pd.isna(e) else f"{e:+.3g} ± {format_value(se, 2)}"
+                                  for e, se in zip(table["effect"], table["se"])]
+        out += [f"The rungs side by side per claim (`tables/{rungs.with_suffix('.md').name}` adds each rung's "
+                "numbers and the paper's):\n",
+                to_markdown(table[["claim", "rung", "d_model", "tokens", "status", "effect ± s.e.", "with scale"]])]
+    return out
+
+
 def _anchor(title: str) -> str:
     """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
@@ -235,6 +269,8 @@ def results_markdown(profile: str, root: str | os.PathLike | None = None) -> str
         ours = _ours_table(long, s.experiment, s.metrics)
         out.append(to_markdown(ours) if not ours.empty else "_No results of ours for this figure._\n")
         out += ["**Verdict**\n", _verdicts(card, s.claims)]
+        if s is [t for _, t in shown if t.experiment == s.experiment][-1]:  # after the sweep's last section
+            out += _along_training(s.experiment, profile, base)
     out += ["## 9. Theory\n", "Paper: §4 (the density argument; the paper shows no figure with numbers). Our "
             "simulation of Bernoulli(ρ)-masked sublayers:\n"]
     if profile in RUNGS[1:]:  # a simulation of no trained run: the rung leaves it to the gpu profile
