@@ -6,8 +6,8 @@
 
 The limit (``METRICS_LIMIT_BYTES``) and the rounding (``METRICS_DIGITS`` significant digits) keep the repository
 small enough to travel; runs installed before either was lowered are brought under it here instead of being
-retrained. Bulky matrix fields (expert loads, of which the
-figures read the last row) are thinned first, whole rows after; what was dropped joins the folder's
+retrained. The telemetry no table or figure reads (``BULKY_METRICS``: sublayer statistics, per-layer gradient
+and parameter norms, expert loads) is thinned first, whole rows after; what was dropped joins the folder's
 provenance.json (``pipeline``). Both files are replaced atomically; a folder already fitted is left
 untouched. A copied variant's metrics.jsonl is a link to the trained folder's, fitted there; the copy's
 provenance.json takes over what that folder's records say was dropped. Prints one line per folder changed.

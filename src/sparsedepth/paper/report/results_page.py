@@ -191,6 +191,11 @@ def _figure(name: str, profile: str, root: Path) -> str:
     return f"![{name} ({profile})](../../figures/{profile}/{name}.png)\n"
 
 
+def _effect(effect: float, se: float) -> str:
+    """An effect and its standard error as the page's tables write them ("–" where there is none)."""
+    return "–" if pd.isna(effect) else f"{effect:+.3g} ± {format_value(se, 2)}"
+
+
 def _along_training(experiment: str, profile: str, root: Path) -> list[str]:
     """A sweep's statistics along training (where runs were probed so) and the gpu rungs side by side per claim
     (where the rungs table was written), so the page shows what otherwise needs the notebooks. Empty where the
@@ -217,8 +222,7 @@ def _along_training(experiment: str, profile: str, root: Path) -> list[str]:
     if rungs.is_file():
         table = pd.read_csv(rungs)
         table["tokens"] = [f"{t / 1e6:.0f}M" for t in table["tokens"]]
-        table["effect ± s.e."] = ["–" if pd.isna(e) else f"{e:+.3g} ± {format_value(se, 2)}"
-                                  for e, se in zip(table["effect"], table["se"])]
+        table["effect ± s.e."] = [_effect(e, se) for e, se in zip(table["effect"], table["se"])]
         out += [f"The rungs side by side per claim (`tables/{rungs.with_suffix('.md').name}` adds each rung's "
                 "numbers and the paper's):\n",
                 to_markdown(table[["claim", "rung", "d_model", "tokens", "status", "effect ± s.e.", "with scale"]])]
@@ -322,7 +326,7 @@ def readme_block(root: str | os.PathLike | None = None, profiles: tuple[str, ...
                       f"{n['inconclusive']} inconclusive, {n['missing']} missing.", "",
                   "| claim | verdict | effect ± s.e. |", "|---|---|---:|"]
         for r in card.to_dict("records"):
-            eff = "–" if pd.isna(r["effect"]) else f"{r['effect']:+.3g} ± {format_value(r['se'], 2)}"
+            eff = _effect(r["effect"], r["se"])
             claim = r["claim"].replace("|", "\\|")  # ||J - I|| would split the table's cells
             lines.append(f"| {claim} | {r['status']} | {eff} |")
     return "\n".join(lines + ["", README_END])
