@@ -121,6 +121,20 @@ def test_train_once_then_cached_copied_forced_and_stale(tmp_path, overrides, cou
     assert R.run_variant_status("smoke", "weight_decay", "wd0.1", **kw, train=False)[1] == "missing"
 
 
+def test_a_copy_falls_back_to_files_where_links_are_not_allowed(tmp_path, overrides, counted, monkeypatch):
+    kw = dict(root=tmp_path, overrides=overrides, progress=False)
+    dest, _ = R.run_variant_status("smoke", "depth", "L3", **kw)
+
+    def refuse(*args, **kwargs):
+        raise OSError("symbolic links are not allowed here")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    dest2, st = R.run_variant_status("smoke", "weight_decay", "wd0.1", **kw)
+    assert st == "copied" and counted["train"] == 1 and R.linked_source(dest2) is None
+    assert not any(p.is_symlink() for p in dest2.iterdir()) and R.read_record(dest2) is not None
+    assert R.load_variant(dest2).probes == R.load_variant(dest).probes
+
+
 def test_results_version_bump_reprobes_without_retraining(tmp_path, overrides, counted, monkeypatch):
     kw = dict(root=tmp_path, overrides=overrides, progress=False)
     dest, _ = R.run_variant_status("smoke", "depth", "L2", **kw)

@@ -477,17 +477,27 @@ def _wandb_scores(cfg: TrainConfig, run_dir: Path) -> None:
         wandb_log_scores(run_dir, cfg.wandb_project, wandb_run_id(config_hash(cfg)))
 
 
+def _symlink(target: Path, link: Path) -> bool:
+    """A relative link at ``link`` to ``target``; False where the file system allows none (then it is copied)."""
+    try:
+        os.symlink(os.path.relpath(target, link.parent.resolve()), link)
+    except (OSError, NotImplementedError):
+        return False
+    return True
+
+
 def _install(src_files: dict[str, Path | str], dest: Path, record: dict, pipeline: dict, *,
              link: bool = False) -> None:
     """Copy result files into a temporary sibling of ``dest`` and rename it into place (atomic). ``link``: the
     files are another results folder's, already installed: the ``SHARED_FILES`` become relative links to them
-    (to the file itself where that is a link too), which stay valid once the sibling is renamed to ``dest``."""
+    (to the file itself where that is a link too), which stay valid once the sibling is renamed to ``dest``
+    (copies where the file system allows no links)."""
     tmp = make_temp_dir(dest.parent, prefix=f".{dest.name}.tmp-")
     try:
         for name, src in src_files.items():
-            if link and name in SHARED_FILES:
-                os.symlink(os.path.relpath(Path(src).resolve(), tmp.resolve()), tmp / name)
-            elif name == "metrics.jsonl":
+            if link and name in SHARED_FILES and _symlink(Path(src).resolve(), tmp / name):
+                continue
+            if name == "metrics.jsonl":
                 kept = fit_metrics(Path(src).read_text().splitlines(), pipeline)
                 (tmp / name).write_text("\n".join(kept) + ("\n" if kept else ""))
             elif name in ("probes.json", "trajectory.json"):  # the trajectory's points are probe summaries
