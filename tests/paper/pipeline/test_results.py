@@ -287,6 +287,9 @@ def test_committed_metrics_rows_keep_four_digits_where_nothing_reads_more():
     assert row["step"] == 4600 and row["tokens"] == 301465600  # integers (steps, token counts) stay exact
     again = {}
     assert R.fit_metrics(fitted, again) == fitted and again == {}  # a second pass: nothing to round
+    spaced = json.dumps({"step": 1, "loss": 3.034, "layer_var": [0.5, 1.25]})  # json.dumps' spaces, short floats
+    record = {}
+    assert R.fit_metrics([spaced], record) == ['{"step":1,"loss":3.034,"layer_var":[0.5,1.25]}'] and record == {}
 
 
 def test_committed_metrics_and_probes_are_compact():

@@ -365,7 +365,7 @@ def fit_metrics(lines: list[str], pipeline: dict, limit: int = METRICS_LIMIT_BYT
     fields first, then rows) and record in ``pipeline`` (the provenance's pipeline section) what was dropped, on
     top of what an earlier pass dropped. A second pass changes nothing."""
     rounded = [compact_metrics_row(ln) for ln in lines]
-    if rounded != lines:
+    if rounded != [compact_json(ln, digits=17) for ln in lines]:  # digits dropped, not whitespace alone (17: exact)
         pipeline["metrics_digits"] = METRICS_DIGITS
     lines, kb = thin_bulky_metrics(rounded, limit)
     kept, k = downsample_metrics(lines, limit)
