@@ -29,6 +29,7 @@ def load_script(name: str):
     path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # as an import would: its functions pickle by name (worker processes)
     spec.loader.exec_module(mod)
     return mod
 

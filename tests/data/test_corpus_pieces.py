@@ -63,3 +63,14 @@ def test_a_damaged_or_missing_piece_is_named_and_nothing_is_written(tmp_path, ca
         pieces.join(out, tmp_path / "back", write=False)
     with pytest.raises(pieces.PiecesError, match="is not empty"):
         pieces.split([f], out, piece_mb=8 / 1024, send_mb=60)
+
+
+def test_sources_cut_in_parallel_give_the_same_pieces(tmp_path):
+    files = [tmp_path / f"wiki.{i:02d}.txt.xz" for i in range(3)]
+    for i, f in enumerate(files):
+        shard(f, 30, i)
+    one = pieces.split(files, tmp_path / "one", piece_mb=8 / 1024, send_mb=24 / 1024, jobs=1)
+    three = pieces.split(files, tmp_path / "three", piece_mb=8 / 1024, send_mb=24 / 1024, jobs=3)
+    assert one == three
+    got = {p.relative_to(tmp_path / "three"): p.read_bytes() for p in (tmp_path / "three").rglob("*") if p.is_file()}
+    assert got == {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("*") if p.is_file()}
