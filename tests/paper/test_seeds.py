@@ -248,3 +248,50 @@ def test_compare_runs_reports_the_relative_gap_per_field(tmp_path):
     r = cr.readings(folder)
     assert {"ppl", "acc", "acc_se", "permutation", "variance_end", "jacobian_mean"} <= set(r)
     assert r["ppl"] == pytest.approx(json.loads((folder / "eval.json").read_text())["perplexity"]["ppl"])
+
+
+def _trajectory_run(folder: Path, causal: list[float], tokens: list[int]) -> Path:
+    """A run directory with metrics.jsonl and a trajectory.json whose points hold a causal score each."""
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "loss": 3.0}) + "\n"
+                                                  for i in range(len(tokens))))
+    points = [{"step": i + 1, "tokens": t, "val_loss": 3.0, "causal": {"score": c}}
+              for i, (t, c) in enumerate(zip(tokens, causal))]
+    (folder / "trajectory.json").write_text(json.dumps({"points": points}))
+    return folder
+
+
+def test_compare_runs_sets_the_seed_gap_along_training_against_a_setting_gap(tmp_path):
+    from sparsedepth.paper.analysis.trend import fmt_tokens
+
+    cr = load_script("compare_runs")
+    tokens = [10 ** 7, 10 ** 7 * 2, 10 ** 7 * 4, 10 ** 8]
+    base = [0.1 + 0.05 * np.log10(t / 1e7) for t in tokens]  # 0.05 per decade, 0.2 at 1e9 tokens
+    ref = _trajectory_run(tmp_path / "ref", base, tokens)
+    other = _trajectory_run(tmp_path / "other", [b + d for b, d in zip(base, (0.01, -0.01, 0.01, 0.02))], tokens)
+    setting = _trajectory_run(tmp_path / "setting", [b - 0.015 for b in base[:3]], tokens[:3])
+    rows = {r["statistic"]: r for r in cr.trajectory_gaps(ref, other, setting, {"causal": 0.2})}
+    r = rows["causal"]
+    assert r["points"] == 4 and r["max_gap"] == pytest.approx(0.02) and r["last_gap"] == pytest.approx(0.02)
+    assert r["slope_reference"] == pytest.approx(0.05) and r["slope_se_reference"] == pytest.approx(0, abs=1e-9)
+    assert r["slope_other"] != pytest.approx(0.05)
+    # the setting holds three of the points: its gap beats the seed gap (0.01) at each of them
+    assert (r["clear"], r["shared"]) == (3, 3) and r["setting_gap"] == pytest.approx(-0.015)
+    assert r["reaches_reference"] == fmt_tokens(1e9)
+    assert cr.trajectory_gaps(ref, tmp_path / "none") == []  # no trajectory there: nothing to compare
+    figure = tmp_path / "seeds.png"
+    assert cr.main([str(ref), str(other), "--figure", str(figure), "--names", "a,b", "--statistics", "causal"]) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="--names"):
+        cr.main([str(ref), str(other), "--figure", str(figure), "--names", "a"])
+
+
+def test_compare_runs_reads_the_probes_of_a_run_directory_without_evaluation():
+    cr = load_script("compare_runs")
+    folder = Path(__file__).resolve().parents[2] / "paper_results" / "gpu-long" / "seed-check" / "depth-L12-seed1"
+    if not (folder / "probes.json").is_file():
+        pytest.skip("no committed gpu-long seed check in this checkout")
+    r = cr.readings(folder)
+    assert "acc" not in r  # trained and probed, not evaluated: perplexity is the training's validation one
+    assert r["ppl"] == pytest.approx(json.loads((folder / "summary.json").read_text())["val_ppl"])
+    assert r["causal"] == pytest.approx(json.loads((folder / "probes.json").read_text())["causal"]["score"])

@@ -138,3 +138,9 @@ def test_points_are_matched_by_step_across_runs():
     along = sc.rows_along_training(PROFILE, "depth", res)
     assert [t for t, _ in along] == TOKENS[1:]
     assert all(r["present"] for _, rows in along for r in rows)
+
+
+def test_token_counts_take_the_unit_of_their_rounded_value():
+    assert trend.fmt_tokens(999_999_999.99) == "1B"  # not "1e+03M"
+    assert trend.fmt_tokens(301_465_600) == "301M" and trend.fmt_tokens(8.549e19) == "8.5e+19"
+    assert trend.fmt_tokens(None) == "never" and trend.fmt_tokens(math.inf) == f"beyond 1e{trend.FAR}"

@@ -108,9 +108,10 @@ def fmt_tokens(n: float | None) -> str:
         return "never"
     if n > 10 ** FAR:
         return f"beyond 1e{FAR}"
-    if n >= 1e15:
+    r = float(f"{n:.3g}")  # the unit follows the rounded count: 999.9996M is 1B, not "1e+03M"
+    if r >= 1e15:
         return f"{n:.2g}"
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return f"{n:.3g}"
+        if r >= size:
+            return f"{r / size:.3g}{unit}"
+    return f"{r:.3g}"
