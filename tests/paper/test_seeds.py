@@ -295,3 +295,17 @@ def test_compare_runs_reads_the_probes_of_a_run_directory_without_evaluation():
     assert "acc" not in r  # trained and probed, not evaluated: perplexity is the training's validation one
     assert r["ppl"] == pytest.approx(json.loads((folder / "summary.json").read_text())["val_ppl"])
     assert r["causal"] == pytest.approx(json.loads((folder / "probes.json").read_text())["causal"]["score"])
+
+
+def test_compare_runs_compares_a_stopped_run_on_the_points_it_holds():
+    """gpu-long's L = 32 stopped before its last point: compared with L = 24, only the points both hold count."""
+    cr = load_script("compare_runs")
+    results = Path(__file__).resolve().parents[2] / "paper_results" / "gpu-long"
+    partial, reference = results / "partial" / "depth-L32", results / "depth" / "L24"
+    if not (partial / "trajectory.json").is_file() or not (reference / "trajectory.json").is_file():
+        pytest.skip("no committed gpu-long L = 32 partial run in this checkout")
+    held = json.loads((partial / "trajectory.json").read_text())["points"]
+    assert not json.loads((partial / "summary.json").read_text())["done"]
+    rows = {r["statistic"]: r for r in cr.trajectory_gaps(reference, partial)}
+    assert rows["causal"]["points"] == len(held) < len(json.loads((reference / "trajectory.json").read_text())["points"])
+    assert rows["causal"]["tokens"][-1] == held[-1]["tokens"]
